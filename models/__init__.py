@@ -1,0 +1,29 @@
+"""The service's records: SQLAlchemy 2.x typed models and their Alembic migrations."""
+
+from models.base import (
+    Base,
+    IntegrationStatus,
+    Outcome,
+    Requester,
+    RequestState,
+    TeamStatus,
+    utcnow,
+)
+from models.history import TeamStatusChange
+from models.integration import Integration, OrganizationIntegration, Team
+from models.validation import ValidationRequest
+
+__all__ = [
+    "Base",
+    "Integration",
+    "IntegrationStatus",
+    "OrganizationIntegration",
+    "Outcome",
+    "RequestState",
+    "Requester",
+    "Team",
+    "TeamStatus",
+    "TeamStatusChange",
+    "ValidationRequest",
+    "utcnow",
+]

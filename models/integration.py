@@ -1,0 +1,79 @@
+"""Opsgenie accounts, the organizations linked to them, and their teams (SPEC §2)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, ForeignKey, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from models.base import Base, IntegrationStatus, TeamStatus, enum_column, utcnow
+
+LABEL_MAX = 255
+ACCOUNT_MAX = 255
+
+
+class Integration(Base):
+    """One Opsgenie account, however many organizations installed it."""
+
+    __tablename__ = "integrations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32), default="opsgenie")
+    account_name: Mapped[str] = mapped_column(String(ACCOUNT_MAX))
+    base_url: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (UniqueConstraint("provider", "account_name", "base_url"),)
+
+
+class OrganizationIntegration(Base):
+    """The link between one customer organization and one Opsgenie account."""
+
+    __tablename__ = "organization_integrations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    organization_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    integration_id: Mapped[int] = mapped_column(ForeignKey("integrations.id", ondelete="CASCADE"))
+    status: Mapped[IntegrationStatus] = mapped_column(
+        enum_column(IntegrationStatus), default=IntegrationStatus.ACTIVE
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    integration: Mapped[Integration] = relationship(lazy="raise")
+
+    __table_args__ = (UniqueConstraint("organization_id", "integration_id"),)
+
+
+class Team(Base):
+    """A labelled integration key of one organization integration.
+
+    `encrypted_key` is a Fernet token; nothing else in the database holds the key.
+    `key_version` grows whenever the key is replaced, so a check of an old key
+    cannot overwrite what is known about the new one.
+    """
+
+    __tablename__ = "teams"
+
+    id: Mapped[str] = mapped_column(String(300), primary_key=True)
+    organization_integration_id: Mapped[int] = mapped_column(
+        ForeignKey("organization_integrations.id", ondelete="CASCADE"), index=True
+    )
+    label: Mapped[str] = mapped_column(String(LABEL_MAX))
+    encrypted_key: Mapped[bytes] = mapped_column(LargeBinary)
+    key_version: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[TeamStatus] = mapped_column(enum_column(TeamStatus), default=TeamStatus.UNKNOWN)
+    status_changed_at: Mapped[datetime | None]
+    last_checked_at: Mapped[datetime | None]
+    last_error_code: Mapped[str | None] = mapped_column(String(64))
+    last_http_status: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    organization_integration: Mapped[OrganizationIntegration] = relationship(lazy="raise")
+
+    __table_args__ = (UniqueConstraint("organization_integration_id", "label"),)
+
+    @staticmethod
+    def make_id(organization_integration_id: int, label: str) -> str:
+        """The reference id convention: `<organization_integration_id>-<label>`."""
+        return f"{organization_integration_id}-{label}"

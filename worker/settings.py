@@ -1,0 +1,155 @@
+"""One typed settings object, read from `OGV_*` environment variables.
+
+Every other module asks `get_settings()`; `celeryconfig.py` only maps it onto
+Celery's names. With no environment at all the service runs on an embedded
+default: a SQLite database and a SQLite-backed broker under `OGV_DATA_DIR`, and
+an encryption key generated once into that directory. Anything else that is
+secret must be given explicitly: a deployment that points at a real database
+without `OGV_ENCRYPTION_KEYS` fails at start-up instead of running with a
+throwaway key.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from cryptography.fernet import Fernet
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+OFFICIAL_BASE_URLS = ("https://api.opsgenie.com/", "https://api.eu.opsgenie.com/")
+"""The two hosts Opsgenie serves its REST API from (US and EU)."""
+
+PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "xxx", "todo"})
+
+ProbeName = Literal["authenticate", "alerts"]
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "opsgenie-validator"
+
+
+def _split_list(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """The service's configuration; the README's table documents each field."""
+
+    model_config = SettingsConfigDict(env_prefix="OGV_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    database_url: str = ""
+    broker_url: str = ""
+    encryption_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    allowed_base_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(OFFICIAL_BASE_URLS)
+    )
+
+    probe: ProbeName = "authenticate"
+    connect_timeout: float = Field(default=3.0, gt=0)
+    total_timeout: float = Field(default=10.0, gt=0)
+    max_response_bytes: int = Field(default=64 * 1024, ge=1024)
+    http_connections: int = Field(default=100, ge=1)
+
+    max_attempts: int = Field(default=5, ge=1)
+    backoff_base: float = Field(default=1.0, gt=0)
+    backoff_cap: float = Field(default=60.0, gt=0)
+    throttle_default: float = Field(default=1.0, gt=0)
+
+    task_soft_time_limit: float = Field(default=60.0, gt=0)
+    task_time_limit: float = Field(default=90.0, gt=0)
+    visibility_timeout: int = Field(default=3600, gt=0)
+
+    log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("encryption_keys", "allowed_base_urls", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return _split_list(value)
+
+    @field_validator("allowed_base_urls")
+    @classmethod
+    def _normalise_urls(cls, urls: list[str]) -> list[str]:
+        from worker.baseurl import normalise_base_url
+
+        return [normalise_base_url(url) for url in urls]
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> Settings:
+        if self.task_time_limit <= self.task_soft_time_limit:
+            raise ValueError("OGV_TASK_TIME_LIMIT must be longer than OGV_TASK_SOFT_TIME_LIMIT")
+        # A Redis message waiting out a countdown must not be handed to a second
+        # worker: the visibility timeout has to outlast the longest wait we schedule.
+        longest_wait = max(self.backoff_cap, 60.0) + self.task_time_limit
+        if self.visibility_timeout <= longest_wait:
+            raise ValueError(
+                f"OGV_VISIBILITY_TIMEOUT must exceed {longest_wait:.0f}s "
+                "(the longest retry countdown plus the task time limit)"
+            )
+        for key in self.encryption_keys:
+            if key.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
+                raise ValueError("OGV_ENCRYPTION_KEYS holds a placeholder, not a Fernet key")
+        return self
+
+    @property
+    def is_embedded(self) -> bool:
+        """True when no database was configured: the SQLite default under data_dir."""
+        return not self.database_url
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return _with_psycopg_driver(self.database_url)
+        return f"sqlite:///{self.data_dir / 'ogv.sqlite3'}"
+
+    @property
+    def effective_broker_url(self) -> str:
+        if self.broker_url:
+            return self.broker_url
+        return f"ogvsqla+sqlite:///{self.data_dir / 'broker.sqlite3'}"
+
+    @property
+    def uses_redis(self) -> bool:
+        return self.effective_broker_url.startswith(("redis://", "rediss://"))
+
+    def fernet_keys(self) -> list[bytes]:
+        """The Fernet keys, newest first; on the embedded default one is made once."""
+        if self.encryption_keys:
+            return [key.get_secret_value().encode() for key in self.encryption_keys]
+        if not self.is_embedded:
+            raise RuntimeError(
+                "OGV_ENCRYPTION_KEYS is required when OGV_DATABASE_URL is set; "
+                "generate one with `ogv keys generate`"
+            )
+        return [_embedded_key(self.data_dir)]
+
+
+def _with_psycopg_driver(url: str) -> str:
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _embedded_key(data_dir: Path) -> bytes:
+    path = data_dir / "encryption.key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(Fernet.generate_key())
+    return path.read_bytes().strip()
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process's settings, read once from the environment."""
+    return Settings()
