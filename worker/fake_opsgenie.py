@@ -1,0 +1,732 @@
+"""A fake Opsgenie: a real aiohttp HTTP server for tests, the demo and benchmarks.
+
+It answers the two probes of the domain spec (section 4) the way Opsgenie does:
+
+- ``POST /v2/integrations/authenticate`` (the "authenticate" probe);
+- ``GET /v2/alerts?limit=1`` (the "alerts" probe).
+
+Both read the key from ``Authorization: GenieKey <key>`` and answer according to that key's
+:class:`KeyScenario`. A request without a well-formed header gets 401, and is counted under
+key ``""`` and account ``"unknown"``.
+
+Scenario format (JSON, as read by :meth:`Scenario.from_json` and the CLI's ``--scenario``)::
+
+    {
+      "keys": {
+        "good-key":   {"behaviour": "valid", "account": "acme"},
+        "slow-key":   {"behaviour": "valid", "latency_ms": 200},
+        "busy-key":   {"behaviour": "throttle", "times": 2, "period_seconds": 1},
+        "flaky-key":  {"behaviour": "server_error", "times": -1, "status": 502},
+        "short-form": "no_access"
+      },
+      "default": {"behaviour": "invalid_key"},
+      "latency_ms": 0,
+      "hang_seconds": 30.0,
+      "large_body_bytes": 8388608,
+      "account_rate_per_second": null
+    }
+
+Every field is optional; a key's entry may be just its behaviour. Unknown keys get
+``default``. The behaviours:
+
+``valid``          200 with an Opsgenie-like success body.
+``invalid_key``    401 (key unknown, or its integration disabled).
+``no_access``      403 with ``"code": 40301`` (no configuration access).
+``no_config_access`` 403 with ``"code": 40301`` on authenticate, but 200 on alerts: a key
+                   whose integration has configuration access turned off can still
+                   read alerts (spec section 4).
+``unprocessable``  422 with a message.
+``throttle``       429 with the ``X-RateLimit-*`` headers, ``times`` times, then 200.
+``server_error``   ``status`` (a 5xx), ``times`` times, then 200.
+``hang``           sleeps ``hang_seconds`` (scenario-wide), then 200.
+``reset``          aborts the TCP connection without any HTTP response.
+``large_body``     200 with a body of ``large_body_bytes`` bytes.
+
+``times`` counts the key's attempts across both endpoints; ``-1`` means forever. Every
+answer waits ``latency_ms`` (scenario) plus the key's ``latency_ms`` first, is JSON and
+carries ``X-Request-ID``. If ``account_rate_per_second`` is set, the fake itself throttles
+each account beyond that many admitted calls in any 1-second window, as Opsgenie's
+per-account buckets do; such a 429 does not consume the key's ``times``.
+
+An admin API lets other processes drive a running fake: ``GET``/``PUT /_fake/scenario``,
+``PUT /_fake/keys/{key}``, ``POST /_fake/reset`` and ``GET /_fake/stats``.
+:class:`FakeOpsgenie` runs the server on a background thread for in-process use;
+:func:`serve` runs it in the foreground for ``ogv fake-opsgenie``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import dataclasses
+import json
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal, get_args
+
+from aiohttp import web
+
+__all__ = [
+    "Behaviour",
+    "FakeOpsgenie",
+    "KeyScenario",
+    "RecordedCall",
+    "Scenario",
+    "build_app",
+    "serve",
+]
+
+Behaviour = Literal[
+    "valid",
+    "invalid_key",
+    "no_access",
+    "no_config_access",
+    "unprocessable",
+    "throttle",
+    "server_error",
+    "hang",
+    "reset",
+    "large_body",
+]
+BEHAVIOURS: tuple[str, ...] = get_args(Behaviour)
+
+AUTHENTICATE_PATH = "/v2/integrations/authenticate"
+ALERTS_PATH = "/v2/alerts"
+UNKNOWN_ACCOUNT = "unknown"
+
+# How long stop() lets in-flight requests (e.g. a "hang") finish before cancelling them.
+SHUTDOWN_GRACE_SECONDS = 0.25
+STATUS_BY_BEHAVIOUR: dict[str, int] = {
+    "valid": 200,
+    "invalid_key": 401,
+    "no_access": 403,
+    "unprocessable": 422,
+    "throttle": 429,
+    "hang": 200,
+    "large_body": 200,
+}
+TOOK = 0.01
+
+
+# --- scenarios -------------------------------------------------------------------------
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_number(name: str, value: object) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+
+
+def _reject_unknown_fields(cls: type[Any], data: Mapping[str, Any]) -> None:
+    unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(sorted(unknown))}")
+
+
+@dataclass(frozen=True)
+class KeyScenario:
+    """How the fake answers probes made with one integration key."""
+
+    behaviour: Behaviour = "valid"
+    account: str = "default"
+    times: int = 1
+    period_seconds: int = 1
+    latency_ms: int = 0
+    status: int = 503
+
+    def __post_init__(self) -> None:
+        if self.behaviour not in BEHAVIOURS:
+            raise ValueError(f"behaviour must be one of {BEHAVIOURS}, got {self.behaviour!r}")
+        if not isinstance(self.account, str) or not self.account:
+            raise ValueError(f"account must be a non-empty string, got {self.account!r}")
+        _check_int("times", self.times, -1)
+        _check_int("period_seconds", self.period_seconds, 1)
+        _check_int("latency_ms", self.latency_ms, 0)
+        _check_int("status", self.status, 500)
+        if self.status > 599:
+            raise ValueError(f"status must be a 5xx, got {self.status}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | str) -> KeyScenario:
+        """Build from a JSON object, or from a bare behaviour name."""
+        if isinstance(data, str):
+            return cls(behaviour=data)  # type: ignore[arg-type]  # validated in __post_init__
+        _reject_unknown_fields(cls, data)
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _default_key_scenario() -> KeyScenario:
+    return KeyScenario(behaviour="invalid_key")
+
+
+@dataclass
+class Scenario:
+    """The whole fake account landscape: per-key behaviours plus server-wide settings."""
+
+    keys: dict[str, KeyScenario] = field(default_factory=dict)
+    default: KeyScenario = field(default_factory=_default_key_scenario)
+    latency_ms: int = 0
+    hang_seconds: float = 30.0
+    large_body_bytes: int = 8 * 1024 * 1024
+    account_rate_per_second: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_int("latency_ms", self.latency_ms, 0)
+        _check_number("hang_seconds", self.hang_seconds)
+        _check_int("large_body_bytes", self.large_body_bytes, 0)
+        if self.account_rate_per_second is not None:
+            _check_int("account_rate_per_second", self.account_rate_per_second, 1)
+
+    def for_key(self, key: str) -> KeyScenario:
+        return self.keys.get(key, self.default)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Scenario:
+        _reject_unknown_fields(cls, data)
+        fields = dict(data)
+        fields["keys"] = {k: KeyScenario.from_dict(v) for k, v in data.get("keys", {}).items()}
+        if "default" in data:
+            fields["default"] = KeyScenario.from_dict(data["default"])
+        return cls(**fields)
+
+    @classmethod
+    def from_json(cls, source: str | bytes | Mapping[str, Any]) -> Scenario:
+        """Build from JSON text or an already decoded JSON object."""
+        data = json.loads(source) if isinstance(source, str | bytes) else source
+        if not isinstance(data, Mapping):
+            raise ValueError("a scenario must be a JSON object")
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "keys": {k: v.to_dict() for k, v in self.keys.items()},
+            "default": self.default.to_dict(),
+            "latency_ms": self.latency_ms,
+            "hang_seconds": self.hang_seconds,
+            "large_body_bytes": self.large_body_bytes,
+            "account_rate_per_second": self.account_rate_per_second,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+# --- shared state ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecordedCall:
+    """One probe request as the fake received it."""
+
+    key: str
+    account: str
+    method: str
+    path: str
+    query: dict[str, str]
+    body: Any  # the decoded JSON body, or None
+    headers: dict[str, str]  # Accept and Content-Type, when sent
+    at: float  # time.monotonic() on arrival
+    status: int | None  # the status answered; None for "reset"
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What to answer to one probe, decided when it arrives."""
+
+    behaviour: Behaviour
+    status: int | None
+    delay_seconds: float
+    period_seconds: int
+
+
+def _status(behaviour: Behaviour, key_scenario: KeyScenario, path: str) -> int | None:
+    if behaviour == "reset":
+        return None
+    if behaviour == "server_error":
+        return key_scenario.status
+    if behaviour == "no_config_access":
+        return 403 if path == AUTHENTICATE_PATH else 200
+    return STATUS_BY_BEHAVIOUR[behaviour]
+
+
+def _max_in_window(times: list[float], window: float = 1.0) -> int:
+    """The most timestamps of sorted ``times`` that fit in any half-open window."""
+    best = 0
+    for i, start in enumerate(times):
+        best = max(best, bisect.bisect_left(times, start + window, lo=i) - i)
+    return best
+
+
+class _State:
+    """Scenario, counters and the call log; shared by the server and its controller."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self._lock = threading.Lock()
+        self._scenario = scenario
+        self._attempts: Counter[str] = Counter()
+        self._admitted: dict[str, deque[float]] = {}
+        self._calls: list[RecordedCall] = []
+
+    @property
+    def scenario(self) -> Scenario:
+        with self._lock:
+            return self._scenario
+
+    def replace(self, scenario: Scenario) -> None:
+        with self._lock:
+            self._scenario = scenario
+            self._clear()
+
+    def set_key(self, key: str, key_scenario: KeyScenario) -> None:
+        with self._lock:
+            keys = {**self._scenario.keys, key: key_scenario}
+            self._scenario = dataclasses.replace(self._scenario, keys=keys)
+            self._attempts.pop(key, None)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._clear()
+
+    def _clear(self) -> None:
+        self._attempts.clear()
+        self._admitted.clear()
+        self._calls.clear()
+
+    def calls(self) -> list[RecordedCall]:
+        with self._lock:
+            return list(self._calls)
+
+    def plan(self, key: str | None, request: web.Request, body: Any) -> _Plan:
+        """Decide the answer to a probe and record the call."""
+        with self._lock:
+            now = time.monotonic()
+            scenario = self._scenario
+            if key is None:
+                plan = _Plan("invalid_key", 401, scenario.latency_ms / 1000, 1)
+                self._record("", UNKNOWN_ACCOUNT, request, body, now, plan)
+                return plan
+            key_scenario = scenario.for_key(key)
+            plan = self._plan_for_key(key, key_scenario, now, request.path)
+            self._record(key, key_scenario.account, request, body, now, plan)
+            return plan
+
+    def _plan_for_key(self, key: str, key_scenario: KeyScenario, now: float, path: str) -> _Plan:
+        scenario = self._scenario
+        delay = (scenario.latency_ms + key_scenario.latency_ms) / 1000
+        if not self._admit(key_scenario.account, now):
+            return _Plan("throttle", 429, delay, 1)
+        self._attempts[key] += 1
+        behaviour = key_scenario.behaviour
+        repeats = key_scenario.times
+        if behaviour in ("throttle", "server_error") and 0 <= repeats < self._attempts[key]:
+            behaviour = "valid"
+        if behaviour == "hang":
+            delay += scenario.hang_seconds
+        status = _status(behaviour, key_scenario, path)
+        return _Plan(behaviour, status, delay, key_scenario.period_seconds)
+
+    def _admit(self, account: str, now: float) -> bool:
+        """Apply the optional per-account rate limit; True if the call may proceed."""
+        limit = self._scenario.account_rate_per_second
+        if limit is None:
+            return True
+        admitted = self._admitted.setdefault(account, deque())
+        while admitted and now - admitted[0] >= 1.0:
+            admitted.popleft()
+        if len(admitted) >= limit:
+            return False
+        admitted.append(now)
+        return True
+
+    def _record(
+        self, key: str, account: str, request: web.Request, body: Any, now: float, plan: _Plan
+    ) -> None:
+        headers = {
+            h: request.headers[h] for h in ("Accept", "Content-Type") if h in request.headers
+        }
+        call = RecordedCall(
+            key=key,
+            account=account,
+            method=request.method,
+            path=request.path,
+            query=dict(request.query),
+            body=body,
+            headers=headers,
+            at=now,
+            status=plan.status,
+        )
+        self._calls.append(call)
+
+    def stats(self) -> dict[str, Any]:
+        calls = self.calls()
+        by_account: dict[str, list[float]] = {}
+        for call in calls:
+            by_account.setdefault(call.account, []).append(call.at)
+        return {
+            "calls_by_key": dict(Counter(call.key for call in calls)),
+            "calls_by_account": {a: len(times) for a, times in by_account.items()},
+            "max_calls_per_second_by_account": {
+                a: _max_in_window(times) for a, times in by_account.items()
+            },
+            "total": len(calls),
+        }
+
+
+# --- HTTP: the probes ------------------------------------------------------------------
+
+_STATE = web.AppKey("fake_opsgenie_state", _State)
+_Endpoint = Literal["authenticate", "alerts"]
+
+
+def _parse_key(authorization: str | None) -> str | None:
+    """The key of an ``Authorization: GenieKey <key>`` header, or None if malformed."""
+    scheme, _, key = (authorization or "").strip().partition(" ")
+    key = key.strip()
+    if scheme.lower() != "geniekey" or not key or " " in key:
+        return None
+    return key
+
+
+async def _read_json(request: web.Request) -> Any:
+    raw = await request.read()
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def _json_response(
+    status: int, payload: dict[str, Any], headers: Mapping[str, str] | None = None
+) -> web.Response:
+    request_id = str(uuid.uuid4())
+    body = {**payload, "took": TOOK, "requestId": request_id}
+    all_headers = {"X-Request-ID": request_id, **(headers or {})}
+    return web.json_response(body, status=status, headers=all_headers)
+
+
+def _success(endpoint: _Endpoint) -> web.Response:
+    if endpoint == "authenticate":
+        return _json_response(200, {"result": "Integration authenticated"})
+    return _json_response(200, {"data": [], "paging": {}})
+
+
+def _large_body(size: int) -> web.Response:
+    """A valid JSON success body padded to ``size`` bytes (or the smallest one possible)."""
+    request_id = str(uuid.uuid4())
+    head = b'{"data": "'
+    tail = f'", "took": {TOOK}, "requestId": "{request_id}"}}'.encode()
+    padding = b"x" * max(0, size - len(head) - len(tail))
+    return web.Response(
+        body=head + padding + tail,
+        content_type="application/json",
+        headers={"X-Request-ID": request_id},
+    )
+
+
+def _no_configuration_access() -> web.Response:
+    message = "Integration is not allowed to use configuration API; enable its access."
+    return _json_response(403, {"message": message, "code": 40301})
+
+
+def _throttled(period_seconds: int) -> web.Response:
+    headers = {
+        "X-RateLimit-State": "THROTTLED",
+        "X-RateLimit-Reason": "ACCOUNT",
+        "X-RateLimit-Period-In-Sec": str(period_seconds),
+    }
+    message = "Too many requests for this account; retry after the rate-limit period."
+    return _json_response(429, {"message": message}, headers)
+
+
+def _answer(plan: _Plan, endpoint: _Endpoint, large_body_bytes: int) -> web.Response:
+    status = plan.status or 500  # "reset" never gets here
+    match plan.behaviour:
+        case "valid" | "hang":
+            return _success(endpoint)
+        case "large_body":
+            return _large_body(large_body_bytes)
+        case "invalid_key":
+            return _json_response(401, {"message": "Integration key is not recognised."})
+        case "no_access":
+            return _no_configuration_access()
+        case "no_config_access":
+            if endpoint == "authenticate":
+                return _no_configuration_access()
+            return _success(endpoint)
+        case "unprocessable":
+            return _json_response(422, {"message": "Request could not be processed."})
+        case "throttle":
+            return _throttled(plan.period_seconds)
+        case _:
+            return _json_response(status, {"message": "Service is temporarily unavailable."})
+
+
+def _abort_connection(request: web.Request) -> None:
+    """Close the client's connection with a TCP RST and without any HTTP answer."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        # Linger on, timeout 0: close() sends RST instead of an orderly FIN.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+async def _probe(request: web.Request, endpoint: _Endpoint) -> web.StreamResponse:
+    state = request.app[_STATE]
+    body = await _read_json(request)
+    key = _parse_key(request.headers.get("Authorization"))
+    plan = state.plan(key, request, body)
+    if plan.delay_seconds > 0:
+        await asyncio.sleep(plan.delay_seconds)
+    if plan.behaviour == "reset":
+        _abort_connection(request)
+        # Never sent: aiohttp sees the closed transport and drops this quietly.
+        return web.Response(status=204)
+    return _answer(plan, endpoint, state.scenario.large_body_bytes)
+
+
+async def _authenticate(request: web.Request) -> web.StreamResponse:
+    return await _probe(request, "authenticate")
+
+
+async def _alerts(request: web.Request) -> web.StreamResponse:
+    return await _probe(request, "alerts")
+
+
+# --- HTTP: the admin API ---------------------------------------------------------------
+
+
+async def _read_admin_json(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError as exc:
+        raise web.HTTPBadRequest(reason=f"body is not JSON: {exc}") from exc
+
+
+async def _get_scenario(request: web.Request) -> web.Response:
+    return web.json_response(request.app[_STATE].scenario.to_dict())
+
+
+async def _put_scenario(request: web.Request) -> web.Response:
+    data = await _read_admin_json(request)
+    try:
+        scenario = Scenario.from_json(data)
+    except (TypeError, ValueError) as exc:
+        raise web.HTTPBadRequest(reason=str(exc)) from exc
+    request.app[_STATE].replace(scenario)
+    return web.json_response(scenario.to_dict())
+
+
+async def _put_key(request: web.Request) -> web.Response:
+    data = await _read_admin_json(request)
+    try:
+        key_scenario = KeyScenario.from_dict(data)
+    except (TypeError, ValueError) as exc:
+        raise web.HTTPBadRequest(reason=str(exc)) from exc
+    request.app[_STATE].set_key(request.match_info["key"], key_scenario)
+    return web.json_response(key_scenario.to_dict())
+
+
+async def _post_reset(request: web.Request) -> web.Response:
+    request.app[_STATE].reset()
+    return web.json_response({"reset": True})
+
+
+async def _get_stats(request: web.Request) -> web.Response:
+    return web.json_response(request.app[_STATE].stats())
+
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    """Answer routing and admin errors as Opsgenie-style JSON too."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _json_response(exc.status, {"message": exc.reason})
+
+
+def _make_app(state: _State) -> web.Application:
+    app = web.Application(middlewares=[_json_errors])
+    app[_STATE] = state
+    app.router.add_post(AUTHENTICATE_PATH, _authenticate)
+    app.router.add_get(ALERTS_PATH, _alerts)
+    app.router.add_get("/_fake/scenario", _get_scenario)
+    app.router.add_put("/_fake/scenario", _put_scenario)
+    app.router.add_put("/_fake/keys/{key}", _put_key)
+    app.router.add_post("/_fake/reset", _post_reset)
+    app.router.add_get("/_fake/stats", _get_stats)
+    return app
+
+
+def build_app(scenario: Scenario) -> web.Application:
+    """The fake's aiohttp application, serving ``scenario``."""
+    return _make_app(_State(scenario))
+
+
+# --- running it ------------------------------------------------------------------------
+
+
+def _base_url(host: str, port: int) -> str:
+    return f"http://{host}:{port}/"
+
+
+async def _start(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Start serving ``app``; returns the runner and the port actually bound."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    bound_port: int = runner.addresses[0][1]
+    return runner, bound_port
+
+
+class FakeOpsgenie:
+    """Runs the fake on its own event loop in a daemon thread; a context manager."""
+
+    def __init__(
+        self, scenario: Scenario | None = None, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        self._state = _State(scenario if scenario is not None else Scenario())
+        self._host = host
+        self._port = port
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        """The Opsgenie base URL of the running fake, with a trailing slash."""
+        if self._thread is None:
+            raise RuntimeError("FakeOpsgenie is not started")
+        return _base_url(self._host, self._port)
+
+    def start(self) -> FakeOpsgenie:
+        """Start serving; returns once the server is listening."""
+        if self._thread is not None:
+            raise RuntimeError("FakeOpsgenie is already started")
+        self._ready.clear()
+        thread = threading.Thread(target=self._run, name="fake-opsgenie", daemon=True)
+        thread.start()
+        self._ready.wait()
+        if self._startup_error is not None:
+            thread.join()
+            raise RuntimeError("FakeOpsgenie failed to start") from self._startup_error
+        self._thread = thread
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; requests still in flight are cut off after a short grace period."""
+        thread, loop, stopping = self._thread, self._loop, self._stopping
+        if thread is None or loop is None or stopping is None:
+            return
+        loop.call_soon_threadsafe(stopping.set)
+        thread.join()
+        self._thread = None
+
+    def __enter__(self) -> FakeOpsgenie:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        self._startup_error = None
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        try:
+            runner, self._port = await _start(_make_app(self._state), self._host, self._port)
+        except BaseException as exc:
+            self._startup_error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            await self._stopping.wait()
+        finally:
+            await runner.cleanup()
+
+    def set_scenario(self, scenario: Scenario) -> None:
+        """Serve ``scenario`` from now on; resets every counter."""
+        self._state.replace(scenario)
+
+    def set_key(self, key: str, scenario: KeyScenario) -> None:
+        """Add or replace one key's scenario; resets that key's attempt counter."""
+        self._state.set_key(key, scenario)
+
+    def reset(self) -> None:
+        """Forget every call and attempt."""
+        self._state.reset()
+
+    @property
+    def scenario(self) -> Scenario:
+        return self._state.scenario
+
+    def calls(self, key: str) -> int:
+        """Probe requests received with ``key`` (``""``: without a usable key)."""
+        return sum(1 for call in self._state.calls() if call.key == key)
+
+    def account_calls(self, account: str) -> int:
+        """Probe requests received for any key of ``account``."""
+        return sum(1 for call in self._state.calls() if call.account == account)
+
+    def max_calls_per_second(self, account: str) -> int:
+        """The most calls ``account`` received within any sliding 1-second window."""
+        times = [call.at for call in self._state.calls() if call.account == account]
+        return _max_in_window(times)
+
+    def requests(self) -> list[RecordedCall]:
+        """Every probe request received since the last reset, oldest first."""
+        return self._state.calls()
+
+
+async def _serve_until_signalled(host: str, port: int, scenario: Scenario) -> None:
+    runner, bound_port = await _start(build_app(scenario), host, port)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+    sys.stdout.write(f"fake-opsgenie listening on {_base_url(host, bound_port)}\n")
+    sys.stdout.flush()
+    try:
+        await stopping.wait()
+    finally:
+        await runner.cleanup()
+
+
+def serve(host: str, port: int, scenario: Scenario) -> None:
+    """Serve in the foreground until SIGINT or SIGTERM (the ``ogv fake-opsgenie`` command)."""
+    asyncio.run(_serve_until_signalled(host, port, scenario))
