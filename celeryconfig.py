@@ -1,0 +1,37 @@
+"""Celery's settings, mapped from `worker.settings.Settings` (nothing is decided here)."""
+
+from __future__ import annotations
+
+from worker import embedded_broker
+from worker.settings import get_settings
+
+_settings = get_settings()
+embedded_broker.register()
+
+broker_url = _settings.effective_broker_url
+broker_connection_retry_on_startup = True
+# A countdown waits in the worker's memory while Redis counts the message as
+# unacknowledged; this must outlast the longest countdown (checked in Settings).
+# The embedded broker passes its options to create_engine(), so it gets none.
+broker_transport_options: dict[str, object] = (
+    {"visibility_timeout": _settings.visibility_timeout} if _settings.uses_redis else {}
+)
+
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+task_ignore_result = True
+
+# At-least-once delivery: acknowledge after the task ran, put the message back if
+# the worker process died mid-task, and take one message at a time.
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+
+task_soft_time_limit = _settings.task_soft_time_limit
+task_time_limit = _settings.task_time_limit
+
+task_default_queue = "ogv"
+worker_send_task_events = True
+task_send_sent_event = True
+worker_hijack_root_logger = False

@@ -1,0 +1,36 @@
+"""The Celery app. `celery -A worker worker` finds it here.
+
+Worker hooks manage what lives as long as a process: the database pool is
+dropped after fork, and the event loop and HTTP session are closed at shutdown.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, signals
+
+from models.db import reset_after_fork
+from worker.logs import configure_logging
+from worker.runtime import close_runtime
+from worker.settings import get_settings
+
+app = Celery("opsgenie-validator", include=["worker.tasks"])
+app.config_from_object("celeryconfig")
+
+
+@signals.setup_logging.connect
+def _setup_logging(**_: Any) -> None:
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+
+@signals.worker_process_init.connect
+def _after_fork(**_: Any) -> None:
+    reset_after_fork()
+
+
+@signals.worker_process_shutdown.connect
+@signals.worker_shutdown.connect
+def _on_shutdown(**_: Any) -> None:
+    close_runtime()

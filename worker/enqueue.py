@@ -1,0 +1,112 @@
+"""Asking for a check: record the request, then publish its id.
+
+The row is committed before the message is published, so a worker never receives
+an id it cannot find, and a request whose publish failed is still on record.
+Publishing uses the task's registered name: a producer needs the broker and
+database URLs, not the worker's code.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from celery import Celery
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import Requester, ValidationRequest
+from worker import records
+
+VALIDATE_TASK = "ogv.validate_request"
+"""The registered task name; part of the service's interface for producers."""
+
+
+@dataclass(frozen=True)
+class RequestView:
+    """A validation request as producers see it."""
+
+    id: str
+    organization_id: int
+    integration_id: int
+    team_id: str
+    requested_by: str
+    state: str
+    outcome: str | None
+    message: str | None
+    http_status: int | None
+    error_code: str | None
+    attempts: int
+    created_at: datetime
+    finished_at: datetime | None
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in ("done", "failed")
+
+    @classmethod
+    def of(cls, row: ValidationRequest) -> RequestView:
+        return cls(
+            id=str(row.id),
+            organization_id=row.organization_id,
+            integration_id=row.integration_id,
+            team_id=row.team_id,
+            requested_by=row.requested_by.value,
+            state=row.state.value,
+            outcome=row.outcome.value if row.outcome else None,
+            message=row.message,
+            http_status=row.http_status,
+            error_code=row.error_code,
+            attempts=row.attempts,
+            created_at=row.created_at,
+            finished_at=row.finished_at,
+        )
+
+
+def publish(app: Celery, request_id: uuid.UUID) -> None:
+    app.send_task(VALIDATE_TASK, args=[str(request_id)])
+
+
+def request_validation(
+    sessions: sessionmaker[Session],
+    app: Celery,
+    *,
+    organization_id: int,
+    integration_id: int,
+    team_id: str,
+    requested_by: Requester,
+) -> uuid.UUID:
+    """Record a request, commit it, then publish it; returns the request id."""
+    with sessions.begin() as session:
+        request = records.create_request(
+            session,
+            organization_id=organization_id,
+            integration_id=integration_id,
+            team_id=team_id,
+            requested_by=requested_by,
+        )
+        request_id = request.id
+    publish(app, request_id)
+    return request_id
+
+
+def get_request(sessions: sessionmaker[Session], request_id: uuid.UUID) -> RequestView | None:
+    with sessions() as session:
+        row = session.get(ValidationRequest, request_id)
+        return RequestView.of(row) if row is not None else None
+
+
+def wait_for(
+    sessions: sessionmaker[Session],
+    request_id: uuid.UUID,
+    timeout: float,
+    poll_interval: float = 0.05,
+) -> RequestView | None:
+    """Poll until the request is final or `timeout` passes; returns its last view."""
+    deadline = time.monotonic() + timeout
+    while True:
+        view = get_request(sessions, request_id)
+        if view is None or view.is_final or time.monotonic() >= deadline:
+            return view
+        time.sleep(min(poll_interval, max(0.0, deadline - time.monotonic())))

@@ -1,0 +1,305 @@
+"""Reading and writing the service's rows. Functions take a session and never commit.
+
+The write rules that make the pipeline idempotent live here:
+- a request is finished at most once (a conditional UPDATE on its state);
+- a team takes a result only if it is about the key it holds now (`key_version`)
+  and no newer result was written before it (`last_checked_at`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from models import (
+    Integration,
+    IntegrationStatus,
+    OrganizationIntegration,
+    Outcome,
+    Requester,
+    RequestState,
+    Team,
+    TeamStatus,
+    TeamStatusChange,
+    ValidationRequest,
+    utcnow,
+)
+from models.crypto import KeyVault
+from worker.baseurl import check_allowed
+from worker.rules import OPSGENIE_PROVIDER, Result, Target
+
+FINAL_STATES = (RequestState.DONE, RequestState.FAILED)
+
+
+class RecordError(ValueError):
+    """Raised when a write is refused; `code` is stable for scripts and the API."""
+
+    code = "invalid"
+
+
+class NotFound(RecordError):
+    """Raised when a referenced organization integration does not exist."""
+
+    code = "not_found"
+
+
+class DuplicateTeam(RecordError):
+    """Raised when a label is already used in the organization integration."""
+
+    code = "duplicate_team"
+
+
+def add_integration(
+    session: Session,
+    *,
+    organization_id: int,
+    account_name: str,
+    base_url: str,
+    allowed_base_urls: Sequence[str],
+) -> tuple[Integration, OrganizationIntegration]:
+    """Install an Opsgenie account for an organization; one row per account."""
+    url = check_allowed(base_url, allowed_base_urls)
+    account = account_name.strip()
+    if not account or len(account) > 255 or not account.isprintable():
+        raise RecordError("the account name must be 1 to 255 printable characters")
+    integration = session.scalars(
+        select(Integration).where(
+            Integration.provider == OPSGENIE_PROVIDER,
+            Integration.account_name == account,
+            Integration.base_url == url,
+        )
+    ).first()
+    if integration is None:
+        integration = Integration(provider=OPSGENIE_PROVIDER, account_name=account, base_url=url)
+        session.add(integration)
+        session.flush()
+    link = session.scalars(
+        select(OrganizationIntegration).where(
+            OrganizationIntegration.organization_id == organization_id,
+            OrganizationIntegration.integration_id == integration.id,
+        )
+    ).first()
+    if link is None:
+        link = OrganizationIntegration(organization_id=organization_id, integration=integration)
+        session.add(link)
+    link.status = IntegrationStatus.ACTIVE
+    session.flush()
+    return integration, link
+
+
+def add_team(
+    session: Session,
+    *,
+    organization_id: int,
+    integration_id: int,
+    label: str,
+    integration_key: str,
+    vault: KeyVault,
+) -> Team:
+    """Store a team's key, encrypted; refuses a label already used in the link."""
+    link = find_link(session, organization_id, integration_id)
+    if link is None:
+        raise NotFound(
+            f"integration {integration_id} is not installed for organization {organization_id}"
+        )
+    check_label(label)
+    check_key_format(integration_key)
+    team = Team(
+        id=Team.make_id(link.id, label),
+        organization_integration_id=link.id,
+        label=label,
+        encrypted_key=vault.encrypt(integration_key),
+    )
+    try:
+        with session.begin_nested():
+            session.add(team)
+    except IntegrityError as exc:
+        raise DuplicateTeam(f"a team labelled {label!r} already exists") from exc
+    return team
+
+
+def find_link(
+    session: Session, organization_id: int, integration_id: int
+) -> OrganizationIntegration | None:
+    return session.scalars(
+        select(OrganizationIntegration).where(
+            OrganizationIntegration.organization_id == organization_id,
+            OrganizationIntegration.integration_id == integration_id,
+        )
+    ).first()
+
+
+def check_label(label: str) -> None:
+    if not label or len(label) > 255 or not label.isprintable() or label != label.strip():
+        raise RecordError(
+            "a team label must be 1 to 255 printable characters without surrounding spaces"
+        )
+
+
+def check_key_format(key: str) -> None:
+    # Opsgenie keys are UUIDs; we only insist on what an HTTP header can carry.
+    if not key or len(key) > 200 or not key.isascii() or not key.isprintable() or " " in key:
+        raise RecordError("an integration key must be 1 to 200 visible ASCII characters")
+
+
+def create_request(
+    session: Session,
+    *,
+    organization_id: int,
+    integration_id: int,
+    team_id: str,
+    requested_by: Requester,
+) -> ValidationRequest:
+    request = ValidationRequest(
+        organization_id=organization_id,
+        integration_id=integration_id,
+        team_id=team_id,
+        requested_by=requested_by,
+        state=RequestState.PENDING,
+        attempts=0,
+    )
+    session.add(request)
+    session.flush()
+    return request
+
+
+def start_attempt(session: Session, request_id: uuid.UUID) -> ValidationRequest | None:
+    """Mark the request running; None if it is already final (or unknown).
+
+    `attempts` counts calls made to Opsgenie, so it is written when one was made
+    (`note_retry`, `finish`), not here.
+    """
+    request = session.get(ValidationRequest, request_id, with_for_update=True)
+    if request is None or request.state.is_final:
+        return None
+    request.state = RequestState.RUNNING
+    request.started_at = request.started_at or utcnow()
+    return request
+
+
+def note_retry(session: Session, request_id: uuid.UUID, result: Result, attempts: int) -> None:
+    """Record a transient failure on a request that will be tried again."""
+    session.execute(
+        update(ValidationRequest)
+        .where(ValidationRequest.id == request_id, ValidationRequest.state.not_in(FINAL_STATES))
+        .values(
+            state=RequestState.PENDING,
+            message=result.message,
+            http_status=result.http_status,
+            error_code=result.error_code,
+            attempts=attempts,
+        )
+    )
+
+
+def finish(
+    session: Session,
+    request_id: uuid.UUID,
+    result: Result,
+    target: Target | None,
+    checked_at: datetime,
+    attempts: int = 0,
+) -> bool:
+    """Write a request's final outcome and, where it applies, the team's new state.
+
+    Returns False when the request had already been finished (a duplicate delivery):
+    then nothing is written.
+    """
+    state = RequestState.FAILED if result.outcome is Outcome.ERROR else RequestState.DONE
+    finished = session.execute(
+        update(ValidationRequest)
+        .where(ValidationRequest.id == request_id, ValidationRequest.state.not_in(FINAL_STATES))
+        .values(
+            state=state,
+            outcome=result.outcome,
+            message=result.message,
+            http_status=result.http_status,
+            error_code=result.error_code,
+            attempts=attempts,
+            finished_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if finished.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    if target is not None:
+        _apply_to_team(session, request_id, result, target, checked_at)
+    return True
+
+
+def _apply_to_team(
+    session: Session, request_id: uuid.UUID, result: Result, target: Target, checked_at: datetime
+) -> None:
+    team = session.get(Team, target.team_id, with_for_update=True)
+    if team is None or team.key_version != target.key_version:
+        return  # the key was replaced or removed while we checked the old one
+    if team.last_checked_at is not None and team.last_checked_at > checked_at:
+        return  # a newer check already wrote its answer
+    team.last_error_code = result.error_code
+    team.last_http_status = result.http_status
+    if not result.outcome.judges_key:
+        return  # transient failures exhausted: keep the status, record the error
+    new_status = TeamStatus(result.outcome.value)
+    team.last_checked_at = checked_at
+    if new_status != team.status:
+        session.add(
+            TeamStatusChange(
+                team_id=team.id,
+                request_id=request_id,
+                old_status=team.status,
+                new_status=new_status,
+                changed_at=checked_at,
+            )
+        )
+        team.status = new_status
+        team.status_changed_at = checked_at
+
+
+@dataclass(frozen=True)
+class TeamRow:
+    """A team as `ogv status` shows it: everything but the key."""
+
+    team_id: str
+    organization_id: int
+    integration_id: int
+    account: str
+    label: str
+    status: str
+    status_changed_at: datetime | None
+    last_checked_at: datetime | None
+    last_error_code: str | None
+    last_http_status: int | None
+
+
+def list_teams(session: Session, organization_id: int | None = None) -> list[TeamRow]:
+    query = (
+        select(Team, OrganizationIntegration, Integration)
+        .join(
+            OrganizationIntegration, Team.organization_integration_id == OrganizationIntegration.id
+        )
+        .join(Integration, OrganizationIntegration.integration_id == Integration.id)
+        .order_by(OrganizationIntegration.organization_id, Team.id)
+    )
+    if organization_id is not None:
+        query = query.where(OrganizationIntegration.organization_id == organization_id)
+    return [
+        TeamRow(
+            team_id=team.id,
+            organization_id=link.organization_id,
+            integration_id=integration.id,
+            account=integration.account_name,
+            label=team.label,
+            status=team.status.value,
+            status_changed_at=team.status_changed_at,
+            last_checked_at=team.last_checked_at,
+            last_error_code=team.last_error_code,
+            last_http_status=team.last_http_status,
+        )
+        for team, link, integration in session.execute(query).tuples()
+    ]
