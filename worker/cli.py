@@ -1,0 +1,239 @@
+"""`ogv`: the command line of the service. Every command takes `--json` for scripts.
+
+Keys are read from standard input, never from argv (argv is visible to every
+user of the machine through `ps`), and no command prints one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from models.crypto import KeyVault
+from models.db import session_factory
+from models.migrate import upgrade
+from worker import records
+from worker.baseurl import BaseUrlError
+from worker.settings import get_settings
+
+app = typer.Typer(no_args_is_help=True, help="Validate stored Opsgenie integration keys.")
+db_app = typer.Typer(no_args_is_help=True, help="The database schema.")
+integration_app = typer.Typer(no_args_is_help=True, help="Opsgenie accounts.")
+team_app = typer.Typer(no_args_is_help=True, help="Teams and their integration keys.")
+keys_app = typer.Typer(no_args_is_help=True, help="The encryption keys that protect stored keys.")
+app.add_typer(db_app, name="db")
+app.add_typer(integration_app, name="integration")
+app.add_typer(team_app, name="team")
+app.add_typer(keys_app, name="keys")
+
+console = Console()
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+class ExitCode:
+    OK = 0
+    REFUSED = 1
+    TIMED_OUT = 2
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+def emit(data: Any, as_json: bool, render: Callable[[], None]) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(_jsonable(data), indent=2) + "\n")
+    else:
+        render()
+
+
+def fail(code: str, message: str, as_json: bool, exit_code: int = ExitCode.REFUSED) -> None:
+    """Report a refused command the same way in both output modes, and exit."""
+    if as_json:
+        sys.stdout.write(json.dumps({"error": {"code": code, "message": message}}) + "\n")
+    else:
+        Console(stderr=True).print(f"[red]error[/red] ({code}): {message}", highlight=False)
+    raise typer.Exit(exit_code)
+
+
+@db_app.command("upgrade")
+def db_upgrade(as_json: JsonOption = False) -> None:
+    """Create or migrate the schema to the newest revision."""
+    settings = get_settings()
+    upgrade(settings.effective_database_url)
+    emit({"upgraded": True}, as_json, lambda: console.print("database schema is up to date"))
+
+
+@integration_app.command("add")
+def integration_add(
+    org: Annotated[int, typer.Option(help="The organization id.")],
+    account: Annotated[str, typer.Option(help="Opsgenie account name, e.g. acme.")],
+    base_url: Annotated[str, typer.Option(help="The API base URL (an allowed host).")],
+    as_json: JsonOption = False,
+) -> None:
+    """Install an Opsgenie account for an organization."""
+    settings = get_settings()
+    try:
+        with session_factory().begin() as session:
+            integration, link = records.add_integration(
+                session,
+                organization_id=org,
+                account_name=account,
+                base_url=base_url,
+                allowed_base_urls=settings.allowed_base_urls,
+            )
+            result = {"integration_id": integration.id, "organization_integration_id": link.id}
+    except (records.RecordError, BaseUrlError) as exc:
+        fail(getattr(exc, "code", "invalid_base_url"), str(exc), as_json)
+    emit(
+        result,
+        as_json,
+        lambda: console.print(
+            f"integration {result['integration_id']} "
+            f"(organization integration {result['organization_integration_id']})"
+        ),
+    )
+
+
+@team_app.command("add")
+def team_add(
+    org: Annotated[int, typer.Option(help="The organization id.")],
+    integration: Annotated[int, typer.Option(help="The integration id.")],
+    label: Annotated[str, typer.Option(help="The team's label, unique in the integration.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Store a team's integration key, read from standard input."""
+    key = sys.stdin.readline().strip()
+    settings = get_settings()
+    try:
+        with session_factory().begin() as session:
+            team = records.add_team(
+                session,
+                organization_id=org,
+                integration_id=integration,
+                label=label,
+                integration_key=key,
+                vault=KeyVault(settings.fernet_keys()),
+            )
+            team_id = team.id
+    except records.RecordError as exc:
+        fail(exc.code, str(exc), as_json)
+    emit({"team_id": team_id}, as_json, lambda: console.print(f"team {team_id}"))
+
+
+@app.command()
+def validate(
+    org: Annotated[int, typer.Option(help="The organization id.")],
+    integration: Annotated[int, typer.Option(help="The integration id.")],
+    team: Annotated[str, typer.Option(help="The team id.")],
+    wait: Annotated[
+        float | None, typer.Option(help="Wait up to this many seconds for the outcome.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Queue a check of a team's key; with --wait, print its outcome."""
+    from models import Requester
+    from worker.celery import app as celery_app
+    from worker.enqueue import request_validation, wait_for
+
+    sessions = session_factory()
+    request_id = request_validation(
+        sessions,
+        celery_app,
+        organization_id=org,
+        integration_id=integration,
+        team_id=team,
+        requested_by=Requester.CLI,
+    )
+    if wait is None:
+        emit({"request_id": request_id}, as_json, lambda: console.print(f"queued {request_id}"))
+        return
+    view = wait_for(sessions, request_id, wait)
+    if view is None or not view.is_final:
+        fail("timeout", f"request {request_id} has no outcome after {wait}s", as_json, 2)
+    assert view is not None
+    emit(
+        view,
+        as_json,
+        lambda: console.print(f"{view.outcome}: {view.message}", highlight=False),
+    )
+
+
+@app.command()
+def status(
+    org: Annotated[int | None, typer.Option(help="Only this organization.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show every team with its status, last check and last error."""
+    with session_factory()() as session:
+        rows = records.list_teams(session, org)
+    emit(rows, as_json, lambda: console.print(_status_table(rows)))
+
+
+def _status_table(rows: Sequence[records.TeamRow]) -> Table:
+    table = Table("team", "account", "status", "last checked", "last error")
+    for row in rows:
+        error = row.last_error_code or ""
+        if row.last_http_status:
+            error = f"{error} (HTTP {row.last_http_status})".strip()
+        checked = row.last_checked_at.isoformat(timespec="seconds") if row.last_checked_at else "-"
+        table.add_row(row.team_id, row.account, row.status, checked, error)
+    return table
+
+
+@keys_app.command("generate")
+def keys_generate() -> None:
+    """Print a new Fernet key for OGV_ENCRYPTION_KEYS."""
+    from cryptography.fernet import Fernet
+
+    sys.stdout.write(Fernet.generate_key().decode() + "\n")
+
+
+@app.command("fake-opsgenie")
+def fake_opsgenie(
+    port: Annotated[int, typer.Option(help="The port to listen on.")] = 8099,
+    host: Annotated[str, typer.Option(help="The address to listen on.")] = "127.0.0.1",
+    scenario: Annotated[
+        Path | None, typer.Option(help="A scenario JSON file (see worker/fake_opsgenie.py).")
+    ] = None,
+) -> None:
+    """Serve the built-in fake Opsgenie for tests and demos."""
+    from worker.fake_opsgenie import Scenario, serve
+
+    loaded = Scenario.from_json(scenario.read_text()) if scenario else Scenario(keys={})
+    serve(host, port, loaded)
+
+
+@app.command()
+def demo(as_json: JsonOption = False) -> None:
+    """Run the whole pipeline once against the built-in fake Opsgenie."""
+    from worker.demo import run_demo
+
+    report = run_demo()
+    emit(report, as_json, lambda: console.print(report.table()))
+    if not report.ok:
+        raise typer.Exit(ExitCode.REFUSED)
+
+
+def main() -> None:
+    app()
