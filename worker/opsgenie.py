@@ -60,7 +60,7 @@ class Throttled(TransientError):
     """Raised on 429: the account's rate limit is spent for `retry_after` seconds."""
 
     code = "throttled"
-    http_status = 429
+    http_status: int | None = 429
 
     def __init__(self, message: str, retry_after: float | None) -> None:
         super().__init__(message)

@@ -22,6 +22,7 @@ from models import (
     ValidationRequest,
 )
 from models.crypto import KeyVault
+from worker.baseurl import BaseUrlError
 from worker.opsgenie import AccountPaused, OpsgenieClient, OpsgenieError, Throttled, Verdict
 from worker.ratelimit import AccountGate
 
@@ -116,6 +117,14 @@ async def probe(target: Target, client: OpsgenieClient, gate: AccountGate) -> Re
     except Throttled as exc:
         await gate.pause(target.gate_key, exc.retry_after or 1.0)
         raise
+    except BaseUrlError:
+        # The allowlist changed since the account was added: never send the key.
+        return Result(
+            Outcome.ERROR,
+            f"The base URL of Opsgenie account {target.account!r} is no longer allowed; "
+            "the key was not sent.",
+            error_code="base_url_not_allowed",
+        )
     return judge(target, verdict)
 
 
