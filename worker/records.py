@@ -301,5 +301,5 @@ def list_teams(session: Session, organization_id: int | None = None) -> list[Tea
             last_error_code=team.last_error_code,
             last_http_status=team.last_http_status,
         )
-        for team, link, integration in session.execute(query).tuples()
+        for team, link, integration in session.execute(query)
     ]
