@@ -1,0 +1,216 @@
+"""Shared fixtures: a real fake Opsgenie, real databases, real brokers, real workers.
+
+Redis and PostgreSQL are found at OGV_TEST_REDIS_URL and OGV_TEST_POSTGRES_URL
+(defaults: this machine's loopback services). Without them a test is skipped on a
+developer's machine and fails when CI is set: CI must never pass by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+from cryptography.fernet import Fernet
+from sqlalchemy.engine import make_url
+
+from models.db import dispose_all
+from models.migrate import upgrade
+from worker.fake_opsgenie import FakeOpsgenie
+from worker.local import LocalWorker
+from worker.settings import OFFICIAL_BASE_URLS, Settings, get_settings
+
+REDIS_URL = os.environ.get("OGV_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+POSTGRES_URL = os.environ.get(
+    "OGV_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+ARTIFACTS = Path(os.environ.get("OGV_TEST_ARTIFACTS", Path(__file__).parent.parent / "artifacts"))
+
+# Short waits so retries finish in a test's time; the policy's shape is unchanged.
+FAST_RETRIES = {
+    "OGV_BACKOFF_BASE": "0.05",
+    "OGV_BACKOFF_CAP": "0.2",
+    "OGV_MAX_ATTEMPTS": "3",
+    "OGV_THROTTLE_DEFAULT": "0.1",
+    "OGV_TOTAL_TIMEOUT": "2",
+    "OGV_CONNECT_TIMEOUT": "1",
+}
+
+
+def require(service: str, error: Exception | None) -> None:
+    """Skip without the service on a laptop; fail in CI."""
+    if error is None:
+        return
+    message = f"{service} is not reachable: {error}"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message} (required when CI is set)", pytrace=False)
+    pytest.skip(message)
+
+
+def _probe(action: object) -> Exception | None:
+    try:
+        action()  # type: ignore[operator]
+    except Exception as exc:
+        return exc
+    return None
+
+
+@pytest.fixture(scope="session")
+def fake() -> Iterator[FakeOpsgenie]:
+    """One fake Opsgenie for the session; tests use their own unique keys."""
+    with FakeOpsgenie() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def fernet_key() -> str:
+    return Fernet.generate_key().decode()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    client = redis.Redis.from_url(REDIS_URL)
+    require("Redis", _probe(client.ping))
+    client.flushdb()
+    yield REDIS_URL
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this session, dropped at the end."""
+    admin = make_url(POSTGRES_URL).set(drivername="postgresql")
+    dsn = admin.render_as_string(hide_password=False)
+    require("PostgreSQL", _probe(lambda: psycopg.connect(dsn, connect_timeout=3).close()))
+    name = f"ogv_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    yield url
+    dispose_all()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'ogv.sqlite3'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """A migrated database: each test using it runs on SQLite and on PostgreSQL."""
+    return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+@pytest.fixture
+def settings(database_url: str, fernet_key: str, fake: FakeOpsgenie) -> Settings:
+    """Settings for in-process code: the test database, the fake allowed, fast retries."""
+    return Settings(
+        database_url=database_url,
+        encryption_keys=[fernet_key],
+        allowed_base_urls=[*OFFICIAL_BASE_URLS, fake.url],
+        **{name.removeprefix("OGV_").lower(): value for name, value in FAST_RETRIES.items()},
+    )
+
+
+@pytest.fixture
+def ogv_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A clean OGV_* environment for in-process CLI calls; settings re-read after."""
+    for name in list(os.environ):
+        if name.startswith("OGV_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("OGV_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    env: dict[str, str] = {}
+    yield env
+    get_settings.cache_clear()
+
+
+def ogv_command() -> list[str]:
+    script = Path(sys.executable).with_name("ogv")
+    return [str(script)] if script.exists() else [shutil.which("ogv") or "ogv"]
+
+
+@dataclass
+class Stack:
+    """A running service: its environment, and a real worker process on it."""
+
+    name: str
+    env: dict[str, str]
+    worker_log: Path
+    workers: list[LocalWorker] = field(default_factory=list)
+
+    def ogv(
+        self, *args: str, stdin: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real `ogv` command line against this stack."""
+        return subprocess.run(
+            [*ogv_command(), *args],
+            input=stdin,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def start_worker(self, **kwargs: object) -> LocalWorker:
+        worker = LocalWorker(self.env, self.worker_log, **kwargs).start()  # type: ignore[arg-type]
+        self.workers.append(worker)
+        return worker
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+
+def service_env(data_dir: Path, fake: FakeOpsgenie, **extra: str) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("OGV_")}
+    env.update(FAST_RETRIES)
+    env.update(
+        OGV_DATA_DIR=str(data_dir),
+        OGV_ALLOWED_BASE_URLS=",".join([*OFFICIAL_BASE_URLS, fake.url]),
+        OGV_LOG_FORMAT="json",
+        **extra,
+    )
+    return env
+
+
+@pytest.fixture(scope="module", params=["embedded", "redis-postgres"])
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, fake: FakeOpsgenie
+) -> Iterator[Stack]:
+    """A worker process on the embedded default, and on Redis with PostgreSQL."""
+    data_dir = tmp_path_factory.mktemp(f"stack-{request.param}")
+    log = ARTIFACTS / "logs" / f"worker-{request.param}-{uuid.uuid4().hex[:8]}.log"
+    if request.param == "embedded":
+        env = service_env(data_dir, fake)
+        pool: dict[str, object] = {"pool": "threads", "concurrency": 4}
+    else:
+        env = service_env(
+            data_dir,
+            fake,
+            OGV_DATABASE_URL=request.getfixturevalue("postgres_url"),
+            OGV_BROKER_URL=request.getfixturevalue("redis_url"),
+            OGV_ENCRYPTION_KEYS=request.getfixturevalue("fernet_key"),
+        )
+        pool = {"pool": "prefork", "concurrency": 2}
+    running = Stack(request.param, env, log)
+    upgraded = running.ogv("db", "upgrade")
+    assert upgraded.returncode == 0, upgraded.stderr
+    running.start_worker(**pool)
+    yield running
+    running.stop()

@@ -1,0 +1,179 @@
+"""`ogv` commands in-process: their JSON output and how they refuse bad input."""
+
+from __future__ import annotations
+
+import json
+import string
+import uuid
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from worker.cli import app
+from worker.settings import get_settings
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def cli_env(ogv_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, fake: Any) -> None:
+    monkeypatch.setenv("OGV_ALLOWED_BASE_URLS", f"https://api.opsgenie.com/,{fake.url}")
+    get_settings.cache_clear()
+    assert runner.invoke(app, ["db", "upgrade", "--json"]).exit_code == 0
+
+
+def call(*args: str, stdin: str | None = None) -> tuple[int, Any]:
+    result = runner.invoke(app, [*args, "--json"], input=stdin)
+    return result.exit_code, json.loads(result.stdout) if result.stdout.strip() else None
+
+
+def add_integration(org: int, base_url: str = "https://api.opsgenie.com/") -> int:
+    code, out = call(
+        "integration", "add", "--org", str(org), "--account", "acme", "--base-url", base_url
+    )
+    assert code == 0, out
+    return int(out["integration_id"])
+
+
+def test_integration_team_and_status_round_trip(cli_env: None) -> None:
+    integration = add_integration(41)
+    code, team = call(
+        "team",
+        "add",
+        "--org",
+        "41",
+        "--integration",
+        str(integration),
+        "--label",
+        "payments",
+        stdin="sentinel-key\n",
+    )
+    assert code == 0
+    code, rows = call("status", "--org", "41")
+    assert code == 0
+    assert rows == [
+        {
+            "team_id": team["team_id"],
+            "organization_id": 41,
+            "integration_id": integration,
+            "account": "acme",
+            "label": "payments",
+            "status": "unknown",
+            "status_changed_at": None,
+            "last_checked_at": None,
+            "last_error_code": None,
+            "last_http_status": None,
+        }
+    ]
+
+
+def test_base_url_off_the_allowlist_is_refused(cli_env: None) -> None:
+    code, out = call(
+        "integration",
+        "add",
+        "--org",
+        "1",
+        "--account",
+        "acme",
+        "--base-url",
+        "https://collector.example/",
+    )
+    assert code == 1
+    assert out["error"]["code"] == "invalid_base_url"
+
+
+def test_duplicate_label_is_refused_with_a_stable_code(cli_env: None) -> None:
+    integration = add_integration(42)
+    args = ("team", "add", "--org", "42", "--integration", str(integration), "--label", "ops")
+    assert call(*args, stdin="k1\n")[0] == 0
+    code, out = call(*args, stdin="k2\n")
+    assert (code, out["error"]["code"]) == (1, "duplicate_team")
+
+
+def test_team_for_an_uninstalled_integration_is_not_found(cli_env: None) -> None:
+    code, out = call(
+        "team", "add", "--org", "43", "--integration", "999", "--label", "x", stdin="k\n"
+    )
+    assert (code, out["error"]["code"]) == (1, "not_found")
+
+
+def test_a_refused_key_is_not_echoed(cli_env: None) -> None:
+    integration = add_integration(44)
+    secret = "bad key with spaces " + uuid.uuid4().hex
+    result = runner.invoke(
+        app,
+        ["team", "add", "--org", "44", "--integration", str(integration), "--label", "x", "--json"],
+        input=secret,
+    )
+    assert result.exit_code == 1
+    assert secret not in result.output
+    assert secret.split()[-1] not in result.output
+
+
+def test_keys_generate_prints_a_fernet_key() -> None:
+    from cryptography.fernet import Fernet
+
+    result = runner.invoke(app, ["keys", "generate"])
+    assert result.exit_code == 0
+    Fernet(result.stdout.strip().encode())  # raises if it is not a key
+
+
+labels = st.text(alphabet=st.characters(codec="utf-8"), max_size=300)
+
+
+@hsettings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(label=labels, account=st.text(max_size=300), key=st.text(string.printable, max_size=250))
+def test_hostile_input_is_refused_cleanly_or_stored(
+    cli_env: None, label: str, account: str, key: str
+) -> None:
+    """No input makes the CLI crash: it stores the team, or refuses with a code."""
+    org = uuid.uuid4().int % 10**9 + 1
+    result = runner.invoke(
+        app,
+        [
+            "integration",
+            "add",
+            "--org",
+            str(org),
+            "--account",
+            account or "a",
+            "--base-url",
+            "https://api.opsgenie.com/",
+            "--json",
+        ],
+    )
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    if result.exit_code != 0:
+        assert json.loads(result.stdout)["error"]["code"] == "invalid"
+        return
+    integration = json.loads(result.stdout)["integration_id"]
+    result = runner.invoke(
+        app,
+        [
+            "team",
+            "add",
+            "--org",
+            str(org),
+            "--integration",
+            str(integration),
+            "--label",
+            label,
+            "--json",
+        ],
+        input=key + "\n",
+    )
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    out = json.loads(result.stdout)
+    if result.exit_code == 0:
+        assert out["team_id"].endswith(f"-{label}")
+    else:
+        assert out["error"]["code"] in {"invalid", "duplicate_team"}
+        secret = key.strip()
+        if len(secret) > 3 and secret not in label and secret not in account:
+            assert secret not in result.output

@@ -1,0 +1,161 @@
+"""Per-account pauses: in one process, and shared through Redis (fake and real)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack
+
+import fakeredis
+import pytest
+import redis.asyncio as aioredis
+
+from worker.ratelimit import AccountGate, LocalGate, RedisGate
+
+ClientFactory = Callable[[], aioredis.Redis]
+
+
+def account() -> str:
+    return f"acct-{uuid.uuid4().hex}"
+
+
+@pytest.fixture(params=["fakeredis", "redis"])
+def redis_clients(request: pytest.FixtureRequest) -> Iterator[ClientFactory]:
+    """A factory of async clients that all talk to the same server.
+
+    Clients are bound to the event loop they are first used on, so tests call the
+    factory inside their coroutine.
+    """
+    if request.param == "fakeredis":
+        server = fakeredis.FakeServer()
+        yield lambda: fakeredis.FakeAsyncRedis(server=server)
+    else:
+        url = request.getfixturevalue("redis_url")
+        yield lambda: aioredis.Redis.from_url(url)
+
+
+def run_with_gates(
+    factory: ClientFactory, count: int, body: Callable[..., Awaitable[None]]
+) -> None:
+    """Run `body(*gates)` with `count` RedisGates, each on its own client."""
+
+    async def main() -> None:
+        async with AsyncExitStack() as stack:
+            gates = []
+            for _ in range(count):
+                client = factory()
+                stack.push_async_callback(client.aclose)
+                gates.append(RedisGate(client))
+            await body(*gates)
+
+    asyncio.run(main())
+
+
+async def assert_pause_then_expiry(gate: AccountGate) -> None:
+    acme, other = account(), account()
+    assert await gate.paused_for(acme) == 0.0
+
+    await gate.pause(acme, 0.3)
+
+    assert 0.2 < await gate.paused_for(acme) <= 0.3
+    assert await gate.paused_for(other) == 0.0
+    await asyncio.sleep(0.35)
+    assert await gate.paused_for(acme) == 0.0
+
+
+async def assert_never_shortened(gate: AccountGate) -> None:
+    acme = account()
+    await gate.pause(acme, 5.0)
+
+    await gate.pause(acme, 0.1)
+
+    assert 4.5 < await gate.paused_for(acme) <= 5.0
+    await gate.pause(acme, 8.0)
+    assert 7.5 < await gate.paused_for(acme) <= 8.0
+
+
+# --- LocalGate -------------------------------------------------------------------------
+
+
+def test_local_gate_pauses_then_expires() -> None:
+    asyncio.run(assert_pause_then_expiry(LocalGate()))
+
+
+def test_local_gate_never_shortens_a_pause() -> None:
+    asyncio.run(assert_never_shortened(LocalGate()))
+
+
+def test_local_gates_are_per_process_objects() -> None:
+    async def main() -> None:
+        first, second, acme = LocalGate(), LocalGate(), account()
+        await first.pause(acme, 5.0)
+        assert await second.paused_for(acme) == 0.0
+
+    asyncio.run(main())
+
+
+# --- RedisGate -------------------------------------------------------------------------
+
+
+def test_redis_gate_pauses_then_expires(redis_clients: ClientFactory) -> None:
+    run_with_gates(redis_clients, 1, assert_pause_then_expiry)
+
+
+def test_redis_gate_never_shortens_a_pause(redis_clients: ClientFactory) -> None:
+    run_with_gates(redis_clients, 1, assert_never_shortened)
+
+
+def test_redis_gate_is_shared_between_workers(redis_clients: ClientFactory) -> None:
+    async def body(worker_a: RedisGate, worker_b: RedisGate) -> None:
+        acme = account()
+        await worker_a.pause(acme, 2.0)
+
+        assert 1.5 < await worker_b.paused_for(acme) <= 2.0
+        # Worker B's shorter pause leaves worker A's longer one in place.
+        await worker_b.pause(acme, 0.5)
+        assert 1.5 < await worker_a.paused_for(acme) <= 2.0
+
+    run_with_gates(redis_clients, 2, body)
+
+
+def test_concurrent_pauses_keep_the_longest(redis_clients: ClientFactory) -> None:
+    """Workers throttled at the same moment race; the longest pause must still win."""
+
+    async def body(worker_a: RedisGate, worker_b: RedisGate) -> None:
+        accounts = [account() for _ in range(20)]
+        for acme in accounts:
+            await asyncio.gather(worker_a.pause(acme, 60.0), worker_b.pause(acme, 0.5))
+
+        left = [await worker_a.paused_for(acme) for acme in accounts]
+
+        assert all(59.0 < seconds <= 60.0 for seconds in left), left
+
+    run_with_gates(redis_clients, 2, body)
+
+
+def test_redis_gate_stores_one_expiring_key_per_account(redis_clients: ClientFactory) -> None:
+    async def main() -> None:
+        client = redis_clients()
+        try:
+            acme = account()
+            await RedisGate(client).pause(acme, 2.0)
+
+            assert await client.get(RedisGate.PREFIX + acme) == b"1"
+            assert 1500 < await client.pttl(RedisGate.PREFIX + acme) <= 2000
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_redis_gate_rounds_a_tiny_pause_up_to_a_millisecond(
+    redis_clients: ClientFactory,
+) -> None:
+    async def body(gate: RedisGate) -> None:
+        acme = account()
+        await gate.pause(acme, 0.0)
+        await asyncio.sleep(0.01)
+        assert await gate.paused_for(acme) == 0.0
+
+    run_with_gates(redis_clients, 1, body)

@@ -1,0 +1,240 @@
+"""The settings object: environment parsing, the embedded default, fail-fast checks."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.fernet import Fernet
+from pydantic import ValidationError
+
+from worker.settings import OFFICIAL_BASE_URLS, Settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No OGV_* variable from the caller's shell, and a private XDG data home."""
+    for name in list(os.environ):
+        if name.startswith("OGV_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    yield
+
+
+def test_embedded_default_lives_under_the_xdg_data_home(tmp_path: Path) -> None:
+    settings = Settings()
+    data_dir = tmp_path / "xdg" / "opsgenie-validator"
+
+    assert settings.data_dir == data_dir
+    assert settings.is_embedded
+    assert settings.effective_database_url == f"sqlite:///{data_dir / 'ogv.sqlite3'}"
+    assert settings.effective_broker_url == f"ogvsqla+sqlite:///{data_dir / 'broker.sqlite3'}"
+    assert not settings.uses_redis
+    assert settings.allowed_base_urls == list(OFFICIAL_BASE_URLS)
+    assert settings.probe == "authenticate"
+
+
+def test_explicit_kwargs(tmp_path: Path) -> None:
+    key = Fernet.generate_key().decode()
+
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url="sqlite:////srv/ogv.db",
+        broker_url="redis://cache:6379/0",
+        encryption_keys=[key],
+        probe="alerts",
+        max_attempts=7,
+    )
+
+    assert settings.data_dir == tmp_path
+    assert not settings.is_embedded
+    assert settings.effective_database_url == "sqlite:////srv/ogv.db"
+    assert settings.effective_broker_url == "redis://cache:6379/0"
+    assert settings.fernet_keys() == [key.encode()]
+    assert (settings.probe, settings.max_attempts) == ("alerts", 7)
+
+
+def test_environment_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    first, second = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    monkeypatch.setenv("OGV_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("OGV_DATABASE_URL", "postgresql://ogv:pw@db:5432/ogv")
+    monkeypatch.setenv("OGV_BROKER_URL", "rediss://cache:6380/1")
+    monkeypatch.setenv("OGV_ENCRYPTION_KEYS", f" {first} ,{second},")
+    monkeypatch.setenv("OGV_ALLOWED_BASE_URLS", "https://API.opsgenie.com, http://127.0.0.1:8080 ,")
+    monkeypatch.setenv("OGV_PROBE", "alerts")
+    monkeypatch.setenv("OGV_TOTAL_TIMEOUT", "2.5")
+    monkeypatch.setenv("OGV_LOG_FORMAT", "json")
+
+    settings = Settings()
+
+    assert settings.data_dir == tmp_path / "data"
+    assert settings.effective_database_url == "postgresql+psycopg://ogv:pw@db:5432/ogv"
+    assert settings.uses_redis
+    assert settings.fernet_keys() == [first.encode(), second.encode()]
+    assert settings.allowed_base_urls == ["https://api.opsgenie.com/", "http://127.0.0.1:8080/"]
+    assert (settings.probe, settings.total_timeout, settings.log_format) == ("alerts", 2.5, "json")
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql://u:p@h:5432/d", "postgresql+psycopg://u:p@h:5432/d"),
+        ("postgres://u@h/d", "postgresql+psycopg://u@h/d"),
+        ("postgresql+psycopg://u@h/d", "postgresql+psycopg://u@h/d"),
+        ("sqlite:////var/lib/ogv.db", "sqlite:////var/lib/ogv.db"),
+    ],
+)
+def test_database_url_gets_the_psycopg_driver(url: str, expected: str) -> None:
+    settings = Settings(database_url=url, encryption_keys=[Fernet.generate_key().decode()])
+
+    assert settings.effective_database_url == expected
+
+
+@pytest.mark.parametrize(
+    ("broker_url", "uses_redis"),
+    [
+        ("redis://localhost:6379/0", True),
+        ("rediss://cache:6380/0", True),
+        ("amqp://guest@rabbit//", False),
+        ("", False),
+    ],
+)
+def test_uses_redis(broker_url: str, uses_redis: bool) -> None:
+    assert Settings(broker_url=broker_url).uses_redis is uses_redis
+
+
+def test_embedded_key_is_made_once_and_kept_private(tmp_path: Path) -> None:
+    data_dir = tmp_path / "not" / "yet" / "there"
+    settings = Settings(data_dir=data_dir)
+
+    [key] = settings.fernet_keys()
+
+    path = data_dir / "encryption.key"
+    assert path.read_bytes().strip() == key
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    Fernet(key)  # a real Fernet key, not a placeholder
+    assert settings.fernet_keys() == [key]
+    assert Settings(data_dir=data_dir).fernet_keys() == [key]
+    assert path.read_bytes().strip() == key
+
+
+def test_explicit_keys_win_over_the_embedded_file(tmp_path: Path) -> None:
+    key = Fernet.generate_key().decode()
+
+    assert Settings(data_dir=tmp_path, encryption_keys=[key]).fernet_keys() == [key.encode()]
+    assert not (tmp_path / "encryption.key").exists()
+
+
+@pytest.mark.parametrize("keys", [None, "", " , "])
+def test_a_real_database_needs_explicit_keys(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, keys: str | None
+) -> None:
+    monkeypatch.setenv("OGV_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("OGV_DATABASE_URL", "postgresql://ogv@db/ogv")
+    if keys is not None:
+        monkeypatch.setenv("OGV_ENCRYPTION_KEYS", keys)
+    settings = Settings()
+
+    with pytest.raises(RuntimeError, match="OGV_ENCRYPTION_KEYS is required"):
+        settings.fernet_keys()
+    assert not (tmp_path / "encryption.key").exists()
+
+
+@pytest.mark.parametrize("placeholder", ["changeme", " CHANGEME ", "change-me", "secret", "todo"])
+def test_placeholder_keys_are_refused(placeholder: str) -> None:
+    with pytest.raises(ValidationError, match="OGV_ENCRYPTION_KEYS holds a placeholder"):
+        Settings(encryption_keys=[Fernet.generate_key().decode(), placeholder])
+
+
+def test_placeholder_key_from_the_environment_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OGV_ENCRYPTION_KEYS", "changeme")
+
+    with pytest.raises(ValidationError, match="placeholder"):
+        Settings()
+
+
+def test_keys_are_not_shown_in_repr() -> None:
+    key = Fernet.generate_key().decode()
+
+    settings = Settings(encryption_keys=[key])
+
+    assert key not in repr(settings)
+    assert key not in str(settings)
+
+
+def test_an_allowed_base_url_that_is_not_a_url_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OGV_ALLOWED_BASE_URLS", "https://api.opsgenie.com/,ftp://files.test/")
+
+    with pytest.raises(ValidationError, match="http\\(s\\) URL"):
+        Settings()
+
+
+@pytest.mark.parametrize(("soft", "hard"), [(60, 60), (60, 30)])
+def test_hard_time_limit_must_exceed_the_soft_one(soft: float, hard: float) -> None:
+    with pytest.raises(ValidationError, match="OGV_TASK_TIME_LIMIT must be longer"):
+        Settings(task_soft_time_limit=soft, task_time_limit=hard)
+
+
+def test_hard_time_limit_just_above_the_soft_one_is_fine() -> None:
+    settings = Settings(task_soft_time_limit=60, task_time_limit=60.5)
+
+    assert (settings.task_soft_time_limit, settings.task_time_limit) == (60, 60.5)
+
+
+@pytest.mark.parametrize(
+    ("fields", "longest_wait"),
+    [
+        ({}, 150),  # max(60, backoff_cap=60) + task_time_limit 90
+        ({"backoff_cap": 300.0}, 390),
+        ({"task_soft_time_limit": 100.0, "task_time_limit": 200.0}, 260),
+    ],
+)
+def test_visibility_timeout_must_outlast_the_longest_wait(
+    fields: dict[str, Any], longest_wait: int
+) -> None:
+    with pytest.raises(
+        ValidationError, match=f"OGV_VISIBILITY_TIMEOUT must exceed {longest_wait}s"
+    ):
+        Settings(visibility_timeout=longest_wait, **fields)
+
+    accepted = Settings(visibility_timeout=longest_wait + 1, **fields)
+    assert accepted.visibility_timeout == longest_wait + 1
+
+
+def test_visibility_timeout_from_the_environment_is_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OGV_VISIBILITY_TIMEOUT", "120")
+
+    with pytest.raises(ValidationError, match="OGV_VISIBILITY_TIMEOUT"):
+        Settings()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("OGV_PROBE", "heartbeat"),
+        ("OGV_MAX_ATTEMPTS", "0"),
+        ("OGV_TOTAL_TIMEOUT", "-1"),
+        ("OGV_MAX_RESPONSE_BYTES", "10"),
+        ("OGV_LOG_FORMAT", "xml"),
+    ],
+)
+def test_out_of_range_values_are_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_settings_are_frozen() -> None:
+    settings = Settings()
+
+    with pytest.raises(ValidationError):
+        settings.max_attempts = 9
