@@ -35,3 +35,8 @@ task_default_queue = "ogv"
 worker_send_task_events = True
 task_send_sent_event = True
 worker_hijack_root_logger = False
+
+# Exactly one `celery -A worker beat` runs these (see the README).
+beat_schedule = {
+    "sweep-outbox": {"task": "ogv.sweep_outbox", "schedule": _settings.sweep_interval},
+}

@@ -11,10 +11,11 @@ from models.base import (
 )
 from models.history import TeamStatusChange
 from models.integration import Integration, OrganizationIntegration, Team
-from models.validation import ValidationRequest
+from models.validation import HealthCheck, ValidationRequest, ValidationRun
 
 __all__ = [
     "Base",
+    "HealthCheck",
     "Integration",
     "IntegrationStatus",
     "OrganizationIntegration",
@@ -25,5 +26,6 @@ __all__ = [
     "TeamStatus",
     "TeamStatusChange",
     "ValidationRequest",
+    "ValidationRun",
     "utcnow",
 ]

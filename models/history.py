@@ -28,3 +28,6 @@ class TeamStatusChange(Base):
     old_status: Mapped[TeamStatus] = mapped_column(enum_column(TeamStatus))
     new_status: Mapped[TeamStatus] = mapped_column(enum_column(TeamStatus))
     changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Delivery of the status-change event to OGV_STATUS_WEBHOOK_URL.
+    notified_at: Mapped[datetime | None]
+    notify_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Index, Integer, String, Text, Uuid
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, Outcome, Requester, RequestState, enum_column, utcnow
@@ -36,7 +36,54 @@ class ValidationRequest(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
+    # The outbox: when a message was last published for the request, when a
+    # scheduled retry is due, and until when a worker holds it (a lease that
+    # lapses if the worker dies mid-run).
+    published_at: Mapped[datetime | None]
+    next_attempt_at: Mapped[datetime | None]
+    lease_until: Mapped[datetime | None]
+
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    run_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("validation_runs.id", ondelete="SET NULL"), index=True
+    )
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+
     __table_args__ = (
         Index("ix_validation_requests_team_state", "team_id", "state"),
         Index("ix_validation_requests_state_created", "state", "created_at"),
+        # Coalescing: at most one pending or running request per team.
+        Index(
+            "uq_validation_requests_active_team",
+            "organization_id",
+            "integration_id",
+            "team_id",
+            unique=True,
+            postgresql_where=text("state IN ('pending', 'running')"),
+            sqlite_where=text("state IN ('pending', 'running')"),
+        ),
     )
+
+
+class ValidationRun(Base):
+    """A re-validation of many teams (beat, or `ogv revalidate`): its requests share it."""
+
+    __tablename__ = "validation_runs"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    requested_by: Mapped[Requester] = mapped_column(enum_column(Requester))
+    organization_id: Mapped[int | None] = mapped_column(BigInteger)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    dispatched_at: Mapped[datetime | None]
+
+
+class HealthCheck(Base):
+    """A canary sent by `ogv health`: a worker that consumes marks it seen."""
+
+    __tablename__ = "health_checks"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    sent_at: Mapped[datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[datetime | None]
+    worker: Mapped[str | None] = mapped_column(String(255))

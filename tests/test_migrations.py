@@ -20,6 +20,8 @@ TABLES = {
     "teams",
     "team_status_changes",
     "validation_requests",
+    "validation_runs",
+    "health_checks",
 }
 
 

@@ -103,7 +103,8 @@ def request_for(deps: Collaborators, installed: Installed, **overrides: object) 
     }
     fields.update(overrides)
     with deps.sessions.begin() as session:
-        return records.create_request(session, **fields).id  # type: ignore[arg-type]
+        request, _ = records.create_request(session, **fields)  # type: ignore[arg-type]
+        return request.id
 
 
 def load(deps: Collaborators, request_id: uuid.UUID) -> tuple[ValidationRequest, Team | None]:

@@ -164,7 +164,7 @@ def validate(
         integration_id=integration,
         team_id=team,
         requested_by=Requester.CLI,
-    )
+    ).request_id
     if wait is None:
         emit({"request_id": request_id}, as_json, lambda: console.print(f"queued {request_id}"))
         return

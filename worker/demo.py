@@ -157,7 +157,7 @@ def _validate_all(
                 integration_id=integration,
                 team_id=team,
                 requested_by=Requester.CLI,
-            ),
+            ).request_id,
         )
         for label, org, integration, team, expected in wanted
     ]

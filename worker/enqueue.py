@@ -21,6 +21,7 @@ from worker import records
 
 VALIDATE_TASK = "ogv.validate_request"
 """The registered task name; part of the service's interface for producers."""
+SWEEP_TASK = "ogv.sweep_outbox"
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,14 @@ def publish(app: Celery, request_id: uuid.UUID) -> None:
     app.send_task(VALIDATE_TASK, args=[str(request_id)])
 
 
+@dataclass(frozen=True)
+class Submitted:
+    """The answer to a request for a check: its id, and whether it is a new one."""
+
+    request_id: uuid.UUID
+    created: bool
+
+
 def request_validation(
     sessions: sessionmaker[Session],
     app: Celery,
@@ -76,19 +85,27 @@ def request_validation(
     integration_id: int,
     team_id: str,
     requested_by: Requester,
-) -> uuid.UUID:
-    """Record a request, commit it, then publish it; returns the request id."""
+    idempotency_key: str | None = None,
+) -> Submitted:
+    """Record a request, commit it, then publish it (the transactional outbox).
+
+    A team that already has a check pending or running gets that one back and
+    nothing is published. If publishing fails, the committed row stays pending
+    and the outbox sweeper publishes it later; the error still reaches the caller.
+    """
     with sessions.begin() as session:
-        request = records.create_request(
+        request, created = records.create_request(
             session,
             organization_id=organization_id,
             integration_id=integration_id,
             team_id=team_id,
             requested_by=requested_by,
+            idempotency_key=idempotency_key,
         )
-        request_id = request.id
-    publish(app, request_id)
-    return request_id
+        submitted = Submitted(request.id, created)
+    if created:
+        publish(app, submitted.request_id)
+    return submitted
 
 
 def get_request(sessions: sessionmaker[Session], request_id: uuid.UUID) -> RequestView | None:

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -63,12 +64,14 @@ class Collaborators:
     vault: KeyVault
     policy: RetryPolicy
     run: Callable[[Coroutine[Any, Any, Result]], Result]
+    lease: timedelta = timedelta(minutes=5)
+    """How long a worker holds a running request before the sweeper may hand it on."""
 
 
 def run_attempt(request_id: uuid.UUID, deps: Collaborators) -> Step:
     """Run one attempt of the request and say what should happen next."""
     with deps.sessions.begin() as session:
-        request = records.start_attempt(session, request_id)
+        request = records.start_attempt(session, request_id, deps.lease)
         if request is None:
             return AlreadyFinal()
         attempts = request.attempts
@@ -121,7 +124,7 @@ def _schedule_retry(
         error.code,
     )
     with deps.sessions.begin() as session:
-        records.note_retry(session, request_id, note, attempts)
+        records.note_retry(session, request_id, note, attempts, delay)
     log.info(
         "validation.retry_scheduled",
         extra={

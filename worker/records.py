@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -148,6 +148,12 @@ def check_key_format(key: str) -> None:
         raise RecordError("an integration key must be 1 to 200 visible ASCII characters")
 
 
+class IdempotencyConflict(RecordError):
+    """Raised when an Idempotency-Key was already used for a different team."""
+
+    code = "idempotency_conflict"
+
+
 def create_request(
     session: Session,
     *,
@@ -155,36 +161,83 @@ def create_request(
     integration_id: int,
     team_id: str,
     requested_by: Requester,
-) -> ValidationRequest:
-    request = ValidationRequest(
-        organization_id=organization_id,
-        integration_id=integration_id,
-        team_id=team_id,
-        requested_by=requested_by,
-        state=RequestState.PENDING,
-        attempts=0,
-    )
-    session.add(request)
-    session.flush()
-    return request
+    idempotency_key: str | None = None,
+) -> tuple[ValidationRequest, bool]:
+    """Record a request, or join the team's active one; True when it is new.
+
+    At most one request per team is pending or running (a partial unique index),
+    so concurrent producers asking about one team share one check. The same
+    `idempotency_key` always returns the same request.
+    """
+    wanted = (organization_id, integration_id, team_id)
+    if idempotency_key is not None:
+        earlier = session.scalars(
+            select(ValidationRequest).where(ValidationRequest.idempotency_key == idempotency_key)
+        ).first()
+        if earlier is not None:
+            if (earlier.organization_id, earlier.integration_id, earlier.team_id) != wanted:
+                raise IdempotencyConflict("that idempotency key was used for another team")
+            return earlier, False
+    for _ in range(3):
+        active = _active_request(session, *wanted)
+        if active is not None:
+            return active, False
+        request = ValidationRequest(
+            organization_id=organization_id,
+            integration_id=integration_id,
+            team_id=team_id,
+            requested_by=requested_by,
+            state=RequestState.PENDING,
+            attempts=0,
+            idempotency_key=idempotency_key,
+            published_at=utcnow(),
+        )
+        try:
+            with session.begin_nested():
+                session.add(request)
+        except IntegrityError:
+            continue  # another producer won the race: join its request
+        return request, True
+    raise RecordError("could not record the request; try again")
 
 
-def start_attempt(session: Session, request_id: uuid.UUID) -> ValidationRequest | None:
-    """Mark the request running; None if it is already final (or unknown).
+def _active_request(
+    session: Session, organization_id: int, integration_id: int, team_id: str
+) -> ValidationRequest | None:
+    return session.scalars(
+        select(ValidationRequest).where(
+            ValidationRequest.organization_id == organization_id,
+            ValidationRequest.integration_id == integration_id,
+            ValidationRequest.team_id == team_id,
+            ValidationRequest.state.in_((RequestState.PENDING, RequestState.RUNNING)),
+        )
+    ).first()
 
-    `attempts` counts calls made to Opsgenie, so it is written when one was made
-    (`note_retry`, `finish`), not here.
+
+def start_attempt(
+    session: Session, request_id: uuid.UUID, lease: timedelta
+) -> ValidationRequest | None:
+    """Mark the request running under a lease; None if it is already final (or unknown).
+
+    If the worker dies, the lease lapses and the outbox sweeper publishes the
+    request again. `attempts` counts calls made to Opsgenie, so it is written when
+    one was made (`note_retry`, `finish`), not here.
     """
     request = session.get(ValidationRequest, request_id, with_for_update=True)
     if request is None or request.state.is_final:
         return None
+    now = utcnow()
     request.state = RequestState.RUNNING
-    request.started_at = request.started_at or utcnow()
+    request.started_at = request.started_at or now
+    request.lease_until = now + lease
+    request.next_attempt_at = None
     return request
 
 
-def note_retry(session: Session, request_id: uuid.UUID, result: Result, attempts: int) -> None:
-    """Record a transient failure on a request that will be tried again."""
+def note_retry(
+    session: Session, request_id: uuid.UUID, result: Result, attempts: int, delay: float
+) -> None:
+    """Record a transient failure on a request that will be tried in `delay` seconds."""
     session.execute(
         update(ValidationRequest)
         .where(ValidationRequest.id == request_id, ValidationRequest.state.not_in(FINAL_STATES))
@@ -194,6 +247,8 @@ def note_retry(session: Session, request_id: uuid.UUID, result: Result, attempts
             http_status=result.http_status,
             error_code=result.error_code,
             attempts=attempts,
+            lease_until=None,
+            next_attempt_at=utcnow() + timedelta(seconds=delay),
         )
     )
 
@@ -222,6 +277,8 @@ def finish(
             http_status=result.http_status,
             error_code=result.error_code,
             attempts=attempts,
+            lease_until=None,
+            next_attempt_at=None,
             finished_at=utcnow(),
         )
         .execution_options(synchronize_session=False)

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     task_time_limit: float = Field(default=90.0, gt=0)
     visibility_timeout: int = Field(default=3600, gt=0)
 
+    outbox_republish_after: float = Field(default=60.0, gt=0)
+    sweep_interval: float = Field(default=30.0, gt=0)
+
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
 
@@ -98,6 +101,11 @@ class Settings(BaseSettings):
             if key.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
                 raise ValueError("OGV_ENCRYPTION_KEYS holds a placeholder, not a Fernet key")
         return self
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a worker holds a running request: its hard limit, and some slack."""
+        return self.task_time_limit + 30.0
 
     @property
     def is_embedded(self) -> bool:

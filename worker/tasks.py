@@ -8,14 +8,16 @@ retry policy chose; a lost database connection is retried with backoff as well.
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from celery import Task
 
 from models.crypto import KeyVault
 from models.db import session_factory
+from worker import outbox
 from worker.celery import app
-from worker.enqueue import VALIDATE_TASK
+from worker.enqueue import SWEEP_TASK, VALIDATE_TASK, publish
 from worker.pipeline import Collaborators, RetryLater, run_attempt
 from worker.retries import RetryPolicy, is_retried_database_error
 from worker.runtime import get_runtime
@@ -34,6 +36,7 @@ def collaborators() -> Collaborators:
         vault=KeyVault(settings.fernet_keys()),
         policy=RetryPolicy.from_settings(settings),
         run=runtime.run,
+        lease=timedelta(seconds=settings.lease_seconds),
     )
 
 
@@ -53,3 +56,14 @@ def validate_request(self: Task[Any, Any], request_id: str) -> None:
         ) from exc
     if isinstance(step, RetryLater):
         raise self.retry(countdown=step.delay)
+
+
+@app.task(name=SWEEP_TASK, ignore_result=True)
+def sweep_outbox() -> int:
+    """Publish again every request stranded by a lost message or a dead worker."""
+    settings = get_settings()
+    return outbox.sweep(
+        session_factory(),
+        lambda request_id: publish(app, request_id),
+        timedelta(seconds=settings.outbox_republish_after),
+    )

@@ -1,0 +1,130 @@
+"""Coalescing and the outbox: one active check per team, and none left stranded."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select, update
+
+from models import Requester, RequestState, ValidationRequest, utcnow
+from models.db import session_factory
+from worker import outbox, records
+from worker.settings import Settings
+
+
+def _submit(
+    settings: Settings, team_id: str, key: str | None = None, org: int = 5
+) -> tuple[uuid.UUID, bool]:
+    with session_factory(settings.effective_database_url).begin() as session:
+        request, created = records.create_request(
+            session,
+            organization_id=org,
+            integration_id=9,
+            team_id=team_id,
+            requested_by=Requester.API,
+            idempotency_key=key,
+        )
+        return request.id, created
+
+
+def test_a_second_request_joins_the_active_one(settings: Settings) -> None:
+    team = f"1-{uuid.uuid4().hex}"
+    first, created = _submit(settings, team)
+    again, created_again = _submit(settings, team)
+    assert (created, created_again, again) == (True, False, first)
+
+
+def test_after_the_check_finishes_a_new_one_is_created(settings: Settings) -> None:
+    team = f"1-{uuid.uuid4().hex}"
+    first, _ = _submit(settings, team)
+    with session_factory(settings.effective_database_url).begin() as session:
+        session.execute(
+            update(ValidationRequest)
+            .where(ValidationRequest.id == first)
+            .values(state=RequestState.DONE)
+        )
+    second, created = _submit(settings, team)
+    assert created and second != first
+
+
+def test_an_idempotency_key_returns_the_same_request(settings: Settings) -> None:
+    team, key = f"1-{uuid.uuid4().hex}", uuid.uuid4().hex
+    first, _ = _submit(settings, team, key)
+    with session_factory(settings.effective_database_url).begin() as session:
+        session.execute(
+            update(ValidationRequest)
+            .where(ValidationRequest.id == first)
+            .values(state=RequestState.DONE)
+        )
+    assert _submit(settings, team, key) == (first, False)
+    with pytest.raises(records.IdempotencyConflict):
+        _submit(settings, f"1-{uuid.uuid4().hex}", key)
+
+
+def test_concurrent_requests_for_one_team_make_one_row(settings: Settings) -> None:
+    team = f"1-{uuid.uuid4().hex}"
+    results: list[tuple[uuid.UUID, bool]] = []
+    start = threading.Barrier(40)
+
+    def submit() -> None:
+        start.wait()
+        results.append(_submit(settings, team))
+
+    threads = [threading.Thread(target=submit) for _ in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({request_id for request_id, _ in results}) == 1
+    assert sum(created for _, created in results) == 1
+    with session_factory(settings.effective_database_url)() as session:
+        count = session.scalar(select(func.count()).where(ValidationRequest.team_id == team))
+    assert count == 1
+
+
+def _age(settings: Settings, request_id: uuid.UUID, **values: object) -> None:
+    with session_factory(settings.effective_database_url).begin() as session:
+        session.execute(
+            update(ValidationRequest).where(ValidationRequest.id == request_id).values(**values)
+        )
+
+
+def test_the_sweeper_republishes_stranded_requests_only(settings: Settings) -> None:
+    sessions = session_factory(settings.effective_database_url)
+    long_ago = utcnow() - timedelta(minutes=10)
+    fresh, _ = _submit(settings, f"1-{uuid.uuid4().hex}")
+    unpublished, _ = _submit(settings, f"1-{uuid.uuid4().hex}")
+    _age(settings, unpublished, published_at=long_ago)
+    waiting_retry, _ = _submit(settings, f"1-{uuid.uuid4().hex}")
+    _age(
+        settings,
+        waiting_retry,
+        published_at=long_ago,
+        next_attempt_at=utcnow() + timedelta(minutes=1),
+    )
+    dead_worker, _ = _submit(settings, f"1-{uuid.uuid4().hex}")
+    _age(settings, dead_worker, state=RequestState.RUNNING, lease_until=long_ago)
+    live_worker, _ = _submit(settings, f"1-{uuid.uuid4().hex}")
+    _age(
+        settings,
+        live_worker,
+        state=RequestState.RUNNING,
+        lease_until=utcnow() + timedelta(minutes=1),
+    )
+    done, _ = _submit(settings, f"1-{uuid.uuid4().hex}")
+    _age(settings, done, state=RequestState.DONE, published_at=long_ago)
+
+    published: list[uuid.UUID] = []
+    outbox.sweep(sessions, published.append, timedelta(minutes=1), limit=10_000)
+
+    ours = {fresh, unpublished, waiting_retry, dead_worker, live_worker, done}
+    assert {p for p in published if p in ours} == {unpublished, dead_worker}
+    with sessions() as session:
+        row = session.get(ValidationRequest, dead_worker)
+        assert row is not None and row.state is RequestState.PENDING and row.lease_until is None
+    published.clear()
+    outbox.sweep(sessions, published.append, timedelta(minutes=1), limit=10_000)
+    assert not ours & set(published)  # just published: not stranded again yet

@@ -1,0 +1,74 @@
+"""The outbox sweeper: no committed request is ever left without a message.
+
+A request row is committed before its message is published. If the publish
+failed, the broker lost the message (this machine's Redis keeps nothing on disk),
+or the worker running it died, the row is still there: pending past its due time,
+or running past its lease. The sweeper (a beat task) publishes those again.
+Running a request twice is harmless: a finished request is not run again.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import RequestState, ValidationRequest, utcnow
+
+log = logging.getLogger("ogv.outbox")
+
+
+def claim_stranded(session: Session, republish_after: timedelta, limit: int) -> list[uuid.UUID]:
+    """Mark up to `limit` stranded requests as published now and return their ids.
+
+    Stranded: pending and not published (or not due for a retry) for longer than
+    `republish_after`, or running with a lapsed lease.
+    """
+    now = utcnow()
+    due = func.coalesce(
+        ValidationRequest.next_attempt_at,
+        ValidationRequest.published_at,
+        ValidationRequest.created_at,
+    )
+    stranded = or_(
+        and_(ValidationRequest.state == RequestState.PENDING, due < now - republish_after),
+        and_(ValidationRequest.state == RequestState.RUNNING, ValidationRequest.lease_until < now),
+    )
+    ids = list(
+        session.scalars(
+            select(ValidationRequest.id)
+            .where(stranded)
+            .order_by(ValidationRequest.created_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if ids:
+        session.execute(
+            update(ValidationRequest)
+            .where(ValidationRequest.id.in_(ids))
+            .values(
+                state=RequestState.PENDING, published_at=now, next_attempt_at=None, lease_until=None
+            )
+        )
+    return ids
+
+
+def sweep(
+    sessions: sessionmaker[Session],
+    publish: Callable[[uuid.UUID], None],
+    republish_after: timedelta,
+    limit: int = 1000,
+) -> int:
+    """Publish every stranded request again; returns how many were published."""
+    with sessions.begin() as session:
+        ids = claim_stranded(session, republish_after, limit)
+    for request_id in ids:
+        publish(request_id)
+    if ids:
+        log.warning("outbox.republished", extra={"count": len(ids)})
+    return len(ids)
