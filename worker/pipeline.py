@@ -1,34 +1,43 @@
-"""One attempt at one validation request, from its id to its written outcome.
+"""Attempts at validation requests, from ids to written outcomes.
 
-`run_attempt()` is what the Celery task calls; it takes every collaborator as a
-parameter, so tests drive it with a real database and a real fake Opsgenie and no
-Celery at all. Database work happens in short transactions on either side of the
-HTTP call; no transaction is held open while Opsgenie is asked.
+One request (`run_attempt`) and a batch (`run_batch`) go through the same steps:
+
+1. **claim**: in one short transaction, mark the requests running under a lease
+   and load what each check needs (`rules.resolve_many`);
+2. **probe**: ask Opsgenie, concurrently for a batch, on the process's session,
+   each call waiting its turn in its account's pacing;
+3. **settle**: a final answer becomes a `Completion`; a transient failure is
+   retried later (alone, even inside a batch) until attempts run out;
+4. **write**: one short transaction writes every outcome in bulk.
+
+Every collaborator is a parameter, so tests drive this with a real database and
+the real fake Opsgenie and no Celery at all. No transaction is open while
+Opsgenie is asked.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any, TypeVar
+from collections import Counter
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import Outcome, utcnow
-from models.crypto import KeyVault, UndecryptableKey
+from models import Outcome, TeamStatusChange, ValidationRequest, utcnow
+from models.crypto import KeyVault
 from worker import records
 from worker.opsgenie import AccountPaused, OpsgenieClient, TransientError
 from worker.ratelimit import AccountGate
 from worker.retries import RetryPolicy
-from worker.rules import Result, Target, give_up, probe, resolve
+from worker.rules import Result, Target, give_up, probe, resolve_many
 
 log = logging.getLogger("ogv.pipeline")
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -56,75 +65,136 @@ Step = Finished | RetryLater | AlreadyFinal
 
 @dataclass(frozen=True)
 class Collaborators:
-    """What an attempt needs besides the request id."""
+    """What an attempt needs besides the request ids."""
 
     sessions: sessionmaker[Session]
     client: OpsgenieClient
     gate: AccountGate
     vault: KeyVault
     policy: RetryPolicy
-    run: Callable[[Coroutine[Any, Any, Result]], Result]
+    run: Callable[[Coroutine[Any, Any, Any]], Any]
     lease: timedelta = timedelta(minutes=5)
     """How long a worker holds a running request before the sweeper may hand it on."""
+    max_wait: float = 5.0
+    """The longest wait for an account's turn that is spent in place, not requeued."""
+    concurrency: int = 50
+    """How many checks of one batch may wait on Opsgenie at once."""
+
+
+@dataclass
+class Report:
+    """What one run of the steps did, for the task adapter and the logs."""
+
+    steps: dict[uuid.UUID, Step] = field(default_factory=dict)
+    changes: list[TeamStatusChange] = field(default_factory=list)
+
+    @property
+    def retries(self) -> dict[uuid.UUID, RetryLater]:
+        return {rid: s for rid, s in self.steps.items() if isinstance(s, RetryLater)}
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    request_id: uuid.UUID
+    attempts: int
+    found: Target | Result
 
 
 def run_attempt(request_id: uuid.UUID, deps: Collaborators) -> Step:
-    """Run one attempt of the request and say what should happen next."""
-    with deps.sessions.begin() as session:
-        request = records.start_attempt(session, request_id, deps.lease)
-        if request is None:
-            return AlreadyFinal()
-        attempts = request.attempts
-        found = _resolve(session, request, deps.vault)
+    """Run one attempt of one request and say what should happen next."""
+    report = _run(lambda session: records.claim_one(session, request_id, deps.lease), deps)
+    return report.steps.get(request_id, AlreadyFinal())
 
+
+def run_batch(batch_id: uuid.UUID, deps: Collaborators) -> Report:
+    """Run every pending request of a batch concurrently; retries are left to the caller."""
+    return _run(lambda session: records.claim_batch(session, batch_id, deps.lease), deps)
+
+
+def _run(claim: Callable[[Session], Sequence[ValidationRequest]], deps: Collaborators) -> Report:
+    with deps.sessions.begin() as session:
+        requests = claim(session)
+        found = resolve_many(session, requests, deps.vault)
+        claimed = [_Claimed(r.id, r.attempts, found[r.id]) for r in requests]
+    if not claimed:
+        return Report()
     started, clock = utcnow(), time.monotonic()
-    target = found if isinstance(found, Target) else None
-    if target is None:
-        assert isinstance(found, Result)
-        result = found
-    else:
-        try:
-            attempts += 1
-            result = deps.run(probe(target, deps.client, deps.gate))
-        except AccountPaused as exc:
-            # Opsgenie was not called: wait out the pause without spending an attempt.
-            return _schedule_retry(request_id, target, exc, attempts - 1, deps)
-        except TransientError as exc:
-            if not deps.policy.exhausted(attempts):
-                return _schedule_retry(request_id, target, exc, attempts, deps)
-            result = give_up(target, exc, attempts)
+    answers = deps.run(_probe_all(claimed, deps))
+    return _write(claimed, answers, started, time.monotonic() - clock, deps)
 
+
+async def _probe_all(
+    claimed: Sequence[_Claimed], deps: Collaborators
+) -> list[Result | TransientError]:
+    targets = [c.found for c in claimed if isinstance(c.found, Target)]
+    booked = await deps.gate.reserve(Counter(t.gate_key for t in targets))
+    limit = asyncio.Semaphore(deps.concurrency)
+
+    async def one(item: _Claimed) -> Result | TransientError:
+        if not isinstance(item.found, Target):
+            return item.found
+        delay = booked[item.found.gate_key].pop()
+        async with limit:
+            try:
+                return await probe(
+                    item.found, deps.client, deps.gate, delay=delay, max_wait=deps.max_wait
+                )
+            except TransientError as exc:
+                return exc
+
+    return list(await asyncio.gather(*(one(item) for item in claimed)))
+
+
+def _write(
+    claimed: Sequence[_Claimed],
+    answers: Sequence[Result | TransientError],
+    started: datetime,
+    seconds: float,
+    deps: Collaborators,
+) -> Report:
+    report, completions, retries = Report(), [], []
+    for item, answer in zip(claimed, answers, strict=True):
+        target = item.found if isinstance(item.found, Target) else None
+        called = target is not None and not isinstance(answer, AccountPaused)
+        attempts = item.attempts + 1 if called else item.attempts
+        if isinstance(answer, TransientError) and target is not None:
+            if isinstance(answer, AccountPaused) or not deps.policy.exhausted(attempts):
+                delay = deps.policy.delay_for(answer, max(attempts, 1))
+                retries.append((item.request_id, target, answer, attempts, delay))
+                continue
+            answer = give_up(target, answer, attempts)
+        assert isinstance(answer, Result)
+        completions.append(records.Completion(item.request_id, answer, target, started, attempts))
     with deps.sessions.begin() as session:
-        first = records.finish(session, request_id, result, target, started, attempts)
-    if first:
-        _log_finished(request_id, target, result, attempts, time.monotonic() - clock)
-    return Finished(result) if first else AlreadyFinal()
+        written = records.finish_many(session, completions)
+        for request_id, _, error, attempts, delay in retries:
+            records.note_retry(session, request_id, _retry_note(error, delay), attempts, delay)
+    finished = set(written.finished)
+    for completion in completions:
+        if completion.request_id in finished:
+            report.steps[completion.request_id] = Finished(completion.result)
+            _log_finished(completion, seconds)
+    for request_id, target, error, attempts, delay in retries:
+        report.steps[request_id] = RetryLater(delay, error)
+        _log_retry(request_id, target, error, attempts, delay)
+    report.changes = written.changes
+    for change in written.changes:
+        _log_change(change)
+    return report
 
 
-def _resolve(session: Session, request: Any, vault: KeyVault) -> Target | Result:
-    try:
-        return resolve(session, request, vault)
-    except UndecryptableKey:
-        return Result(
-            Outcome.ERROR,
-            f"The stored key of team {request.team_id!r} cannot be decrypted with the "
-            "configured encryption keys.",
-            error_code="undecryptable_key",
-        )
-
-
-def _schedule_retry(
-    request_id: uuid.UUID, target: Target, error: TransientError, attempts: int, deps: Collaborators
-) -> RetryLater:
-    delay = deps.policy.delay_for(error, max(attempts, 1))
-    note = Result(
+def _retry_note(error: TransientError, delay: float) -> Result:
+    return Result(
         Outcome.ERROR,
         f"No answer yet ({error}); retrying in {delay:.1f}s.",
         error.http_status,
         error.code,
     )
-    with deps.sessions.begin() as session:
-        records.note_retry(session, request_id, note, attempts, delay)
+
+
+def _log_retry(
+    request_id: uuid.UUID, target: Target, error: TransientError, attempts: int, delay: float
+) -> None:
     log.info(
         "validation.retry_scheduled",
         extra={
@@ -137,22 +207,44 @@ def _schedule_retry(
             "delay_s": round(delay, 3),
         },
     )
-    return RetryLater(delay, error)
 
 
-def _log_finished(
-    request_id: uuid.UUID, target: Target | None, result: Result, attempt: int, seconds: float
-) -> None:
+def _log_finished(completion: records.Completion, seconds: float) -> None:
+    target, result = completion.target, completion.result
     log.info(
         "validation.finished",
         extra={
-            "request_id": str(request_id),
+            "request_id": str(completion.request_id),
             "team_id": target.team_id if target else None,
             "account": target.account if target else None,
             "outcome": result.outcome.value,
             "http_status": result.http_status,
             "error_code": result.error_code,
-            "attempt": attempt,
+            "attempt": completion.attempts,
             "latency_ms": round(seconds * 1000, 1),
         },
     )
+
+
+def _log_change(change: TeamStatusChange) -> None:
+    log.info(
+        "team.status_changed",
+        extra={
+            "team_id": change.team_id,
+            "request_id": str(change.request_id),
+            "old_status": change.old_status.value,
+            "new_status": change.new_status.value,
+        },
+    )
+
+
+__all__ = [
+    "AlreadyFinal",
+    "Collaborators",
+    "Finished",
+    "Report",
+    "RetryLater",
+    "Step",
+    "run_attempt",
+    "run_batch",
+]

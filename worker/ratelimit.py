@@ -1,20 +1,35 @@
-"""Pauses per Opsgenie account, shared by every worker.
+"""Per-account rate limits and pauses, shared by every worker.
 
-All keys of one account draw on the same Opsgenie bucket, so when one call is
-throttled (429), every call to that account waits out the period Opsgenie named.
-With Redis the pause is a key with a millisecond expiry that every worker process
-and host sees; the embedded default (no Redis) keeps it in the process.
+All keys of one Opsgenie account draw on the same bucket (SPEC §5), so the limit
+is per account, not per key or per worker. Two mechanisms:
+
+- **Reservations** pace calls with GCRA (the generic cell rate algorithm): an
+  account allows one call every `1/rate` seconds, with a burst of `burst`
+  calls. `reserve({account: n})` books n calls and returns, for each, how long
+  to wait before making it. A batch books all its calls in one round trip.
+- **Pauses**: a 429 pauses the whole account for the period Opsgenie named.
+  While paused, reservations book nothing and return the pause's remaining time.
+
+With Redis both live in Redis, updated by one Lua script, so every worker
+process on every host sees the same pacing. The embedded default (no Redis)
+uses the same algorithm inside one process.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Protocol
 
 import redis.asyncio as aioredis
 
+KEY_PREFIX = "ogv:"
+
 
 class AccountGate(Protocol):
+    async def reserve(self, calls: Mapping[str, int]) -> dict[str, list[float]]:
+        """Book calls per account; for each, the seconds to wait before making it."""
+
     async def pause(self, account: str, seconds: float) -> None:
         """Keep every worker from calling `account` for `seconds`."""
 
@@ -22,27 +37,106 @@ class AccountGate(Protocol):
         """Seconds left before `account` may be called again (0 when it may)."""
 
 
+class Pacing:
+    """GCRA parameters: one call per `interval` seconds, `burst` calls at once."""
+
+    def __init__(self, rate: float, burst: int = 1) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be positive and burst at least 1")
+        self.interval_us = int(1_000_000 / rate)
+        self.tolerance_us = (burst - 1) * self.interval_us
+
+
 class LocalGate:
     """A gate for one process: the stand-in when there is no Redis."""
 
-    def __init__(self) -> None:
-        self._until: dict[str, float] = {}
+    def __init__(self, pacing: Pacing | None = None) -> None:
+        self._pacing = pacing or Pacing(rate=1_000_000)
+        self._paused_until: dict[str, float] = {}
+        self._tat_us: dict[str, int] = {}
+
+    async def reserve(self, calls: Mapping[str, int]) -> dict[str, list[float]]:
+        now_us = int(time.monotonic() * 1_000_000)
+        booked = {}
+        for account, count in calls.items():
+            paused = await self.paused_for(account)
+            if paused > 0:
+                booked[account] = [paused] * count
+                continue
+            tat = max(self._tat_us.get(account, now_us), now_us)
+            delays = []
+            for _ in range(count):
+                delays.append(max(0, tat - self._pacing.tolerance_us - now_us) / 1_000_000)
+                tat += self._pacing.interval_us
+            self._tat_us[account] = tat
+            booked[account] = delays
+        return booked
 
     async def pause(self, account: str, seconds: float) -> None:
         until = time.monotonic() + seconds
-        self._until[account] = max(until, self._until.get(account, 0.0))
+        self._paused_until[account] = max(until, self._paused_until.get(account, 0.0))
 
     async def paused_for(self, account: str) -> float:
-        return max(0.0, self._until.get(account, 0.0) - time.monotonic())
+        return max(0.0, self._paused_until.get(account, 0.0) - time.monotonic())
+
+
+# KEYS: for each account, its pause key then its pacing key.
+# ARGV: interval_us, tolerance_us, then one call count per account.
+# Returns, per account, a flat list: count, then count delays in microseconds.
+RESERVE_SCRIPT = """
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local out = {}
+for i = 1, #KEYS / 2 do
+  local count = tonumber(ARGV[i + 2])
+  local paused = redis.call('PTTL', KEYS[2 * i - 1])
+  table.insert(out, count)
+  if paused > 0 then
+    for _ = 1, count do table.insert(out, paused * 1000) end
+  else
+    local tat = tonumber(redis.call('GET', KEYS[2 * i]) or now)
+    if tat < now then tat = now end
+    for _ = 1, count do
+      local wait = tat - tolerance - now
+      if wait < 0 then wait = 0 end
+      table.insert(out, wait)
+      tat = tat + interval
+    end
+    redis.call('SET', KEYS[2 * i], tat, 'PX', math.floor((tat - now) / 1000) + 1000)
+  end
+end
+return out
+"""
 
 
 class RedisGate:
     """A gate in Redis, shared by every worker that uses the same server."""
 
-    PREFIX = "ogv:pause:"
+    PREFIX = KEY_PREFIX + "pause:"
+    PACING_PREFIX = KEY_PREFIX + "pace:"
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, pacing: Pacing | None = None) -> None:
         self._redis = client
+        self._pacing = pacing or Pacing(rate=1_000_000)
+        self._reserve = client.register_script(RESERVE_SCRIPT)
+
+    async def reserve(self, calls: Mapping[str, int]) -> dict[str, list[float]]:
+        accounts = [account for account, count in calls.items() if count > 0]
+        if not accounts:
+            return {}
+        keys = [key for a in accounts for key in (self.PREFIX + a, self.PACING_PREFIX + a)]
+        args = [self._pacing.interval_us, self._pacing.tolerance_us]
+        flat = await self._reserve(keys=keys, args=[*args, *(calls[a] for a in accounts)])
+        booked, position = {}, 0
+        for account in accounts:
+            count = int(flat[position])
+            booked[account] = [
+                int(d) / 1_000_000 for d in flat[position + 1 : position + 1 + count]
+            ]
+            position += 1 + count
+        return booked
 
     async def pause(self, account: str, seconds: float) -> None:
         ms = max(1, int(seconds * 1000))

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -214,24 +214,41 @@ def _active_request(
     ).first()
 
 
-def start_attempt(
-    session: Session, request_id: uuid.UUID, lease: timedelta
-) -> ValidationRequest | None:
-    """Mark the request running under a lease; None if it is already final (or unknown).
+def claim_one(session: Session, request_id: uuid.UUID, lease: timedelta) -> list[ValidationRequest]:
+    """Claim one request for an attempt: nothing if it is already final (or unknown)."""
+    return _claim(session, ValidationRequest.id == request_id, lease)
+
+
+def claim_batch(session: Session, batch_id: uuid.UUID, lease: timedelta) -> list[ValidationRequest]:
+    """Claim every request of a batch that is not final yet."""
+    return _claim(session, ValidationRequest.batch_id == batch_id, lease)
+
+
+def _claim(
+    session: Session, which: ColumnElement[bool], lease: timedelta
+) -> list[ValidationRequest]:
+    """Mark requests running under a lease, and return them.
 
     If the worker dies, the lease lapses and the outbox sweeper publishes the
     request again. `attempts` counts calls made to Opsgenie, so it is written when
-    one was made (`note_retry`, `finish`), not here.
+    one was made (`note_retry`, `finish_many`), not here.
     """
-    request = session.get(ValidationRequest, request_id, with_for_update=True)
-    if request is None or request.state.is_final:
-        return None
+    requests = list(
+        session.scalars(
+            select(ValidationRequest)
+            .where(which, ValidationRequest.state.not_in(FINAL_STATES))
+            .order_by(ValidationRequest.id)
+            .with_for_update()
+        )
+    )
     now = utcnow()
-    request.state = RequestState.RUNNING
-    request.started_at = request.started_at or now
-    request.lease_until = now + lease
-    request.next_attempt_at = None
-    return request
+    for request in requests:
+        request.state = RequestState.RUNNING
+        request.started_at = request.started_at or now
+        request.lease_until = now + lease
+        request.next_attempt_at = None
+    session.flush()
+    return requests
 
 
 def note_retry(
@@ -253,6 +270,48 @@ def note_retry(
     )
 
 
+@dataclass(frozen=True)
+class Completion:
+    """One request's final result, ready to be written."""
+
+    request_id: uuid.UUID
+    result: Result
+    target: Target | None
+    checked_at: datetime
+    attempts: int = 0
+
+
+@dataclass(frozen=True)
+class Written:
+    """What `finish_many` wrote: the requests it finished and the status changes."""
+
+    finished: list[uuid.UUID]
+    changes: list[TeamStatusChange]
+
+
+def finish_many(session: Session, completions: Sequence[Completion]) -> Written:
+    """Write final outcomes and the teams' new state in a few bulk statements.
+
+    Requests already final (a duplicate delivery) are skipped and nothing of
+    theirs is written. Rows are locked in id order so concurrent batches cannot
+    deadlock; the ORM flushes the changes as executemany statements.
+    """
+    by_id = {c.request_id: c for c in completions}
+    requests = session.scalars(
+        select(ValidationRequest)
+        .where(ValidationRequest.id.in_(by_id), ValidationRequest.state.not_in(FINAL_STATES))
+        .order_by(ValidationRequest.id)
+        .with_for_update()
+    ).all()
+    now = utcnow()
+    for request in requests:
+        _close(request, by_id[request.id], now)
+    finished = [by_id[request.id] for request in requests]
+    changes = _apply_to_teams(session, [c for c in finished if c.target is not None])
+    session.flush()
+    return Written([c.request_id for c in finished], changes)
+
+
 def finish(
     session: Session,
     request_id: uuid.UUID,
@@ -261,61 +320,70 @@ def finish(
     checked_at: datetime,
     attempts: int = 0,
 ) -> bool:
-    """Write a request's final outcome and, where it applies, the team's new state.
+    """Write one request's final outcome; False if it had been finished before."""
+    written = finish_many(session, [Completion(request_id, result, target, checked_at, attempts)])
+    return bool(written.finished)
 
-    Returns False when the request had already been finished (a duplicate delivery):
-    then nothing is written.
-    """
-    state = RequestState.FAILED if result.outcome is Outcome.ERROR else RequestState.DONE
-    finished = session.execute(
-        update(ValidationRequest)
-        .where(ValidationRequest.id == request_id, ValidationRequest.state.not_in(FINAL_STATES))
-        .values(
-            state=state,
-            outcome=result.outcome,
-            message=result.message,
-            http_status=result.http_status,
-            error_code=result.error_code,
-            attempts=attempts,
-            lease_until=None,
-            next_attempt_at=None,
-            finished_at=utcnow(),
+
+def _close(request: ValidationRequest, completion: Completion, now: datetime) -> None:
+    result = completion.result
+    failed = result.outcome is Outcome.ERROR
+    request.state = RequestState.FAILED if failed else RequestState.DONE
+    request.outcome = result.outcome
+    request.message = result.message
+    request.http_status = result.http_status
+    request.error_code = result.error_code
+    request.attempts = completion.attempts
+    request.lease_until = None
+    request.next_attempt_at = None
+    request.finished_at = now
+
+
+def _apply_to_teams(session: Session, completions: list[Completion]) -> list[TeamStatusChange]:
+    targets = sorted({c.target.team_id for c in completions if c.target is not None})
+    if not targets:
+        return []
+    teams = {
+        team.id: team
+        for team in session.scalars(
+            select(Team).where(Team.id.in_(targets)).order_by(Team.id).with_for_update()
         )
-        .execution_options(synchronize_session=False)
-    )
-    if finished.rowcount != 1:  # type: ignore[attr-defined]
-        return False
-    if target is not None:
-        _apply_to_team(session, request_id, result, target, checked_at)
-    return True
+    }
+    changes = []
+    for completion in sorted(completions, key=lambda c: c.checked_at):
+        assert completion.target is not None
+        team = teams.get(completion.target.team_id)
+        if team is not None and (change := _apply_to_team(team, completion)) is not None:
+            changes.append(change)
+    session.add_all(changes)
+    return changes
 
 
-def _apply_to_team(
-    session: Session, request_id: uuid.UUID, result: Result, target: Target, checked_at: datetime
-) -> None:
-    team = session.get(Team, target.team_id, with_for_update=True)
-    if team is None or team.key_version != target.key_version:
-        return  # the key was replaced or removed while we checked the old one
+def _apply_to_team(team: Team, completion: Completion) -> TeamStatusChange | None:
+    result, target, checked_at = completion.result, completion.target, completion.checked_at
+    assert target is not None
+    if team.key_version != target.key_version:
+        return None  # the key was replaced while we checked the old one
     if team.last_checked_at is not None and team.last_checked_at > checked_at:
-        return  # a newer check already wrote its answer
+        return None  # a newer check already wrote its answer
     team.last_error_code = result.error_code
     team.last_http_status = result.http_status
     if not result.outcome.judges_key:
-        return  # transient failures exhausted: keep the status, record the error
+        return None  # transient failures exhausted: keep the status, record the error
     new_status = TeamStatus(result.outcome.value)
     team.last_checked_at = checked_at
-    if new_status != team.status:
-        session.add(
-            TeamStatusChange(
-                team_id=team.id,
-                request_id=request_id,
-                old_status=team.status,
-                new_status=new_status,
-                changed_at=checked_at,
-            )
-        )
-        team.status = new_status
-        team.status_changed_at = checked_at
+    if new_status == team.status:
+        return None
+    change = TeamStatusChange(
+        team_id=team.id,
+        request_id=completion.request_id,
+        old_status=team.status,
+        new_status=new_status,
+        changed_at=checked_at,
+    )
+    team.status = new_status
+    team.status_changed_at = checked_at
+    return change
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,12 @@ Messages name the account and the team label, never the key.
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from models import (
@@ -21,7 +24,7 @@ from models import (
     Team,
     ValidationRequest,
 )
-from models.crypto import KeyVault
+from models.crypto import KeyVault, UndecryptableKey
 from worker.baseurl import BaseUrlError
 from worker.opsgenie import AccountPaused, OpsgenieClient, OpsgenieError, Throttled, Verdict
 from worker.ratelimit import AccountGate
@@ -60,37 +63,76 @@ class Result:
     error_code: str | None = None
 
 
+def resolve_many(
+    session: Session, requests: Sequence[ValidationRequest], vault: KeyVault
+) -> dict[uuid.UUID, Target | Result]:
+    """For each request, what its check needs, or its outcome without calling Opsgenie.
+
+    SPEC §3, steps 1 and 2, for many requests in two queries: the organizations'
+    links to their integrations, then the teams.
+    """
+    pairs = {(r.organization_id, r.integration_id) for r in requests}
+    links = (
+        {
+            (link.organization_id, integration.id): (integration, link)
+            for integration, link in session.execute(
+                select(Integration, OrganizationIntegration)
+                .join(
+                    OrganizationIntegration,
+                    OrganizationIntegration.integration_id == Integration.id,
+                )
+                .where(
+                    Integration.provider == OPSGENIE_PROVIDER,
+                    tuple_(OrganizationIntegration.organization_id, Integration.id).in_(pairs),
+                )
+            )
+        }
+        if pairs
+        else {}
+    )
+    wanted = {r.team_id for r in requests if r.team_id}
+    teams = (
+        {team.id: team for team in session.scalars(select(Team).where(Team.id.in_(wanted)))}
+        if wanted
+        else {}
+    )
+    return {r.id: _resolve_one(r, links, teams, vault) for r in requests}
+
+
 def resolve(session: Session, request: ValidationRequest, vault: KeyVault) -> Target | Result:
-    """Load what the check needs, or conclude without calling Opsgenie (SPEC §3, 1-2)."""
-    row = session.execute(
-        select(Integration, OrganizationIntegration)
-        .join(OrganizationIntegration, OrganizationIntegration.integration_id == Integration.id)
-        .where(
-            Integration.id == request.integration_id,
-            Integration.provider == OPSGENIE_PROVIDER,
-            OrganizationIntegration.organization_id == request.organization_id,
-        )
-    ).first()
-    if row is None or row.OrganizationIntegration.status != IntegrationStatus.ACTIVE:
+    """`resolve_many` for one request."""
+    return resolve_many(session, [request], vault)[request.id]
+
+
+def _resolve_one(
+    request: ValidationRequest,
+    links: dict[tuple[int, int], tuple[Integration, OrganizationIntegration]],
+    teams: dict[str, Team],
+    vault: KeyVault,
+) -> Target | Result:
+    found = links.get((request.organization_id, request.integration_id))
+    if found is None or found[1].status != IntegrationStatus.ACTIVE:
         return Result(
             Outcome.INVALID_INTEGRATION,
             f"The Opsgenie integration {request.integration_id} does not exist "
             f"for organization {request.organization_id}.",
         )
-    integration, org_integration = row.Integration, row.OrganizationIntegration
-    team = None
-    if request.team_id:
-        team = session.scalars(
-            select(Team).where(
-                Team.id == request.team_id,
-                Team.organization_integration_id == org_integration.id,
-            )
-        ).first()
-    if team is None:
+    integration, link = found
+    team = teams.get(request.team_id) if request.team_id else None
+    if team is None or team.organization_integration_id != link.id:
         return Result(
             Outcome.INVALID_TEAM,
             f"Team {request.team_id!r} does not belong to the Opsgenie account "
             f"{integration.account_name!r}.",
+        )
+    try:
+        key = vault.decrypt(team.encrypted_key)
+    except UndecryptableKey:
+        return Result(
+            Outcome.ERROR,
+            f"The stored key of team {team.label!r} cannot be decrypted with the "
+            "configured encryption keys.",
+            error_code="undecryptable_key",
         )
     return Target(
         team_id=team.id,
@@ -98,20 +140,33 @@ def resolve(session: Session, request: ValidationRequest, vault: KeyVault) -> Ta
         account=integration.account_name,
         integration_id=integration.id,
         base_url=integration.base_url,
-        key=vault.decrypt(team.encrypted_key),
+        key=key,
         key_version=team.key_version,
     )
 
 
-async def probe(target: Target, client: OpsgenieClient, gate: AccountGate) -> Result:
+async def probe(
+    target: Target,
+    client: OpsgenieClient,
+    gate: AccountGate,
+    *,
+    delay: float | None = None,
+    max_wait: float = 5.0,
+) -> Result:
     """Ask Opsgenie about the target's key; raise TransientError to be retried.
 
-    A paused account is not called at all: the pause is itself a throttle. A 429
+    The call waits its turn in the account's pacing: `delay` when the caller
+    booked it already (a batch books all its calls at once), else one call is
+    booked here. A turn further off than `max_wait` (a paused account) is not
+    waited for in place: AccountPaused sends the check back to the queue. A 429
     pauses the account for every worker before the error goes up.
     """
-    remaining = await gate.paused_for(target.gate_key)
-    if remaining > 0:
-        raise AccountPaused("the account is paused after a throttled call", remaining)
+    if delay is None:
+        [delay] = (await gate.reserve({target.gate_key: 1}))[target.gate_key]
+    if delay > max_wait:
+        raise AccountPaused("the account is paused or its pacing is full", delay)
+    if delay > 0:
+        await asyncio.sleep(delay)
     try:
         verdict = await client.check_key(target.base_url, target.key)
     except Throttled as exc:

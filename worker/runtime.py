@@ -21,7 +21,7 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from worker.opsgenie import OpsgenieClient
-from worker.ratelimit import AccountGate, LocalGate, RedisGate
+from worker.ratelimit import AccountGate, LocalGate, Pacing, RedisGate
 from worker.settings import Settings, get_settings
 
 T = TypeVar("T")
@@ -97,7 +97,8 @@ class Runtime:
             ),
             max_response_bytes=settings.max_response_bytes,
         )
-        gate: AccountGate = RedisGate(redis_client) if redis_client else LocalGate()
+        pacing = Pacing(settings.account_rate, settings.account_burst)
+        gate: AccountGate = RedisGate(redis_client, pacing) if redis_client else LocalGate(pacing)
         return cls(loop, session, client, gate, redis_client, os.getpid())
 
     def close(self) -> None:

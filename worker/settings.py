@@ -67,8 +67,16 @@ class Settings(BaseSettings):
     task_time_limit: float = Field(default=90.0, gt=0)
     visibility_timeout: int = Field(default=3600, gt=0)
 
+    account_rate: float = Field(default=10.0, gt=0)
+    account_burst: int = Field(default=1, ge=1)
+    max_inline_wait: float = Field(default=5.0, ge=0)
+
     outbox_republish_after: float = Field(default=60.0, gt=0)
     sweep_interval: float = Field(default=30.0, gt=0)
+
+    # The HTTP API (`ogv api`, worker/api.py).
+    api_token: SecretStr | None = None
+    api_max_wait: float = Field(default=30.0, gt=0)
 
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
@@ -77,6 +85,13 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return _split_list(value)
+
+    @field_validator("api_token")
+    @classmethod
+    def _no_placeholder_token(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and token.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
+            raise ValueError("OGV_API_TOKEN holds a placeholder, not a token")
+        return token
 
     @field_validator("allowed_base_urls")
     @classmethod
@@ -138,6 +153,11 @@ class Settings(BaseSettings):
                 "generate one with `ogv keys generate`"
             )
         return [_embedded_key(self.data_dir)]
+
+
+def sqlalchemy_url(url: str) -> str:
+    """A database URL as the service uses it: `postgresql://` gets the psycopg 3 driver."""
+    return _with_psycopg_driver(url)
 
 
 def _with_psycopg_driver(url: str) -> str:

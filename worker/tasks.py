@@ -37,6 +37,7 @@ def collaborators() -> Collaborators:
         policy=RetryPolicy.from_settings(settings),
         run=runtime.run,
         lease=timedelta(seconds=settings.lease_seconds),
+        max_wait=settings.max_inline_wait,
     )
 
 
