@@ -1,0 +1,421 @@
+"""The OpenAPI 3.1 document of the HTTP API (served at `GET /v1/openapi.json`).
+
+Written by hand, next to the code it describes (worker/api.py); the API tests
+check every answer they get against it, so the two cannot drift apart unnoticed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from models import Outcome, Requester, RequestState, TeamStatus
+
+BIGINT_MAX = 2**63 - 1
+INTEGER_MAX = 2**31 - 1
+TEAM_ID_MAX = 300
+IDEMPOTENCY_KEY_MAX = 200
+
+ERROR_CODES = {
+    "malformed_json": "400: the body is not JSON",
+    "unauthorized": "401: no bearer token, or the wrong one",
+    "not_found": "404: no such request, team, organization or route",
+    "method_not_allowed": "405: the route exists, not with that method",
+    "idempotency_conflict": "409: the Idempotency-Key was used for another team",
+    "too_large": "413: the body is over the size limit",
+    "unsupported_media_type": "415: the body is not application/json",
+    "invalid_request": "422: a field, header or query parameter is missing or of the wrong type",
+    "internal_error": "500: a bug; logged as `api.unhandled`, never with the request body",
+    "database_unavailable": "503: the database could not be reached; retry",
+    "broker_unavailable": "503: recorded, but not published yet (the outbox will); retry",
+    "busy": "503: the request could not be recorded this time; retry",
+}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    kind = schema["type"]
+    out = {**schema, "type": [kind, "null"]}
+    if "enum" in schema:
+        out["enum"] = [*schema["enum"], None]
+    return out
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error_response(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    names = {
+        400: "MalformedJson",
+        401: "Unauthorized",
+        404: "NotFound",
+        409: "IdempotencyConflict",
+        413: "TooLarge",
+        415: "UnsupportedMediaType",
+        422: "InvalidRequest",
+        500: "InternalError",
+        503: "Unavailable",
+    }
+    return {str(s): {"$ref": f"#/components/responses/{names[s]}"} for s in statuses}
+
+
+def _request_schema() -> dict[str, Any]:
+    timestamp = {"type": "string", "format": "date-time"}
+    return {
+        "type": "object",
+        "description": "A validation request: one check of one team's key.",
+        "required": [
+            "id",
+            "organization_id",
+            "integration_id",
+            "team_id",
+            "requested_by",
+            "state",
+            "outcome",
+            "message",
+            "http_status",
+            "error_code",
+            "attempts",
+            "created_at",
+            "finished_at",
+        ],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "organization_id": {"type": "integer"},
+            "integration_id": {"type": "integer"},
+            "team_id": {"type": "string"},
+            "requested_by": {"type": "string", "enum": [r.value for r in Requester]},
+            "state": {"type": "string", "enum": [s.value for s in RequestState]},
+            "outcome": _nullable(
+                {
+                    "type": "string",
+                    "enum": [o.value for o in Outcome],
+                    "description": "Set once the state is done or failed (see the README).",
+                }
+            ),
+            "message": _nullable({"type": "string"}),
+            "http_status": _nullable({"type": "integer"}),
+            "error_code": _nullable({"type": "string"}),
+            "attempts": {"type": "integer", "minimum": 0},
+            "created_at": timestamp,
+            "finished_at": _nullable(timestamp),
+        },
+    }
+
+
+def _team_schema() -> dict[str, Any]:
+    timestamp = {"type": "string", "format": "date-time"}
+    return {
+        "type": "object",
+        "description": "A team and what is known of its key (never the key itself).",
+        "required": [
+            "team_id",
+            "organization_id",
+            "integration_id",
+            "account",
+            "label",
+            "status",
+            "status_changed_at",
+            "last_checked_at",
+            "last_error_code",
+            "last_http_status",
+        ],
+        "additionalProperties": False,
+        "properties": {
+            "team_id": {"type": "string"},
+            "organization_id": {"type": "integer"},
+            "integration_id": {"type": "integer"},
+            "account": {"type": "string"},
+            "label": {"type": "string"},
+            "status": {"type": "string", "enum": [s.value for s in TeamStatus]},
+            "status_changed_at": _nullable(timestamp),
+            "last_checked_at": _nullable(timestamp),
+            "last_error_code": _nullable({"type": "string"}),
+            "last_http_status": _nullable({"type": "integer"}),
+        },
+    }
+
+
+def _schemas() -> dict[str, Any]:
+    return {
+        "ValidationInput": {
+            "type": "object",
+            "required": ["organization_id", "integration_id", "team_id"],
+            "additionalProperties": False,
+            "properties": {
+                "organization_id": {"type": "integer", "minimum": 1, "maximum": BIGINT_MAX},
+                "integration_id": {"type": "integer", "minimum": 1, "maximum": INTEGER_MAX},
+                "team_id": {
+                    "type": "string",
+                    "maxLength": TEAM_ID_MAX,
+                    "description": "Printable characters. An unknown (or empty) team is not "
+                    "refused: the request ends with the outcome `invalid_team`.",
+                },
+            },
+        },
+        "ValidationRequest": _request_schema(),
+        "Team": _team_schema(),
+        "TeamPage": {
+            "type": "object",
+            "required": ["teams", "next_cursor"],
+            "additionalProperties": False,
+            "properties": {
+                "teams": {"type": "array", "items": _ref("Team")},
+                "next_cursor": _nullable(
+                    {"type": "string", "description": "Pass as `cursor`; null on the last page."}
+                ),
+            },
+        },
+        "Health": {
+            "type": "object",
+            "required": ["status", "checks"],
+            "properties": {
+                "status": {"type": "string", "enum": ["ok", "unavailable"]},
+                "checks": {
+                    "type": "object",
+                    "required": ["database", "broker"],
+                    "additionalProperties": {"type": "string", "enum": ["ok", "unavailable"]},
+                },
+            },
+        },
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "additionalProperties": False,
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "code": {
+                            "type": "string",
+                            "enum": list(ERROR_CODES),
+                            "description": "Stable; scripts branch on it. "
+                            + "; ".join(
+                                f"`{code}` {meaning}" for code, meaning in ERROR_CODES.items()
+                            ),
+                        },
+                        "message": {"type": "string", "description": "For people; may change."},
+                    },
+                }
+            },
+        },
+    }
+
+
+def _responses() -> dict[str, Any]:
+    retry_after = {
+        "Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}
+    }
+    return {
+        "MalformedJson": _error_response("`malformed_json`: the body is not JSON."),
+        "Unauthorized": {
+            **_error_response("`unauthorized`: no bearer token, or the wrong one."),
+            "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+        },
+        "NotFound": _error_response("`not_found`: no such resource."),
+        "IdempotencyConflict": _error_response(
+            "`idempotency_conflict`: the Idempotency-Key was used for another team."
+        ),
+        "TooLarge": _error_response("`too_large`: the body is over 16 KiB."),
+        "UnsupportedMediaType": _error_response(
+            "`unsupported_media_type`: the body must be application/json."
+        ),
+        "InvalidRequest": _error_response(
+            "`invalid_request`: a missing or unknown field, a wrong type, or a bad header or "
+            "query parameter."
+        ),
+        "InternalError": _error_response("`internal_error`: a bug, logged as `api.unhandled`."),
+        "Unavailable": {
+            **_error_response(
+                "`database_unavailable`, `broker_unavailable` or `busy`: try again. After "
+                "`broker_unavailable` the request is recorded and the outbox publishes it; "
+                "asking again returns it."
+            ),
+            "headers": retry_after,
+        },
+    }
+
+
+def _post_validations() -> dict[str, Any]:
+    request = _json(_ref("ValidationRequest"), "")
+    location = {
+        "Location": {
+            "description": "The request's URL (`/v1/validations/{id}`).",
+            "schema": {"type": "string"},
+        }
+    }
+    return {
+        "operationId": "requestValidation",
+        "summary": "Ask for a check of a team's key",
+        "description": "Records the request and queues it. While a check of the team is "
+        "pending or running, that request is returned instead of a new one. "
+        "`invalid_integration` and `invalid_team` are outcomes, not errors.",
+        "parameters": [
+            {
+                "name": "wait",
+                "in": "query",
+                "required": False,
+                "description": "Wait up to this many seconds for the outcome (capped by "
+                "OGV_API_MAX_WAIT, default 30).",
+                "schema": {"type": "number", "minimum": 0},
+            },
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "description": "The same key returns the same request.",
+                "schema": {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX},
+            },
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _ref("ValidationInput")}},
+        },
+        "responses": {
+            "200": {
+                **request,
+                "description": "The request has its outcome (state done or failed).",
+                "headers": location,
+            },
+            "202": {
+                **request,
+                "description": "Queued or running; poll the Location.",
+                "headers": location,
+            },
+            **_errors(400, 401, 409, 413, 415, 422, 500, 503),
+        },
+    }
+
+
+def _paths() -> dict[str, Any]:
+    public: list[dict[str, Any]] = []
+    return {
+        "/v1/validations": {"post": _post_validations()},
+        "/v1/validations/{request_id}": {
+            "get": {
+                "operationId": "getValidation",
+                "summary": "A request's state and outcome",
+                "parameters": [
+                    {
+                        "name": "request_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "format": "uuid"},
+                    }
+                ],
+                "responses": {
+                    "200": _json(_ref("ValidationRequest"), "The request."),
+                    **_errors(401, 404, 500, 503),
+                },
+            }
+        },
+        "/v1/teams/{team_id}": {
+            "get": {
+                "operationId": "getTeam",
+                "summary": "A team's status",
+                "parameters": [
+                    {
+                        "name": "team_id",
+                        "in": "path",
+                        "required": True,
+                        "description": "`<organization_integration_id>-<label>`, URL-encoded.",
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {
+                    "200": _json(_ref("Team"), "The team."),
+                    **_errors(401, 404, 500, 503),
+                },
+            }
+        },
+        "/v1/organizations/{organization_id}/teams": {
+            "get": {
+                "operationId": "listTeams",
+                "summary": "An organization's teams, by team id, a page at a time",
+                "parameters": [
+                    {
+                        "name": "organization_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": BIGINT_MAX},
+                    },
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": [s.value for s in TeamStatus]},
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50},
+                    },
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "description": "`next_cursor` of the previous page.",
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "responses": {
+                    "200": _json(_ref("TeamPage"), "One page of teams."),
+                    **_errors(401, 404, 422, 500, 503),
+                },
+            }
+        },
+        "/v1/openapi.json": {
+            "get": {
+                "operationId": "getOpenApi",
+                "summary": "This document",
+                "security": public,
+                "responses": {"200": _json({"type": "object"}, "The OpenAPI document.")},
+            }
+        },
+        "/healthz": {
+            "get": {
+                "operationId": "health",
+                "summary": "Whether the database and the broker are reachable",
+                "security": public,
+                "responses": {
+                    "200": _json(_ref("Health"), "Both are reachable."),
+                    "503": _json(_ref("Health"), "At least one is not."),
+                },
+            }
+        },
+    }
+
+
+def document() -> dict[str, Any]:
+    """The whole OpenAPI document, as a JSON-ready dict."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "opsgenie-validator",
+            "version": "1",
+            "description": "Ask for checks of stored Opsgenie integration keys and read the "
+            'answers. Every error is `{"error": {"code", "message"}}` with a stable code. '
+            "Nothing of a key is ever part of an answer.",
+        },
+        "security": [{"bearerAuth": []}],
+        "paths": _paths(),
+        "components": {
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The value of OGV_API_TOKEN.",
+                }
+            },
+            "schemas": _schemas(),
+            "responses": _responses(),
+        },
+    }

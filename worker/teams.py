@@ -1,0 +1,111 @@
+"""Reading teams for producers: one team, or an organization's teams page by page.
+
+Pages are keyset pages ordered by team id: a cursor names the last team of the
+previous page, so a page costs the same however deep it is and a team added or
+removed meanwhile never shifts the others. Nothing here selects the key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session, defer
+
+from models import Integration, OrganizationIntegration, Team, TeamStatus
+from worker.records import TeamRow
+
+MAX_PAGE = 100
+TEAM_ID_MAX = 300  # teams.id is a String(300)
+DEFAULT_PAGE = 50
+
+
+class BadCursor(ValueError):
+    """Raised when a page cursor was not made by `encode_cursor`."""
+
+
+@dataclass(frozen=True)
+class TeamPage:
+    """Up to `limit` teams, and the cursor of the next page (None on the last one)."""
+
+    teams: list[TeamRow]
+    next_cursor: str | None
+
+
+def encode_cursor(team_id: str) -> str:
+    return base64.urlsafe_b64encode(team_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
+        team_id = raw.decode()
+    except (binascii.Error, ValueError) as exc:
+        raise BadCursor("the cursor is not one this API gave out") from exc
+    # Team ids are printable; anything else (a NUL above all) never reaches the database.
+    if not team_id or len(team_id) > TEAM_ID_MAX or not team_id.isprintable():
+        raise BadCursor("the cursor is not one this API gave out")
+    return team_id
+
+
+def _rows() -> Select[Team, OrganizationIntegration, Integration]:
+    # The encrypted key is never loaded here, and touching it would raise.
+    return (
+        select(Team, OrganizationIntegration, Integration)
+        .join(
+            OrganizationIntegration, Team.organization_integration_id == OrganizationIntegration.id
+        )
+        .join(Integration, OrganizationIntegration.integration_id == Integration.id)
+        .options(defer(Team.encrypted_key, raiseload=True))
+    )
+
+
+def _row(team: Team, link: OrganizationIntegration, integration: Integration) -> TeamRow:
+    return TeamRow(
+        team_id=team.id,
+        organization_id=link.organization_id,
+        integration_id=integration.id,
+        account=integration.account_name,
+        label=team.label,
+        status=team.status.value,
+        status_changed_at=team.status_changed_at,
+        last_checked_at=team.last_checked_at,
+        last_error_code=team.last_error_code,
+        last_http_status=team.last_http_status,
+    )
+
+
+def get_team(session: Session, team_id: str) -> TeamRow | None:
+    for team, link, integration in session.execute(_rows().where(Team.id == team_id)):
+        return _row(team, link, integration)
+    return None
+
+
+def organization_exists(session: Session, organization_id: int) -> bool:
+    query = select(OrganizationIntegration.id).where(
+        OrganizationIntegration.organization_id == organization_id
+    )
+    return session.scalars(query.limit(1)).first() is not None
+
+
+def list_team_page(
+    session: Session,
+    organization_id: int,
+    *,
+    status: TeamStatus | None = None,
+    limit: int = DEFAULT_PAGE,
+    cursor: str | None = None,
+) -> TeamPage:
+    """One page of the organization's teams, ordered by id, optionally of one status."""
+    query = _rows().where(OrganizationIntegration.organization_id == organization_id)
+    if status is not None:
+        query = query.where(Team.status == status)
+    if cursor is not None:
+        query = query.where(Team.id > decode_cursor(cursor))
+    rows = session.execute(query.order_by(Team.id).limit(limit + 1))
+    found = [_row(team, link, integration) for team, link, integration in rows]
+    teams = found[:limit]
+    more = len(found) > limit
+    return TeamPage(teams, encode_cursor(teams[-1].team_id) if more else None)
