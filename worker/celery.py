@@ -2,6 +2,7 @@
 
 Worker hooks manage what lives as long as a process: the database pool is
 dropped after fork, and the event loop and HTTP session are closed at shutdown.
+The main process serves /metrics once the pool runs (worker/metrics.py).
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ from typing import Any
 
 from celery import Celery, signals
 
-from models.db import reset_after_fork
+from models.db import reset_after_fork, session_factory
+from worker import metrics
 from worker.logs import configure_logging
 from worker.runtime import close_runtime
 from worker.settings import get_settings
 
-app = Celery("opsgenie-validator", include=["worker.tasks"])
+app = Celery("opsgenie-validator", include=["worker.tasks", "worker.canary"])
 app.config_from_object("celeryconfig")
 
 
@@ -34,3 +36,18 @@ def _after_fork(**_: Any) -> None:
 @signals.worker_shutdown.connect
 def _on_shutdown(**_: Any) -> None:
     close_runtime()
+
+
+@signals.worker_init.connect
+def _before_pool(**_: Any) -> None:
+    metrics.prepare_worker(get_settings())
+
+
+@signals.worker_ready.connect
+def _serve_metrics(**_: Any) -> None:
+    metrics.serve(get_settings(), session_factory())
+
+
+@signals.worker_shutdown.connect
+def _stop_metrics(**_: Any) -> None:
+    metrics.shutdown()

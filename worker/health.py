@@ -1,0 +1,181 @@
+"""`ogv health`: is the service able to check keys right now?
+
+Three checks, each bounded by the timeout:
+
+- **database**: `SELECT 1` on the configured database;
+- **broker**: a connection (and, on Redis, a PING) to the configured broker;
+- **worker**: a canary task sent through the queue the checks use, which a worker
+  marks seen in its `health_checks` row. A ping is not enough: Celery workers have
+  been seen answering pings but no longer consuming after a Redis reconnect. The
+  canary expires with the wait, so a worker started later drops it unrun.
+
+The worker check needs the other two, and is reported as not run without them.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+from sqlalchemy import delete, text, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import HealthCheck, utcnow
+
+CANARY_TASK = "ogv.canary"
+"""The registered name of the canary task (worker/canary.py)."""
+POLL_INTERVAL = 0.05
+
+
+@dataclass(frozen=True)
+class Check:
+    """The verdict of one part of the service."""
+
+    name: str
+    healthy: bool
+    message: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Report:
+    """Every check, in order; healthy when all are."""
+
+    checks: list[Check]
+
+    @property
+    def healthy(self) -> bool:
+        return all(check.healthy for check in self.checks)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON of `ogv health --json`; an `error` names every unhealthy part."""
+        data: dict[str, Any] = {
+            "healthy": self.healthy,
+            "checks": {
+                c.name: {"healthy": c.healthy, "message": c.message, "seconds": c.seconds}
+                for c in self.checks
+            },
+        }
+        if not self.healthy:
+            data["error"] = {"code": "unhealthy", "message": self.summary()}
+        return data
+
+    def summary(self) -> str:
+        """One sentence naming each unhealthy part, for the error message."""
+        failing = [f"{check.name}: {check.message}" for check in self.checks if not check.healthy]
+        return "; ".join(failing) if failing else "database, broker and worker are healthy"
+
+
+class Unhealthy(RuntimeError):
+    """Raised by a check that got an answer, and the answer is bad; the message says why."""
+
+
+def run_checks(sessions: sessionmaker[Session], app: Celery, timeout: float) -> Report:
+    """Check the database, the broker, then (when both work) that a worker consumes."""
+    database = bounded("database", lambda: check_database(sessions), timeout)
+    broker = bounded("broker", lambda: check_broker(app, timeout), timeout)
+    if database.healthy and broker.healthy:
+        worker = bounded("worker", lambda: check_worker(sessions, app, timeout), timeout + 5)
+    else:
+        worker = Check("worker", False, "not checked: the database and broker must work", 0.0)
+    return Report([database, broker, worker])
+
+
+def bounded(name: str, check: Callable[[], str], timeout: float) -> Check:
+    """Run `check` in a daemon thread: its message if it returns, unhealthy otherwise.
+
+    A driver can block far longer than asked (an unanswered TCP connect), so the
+    wait is cut short here; the abandoned thread dies with the process.
+    """
+    outcome: list[Check] = []
+    started = time.monotonic()
+
+    def target() -> None:
+        try:
+            message, healthy = check(), True
+        except Exception as exc:
+            message, healthy = _describe(exc), False
+        outcome.append(Check(name, healthy, message, round(time.monotonic() - started, 3)))
+
+    thread = threading.Thread(target=target, name=f"ogv-health-{name}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if outcome:
+        return outcome[0]
+    return Check(name, False, f"no answer within {timeout:g}s", round(timeout, 3))
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, Unhealthy):
+        return str(exc)
+    # The first line of a driver's message says what failed; the rest is detail.
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
+
+
+def check_database(sessions: sessionmaker[Session]) -> str:
+    with sessions() as session:
+        session.execute(text("SELECT 1"))
+    return "SELECT 1 answered"
+
+
+def check_broker(app: Celery, timeout: float) -> str:
+    with app.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=1, timeout=math.ceil(timeout))
+        # Opening a channel talks to the server (the Redis transport sends PING).
+        connection.default_channel  # noqa: B018
+        return f"connected to {connection.as_uri()}"  # as_uri() masks a password
+
+
+def check_worker(sessions: sessionmaker[Session], app: Celery, timeout: float) -> str:
+    """Send a canary through the checks' queue and wait until a worker marks it seen."""
+    with sessions.begin() as session:
+        row = HealthCheck()
+        session.add(row)
+        session.flush()
+        check_id = row.id
+    queue = app.conf.task_default_queue
+    try:
+        app.send_task(
+            CANARY_TASK, args=[str(check_id)], expires=timeout, argsrepr=f"(check={check_id})"
+        )
+        worker = _wait_until_seen(sessions, check_id, timeout)
+    finally:
+        with sessions.begin() as session:
+            session.execute(delete(HealthCheck).where(HealthCheck.id == check_id))
+    if worker is None:
+        raise Unhealthy(
+            f"no worker ran a canary task from queue {queue!r} within {timeout:g}s: "
+            "start a worker (celery -A worker worker), or restart the running ones if they "
+            "stopped consuming"
+        )
+    return f"worker {worker} ran the canary task"
+
+
+def _wait_until_seen(
+    sessions: sessionmaker[Session], check_id: uuid.UUID, timeout: float
+) -> str | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with sessions() as session:
+            row = session.get(HealthCheck, check_id)
+            if row is not None and row.seen_at is not None:
+                return row.worker or "(unnamed)"
+        time.sleep(POLL_INTERVAL)
+    return None
+
+
+def mark_seen(session: Session, check_id: uuid.UUID, worker: str) -> bool:
+    """Record that `worker` ran the canary of check `check_id`; False if it is gone."""
+    done = session.execute(
+        update(HealthCheck)
+        .where(HealthCheck.id == check_id, HealthCheck.seen_at.is_(None))
+        .values(seen_at=utcnow(), worker=worker[:255])
+    )
+    return bool(getattr(done, "rowcount", 0))

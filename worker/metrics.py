@@ -1,0 +1,316 @@
+"""Prometheus metrics: what the workers did, and what the database holds now.
+
+The worker's main process serves them at
+`http://OGV_METRICS_ADDRESS:OGV_METRICS_PORT/metrics` (default port 9808; 0 turns
+the endpoint off). docs/METRICS.md lists each series with example queries.
+
+    ogv_validations_total{outcome}                        requests finished
+    ogv_opsgenie_request_duration_seconds{probe,status_class}
+                                                          each call to Opsgenie
+    ogv_retries_total{reason}                             retries scheduled
+    ogv_rate_limit_pauses_total{account}                  429s that paused an account
+    ogv_teams{status}                                     teams now, read at scrape
+    ogv_oldest_pending_request_age_seconds                the queue's lag, read at scrape
+
+Checks run in the pool's processes (forked children under prefork), so counts go
+through prometheus_client's multiprocess mode: each process writes its values to
+files in a directory of its own worker, `OGV_DATA_DIR/metrics/<host>-<pid>/`, and
+the main process merges them when scraped. The directory is made fresh before the
+pool starts and removed at shutdown. The two gauges are queried from the database
+at scrape time, so every worker reports the same, current, numbers.
+
+Labels hold outcomes, error codes, probe names and account names: never a key.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, ParamSpec
+
+import aiohttp
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server, values
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import RequestState, Team, TeamStatus, ValidationRequest, utcnow
+from models.base import Outcome
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+    from worker.opsgenie import TransientError
+    from worker.rules import Result, Target
+    from worker.settings import Settings
+
+log = logging.getLogger("ogv.metrics")
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+THROTTLED = "throttled"
+"""The error code of a 429 (`worker.opsgenie.Throttled.code`): the account was paused."""
+RETRY_REASONS = (
+    THROTTLED,
+    "account_paused",
+    "server_error",
+    "timeout",
+    "connection_error",
+    "dns_error",
+)
+"""Reasons shown at zero from the start, so a rate() has a series before the first retry."""
+LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+VALIDATIONS = Counter(
+    "ogv_validations",
+    "Validation requests finished, by outcome.",
+    ["outcome"],
+    registry=None,
+)
+OPSGENIE_LATENCY = Histogram(
+    "ogv_opsgenie_request_duration_seconds",
+    "Seconds from sending a probe to Opsgenie's response headers (or the failure), "
+    "by probe and status class (2xx, 3xx, 4xx, 429, 5xx, error).",
+    ["probe", "status_class"],
+    buckets=LATENCY_BUCKETS,
+    registry=None,
+)
+RETRIES = Counter(
+    "ogv_retries",
+    "Attempts scheduled again after a transient failure, by its error code.",
+    ["reason"],
+    registry=None,
+)
+PAUSES = Counter(
+    "ogv_rate_limit_pauses",
+    "Opsgenie 429 answers that paused every call to an account, by account name.",
+    ["account"],
+    registry=None,
+)
+
+P = ParamSpec("P")
+
+
+def _never_raise(hook: Callable[P, None]) -> Callable[P, None]:
+    """Counting must not fail a check: a broken metric is logged and skipped."""
+
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            hook(*args, **kwargs)
+        except Exception:
+            log.warning("metrics.hook_failed", extra={"hook": hook.__name__}, exc_info=True)
+
+    guarded.__name__ = hook.__name__
+    return guarded
+
+
+# --- hooks called by the pipeline -----------------------------------------------------
+
+
+@_never_raise
+def validation_finished(result: Result, target: Target | None) -> None:
+    """Count a finished request; a final 429 paused its account as well."""
+    VALIDATIONS.labels(result.outcome.value).inc()
+    if result.error_code == THROTTLED and target is not None:
+        PAUSES.labels(target.account).inc()
+
+
+@_never_raise
+def retry_scheduled(target: Target, error: TransientError) -> None:
+    """Count a retry by its reason; a 429 (not an already paused account) paused it."""
+    RETRIES.labels(error.code).inc()
+    if error.code == THROTTLED:
+        PAUSES.labels(target.account).inc()
+
+
+def status_class(status: int) -> str:
+    """`2xx`, `4xx`, `5xx`...; 429 is its own class, since it is retried, not final."""
+    return "429" if status == 429 else f"{status // 100}xx"
+
+
+def opsgenie_trace_config(probe: str) -> aiohttp.TraceConfig:
+    """Times every request of the session it is added to (the Opsgenie session)."""
+    trace = aiohttp.TraceConfig()
+
+    async def started(_: aiohttp.ClientSession, ctx: SimpleNamespace, __: Any) -> None:
+        ctx.started = time.monotonic()
+
+    async def answered(
+        _: aiohttp.ClientSession, ctx: SimpleNamespace, params: aiohttp.TraceRequestEndParams
+    ) -> None:
+        _observe_call(probe, status_class(params.response.status), ctx)
+
+    async def failed(_: aiohttp.ClientSession, ctx: SimpleNamespace, __: Any) -> None:
+        _observe_call(probe, "error", ctx)
+
+    trace.on_request_start.append(started)
+    trace.on_request_end.append(answered)
+    trace.on_request_exception.append(failed)
+    trace.freeze()
+    return trace
+
+
+@_never_raise
+def _observe_call(probe: str, status: str, ctx: SimpleNamespace) -> None:
+    started = getattr(ctx, "started", None)
+    if started is not None:
+        OPSGENIE_LATENCY.labels(probe, status).observe(time.monotonic() - started)
+
+
+# --- what the database holds, read at scrape time --------------------------------------
+
+
+class DatabaseCollector(Collector):
+    """Teams by status and the oldest pending request, queried on every scrape."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        try:
+            with self._sessions() as session:
+                counts = dict(
+                    session.execute(select(Team.status, func.count()).group_by(Team.status)).all()
+                )
+                oldest = session.scalar(
+                    select(func.min(ValidationRequest.created_at)).where(
+                        ValidationRequest.state == RequestState.PENDING
+                    )
+                )
+        except SQLAlchemyError as exc:
+            log.warning("metrics.database_unavailable", extra={"error": type(exc).__name__})
+            return []
+        age = (utcnow() - oldest).total_seconds() if oldest is not None else 0.0
+        return self._families({status: counts.get(status, 0) for status in TeamStatus}, age)
+
+    @staticmethod
+    def _families(
+        teams: dict[TeamStatus, int] | None = None, age: float | None = None
+    ) -> list[Metric]:
+        by_status = GaugeMetricFamily(
+            "ogv_teams", "Teams by the status of their key, now.", labels=["status"]
+        )
+        for status, count in (teams or {}).items():
+            by_status.add_metric([status.value], count)
+        oldest = GaugeMetricFamily(
+            "ogv_oldest_pending_request_age_seconds",
+            "Seconds since the oldest pending validation request was created (0: none).",
+            value=age,
+        )
+        return [by_status, oldest]
+
+
+# --- the endpoint, in the worker's main process ----------------------------------------
+
+
+@dataclass
+class _Endpoint:
+    directory: Path
+    pid: int
+    server: WSGIServer | None = None
+    thread: threading.Thread | None = None
+
+
+_endpoint: _Endpoint | None = None
+
+
+def prepare_worker(settings: Settings) -> None:
+    """Before the pool starts: give this worker's processes a fresh metrics directory."""
+    global _endpoint
+    if settings.metrics_port == 0:
+        return
+    try:
+        directory = _fresh_directory(settings.data_dir / "metrics")
+    except OSError as exc:
+        log.warning("metrics.disabled", extra={"reason": f"{type(exc).__name__}: {exc}"})
+        return
+    # Forked pool processes inherit the variable and write their own files there.
+    os.environ[MULTIPROC_ENV] = str(directory)
+    _use_multiprocess_values()
+    _endpoint = _Endpoint(directory, os.getpid())
+    for outcome in Outcome:
+        VALIDATIONS.labels(outcome.value)
+    for reason in RETRY_REASONS:
+        RETRIES.labels(reason)
+
+
+def _use_multiprocess_values() -> None:
+    # prometheus_client picks how values are stored when it is first imported, and
+    # the `celery` command imports it (through Flower's command plugin) before any
+    # of our code runs. No value of ours exists yet, so choose again now that the
+    # directory is set: every value created from here on is written to a file.
+    if not getattr(values.ValueClass, "_multiprocess", False):
+        values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+
+
+def _fresh_directory(base: Path) -> Path:
+    """`base/<host>-<pid>`, empty; directories of dead workers of this host are removed."""
+    host = socket.gethostname()
+    base.mkdir(parents=True, exist_ok=True)
+    for stale in base.glob(f"{host}-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    directory = base / f"{host}-{os.getpid()}"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir()
+    return directory
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def serve(settings: Settings, sessions: sessionmaker[Session]) -> None:
+    """Serve /metrics from this (the main) process, once the pool has started."""
+    if _endpoint is None or _endpoint.server is not None:
+        return
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(_endpoint.directory))  # type: ignore[no-untyped-call]
+    registry.register(DatabaseCollector(sessions))
+    try:
+        _endpoint.server, _endpoint.thread = start_http_server(
+            settings.metrics_port, settings.metrics_address, registry=registry
+        )
+    except OSError as exc:
+        # Another worker on this host has the port: keep validating, say so once.
+        log.warning(
+            "metrics.unavailable",
+            extra={"port": settings.metrics_port, "reason": f"{type(exc).__name__}: {exc}"},
+        )
+        return
+    log.info(
+        "metrics.serving",
+        extra={"address": settings.metrics_address, "port": _endpoint.server.server_port},
+    )
+
+
+def shutdown() -> None:
+    """Stop serving and remove this worker's metrics directory (worker shutdown)."""
+    global _endpoint
+    endpoint, _endpoint = _endpoint, None
+    if endpoint is None or endpoint.pid != os.getpid():
+        return  # a forked pool process holds a copy; only the main process cleans up
+    if endpoint.server is not None:
+        endpoint.server.shutdown()
+        endpoint.server.server_close()
+    shutil.rmtree(endpoint.directory, ignore_errors=True)
