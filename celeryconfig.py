@@ -31,7 +31,7 @@ worker_prefetch_multiplier = 1
 task_soft_time_limit = _settings.task_soft_time_limit
 task_time_limit = _settings.task_time_limit
 
-task_default_queue = "ogv"
+task_default_queue = _settings.namespace
 worker_send_task_events = True
 task_send_sent_event = True
 worker_hijack_root_logger = False
@@ -39,4 +39,5 @@ worker_hijack_root_logger = False
 # Exactly one `celery -A worker beat` runs these (see the README).
 beat_schedule = {
     "sweep-outbox": {"task": "ogv.sweep_outbox", "schedule": _settings.sweep_interval},
+    "revalidate-all": {"task": "ogv.revalidate", "schedule": _settings.revalidate_interval},
 }

@@ -32,6 +32,10 @@ REDIS_URL = os.environ.get("OGV_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 POSTGRES_URL = os.environ.get(
     "OGV_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+# Test runs sharing this machine's Redis must not consume each other's messages.
+# Derived from the pid, not drawn at random: `from tests.conftest import NAMESPACE`
+# loads this file a second time, and both copies must agree.
+NAMESPACE = os.environ.get("OGV_TEST_NAMESPACE") or f"ogv-test-{os.getpid()}"
 ARTIFACTS = Path(os.environ.get("OGV_TEST_ARTIFACTS", Path(__file__).parent.parent / "artifacts"))
 
 # Short waits so retries finish in a test's time; the policy's shape is unchanged.
@@ -180,8 +184,10 @@ class Stack:
 def service_env(data_dir: Path, fake: FakeOpsgenie, **extra: str) -> dict[str, str]:
     env = {name: value for name, value in os.environ.items() if not name.startswith("OGV_")}
     env.update(FAST_RETRIES)
+    env["OGV_METRICS_PORT"] = "0"  # no fixed port per worker; tests that scrape pick one
     env.update(
         OGV_DATA_DIR=str(data_dir),
+        OGV_NAMESPACE=NAMESPACE,
         OGV_ALLOWED_BASE_URLS=",".join([*OFFICIAL_BASE_URLS, fake.url]),
         OGV_LOG_FORMAT="json",
         **extra,
@@ -189,15 +195,18 @@ def service_env(data_dir: Path, fake: FakeOpsgenie, **extra: str) -> dict[str, s
     return env
 
 
-@pytest.fixture(scope="module", params=["embedded", "redis-postgres"])
-def stack(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, fake: FakeOpsgenie
-) -> Iterator[Stack]:
-    """A worker process on the embedded default, and on Redis with PostgreSQL."""
-    data_dir = tmp_path_factory.mktemp(f"stack-{request.param}")
-    log = ARTIFACTS / "logs" / f"worker-{request.param}-{uuid.uuid4().hex[:8]}.log"
-    if request.param == "embedded":
-        env = service_env(data_dir, fake)
+def open_stack(
+    kind: str,
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    fake: FakeOpsgenie,
+    **extra_env: str,
+) -> Stack:
+    """A migrated service of `kind` ("embedded" or "redis-postgres") with one worker."""
+    data_dir = tmp_path_factory.mktemp(f"stack-{kind}")
+    log = ARTIFACTS / "logs" / f"worker-{kind}-{uuid.uuid4().hex[:8]}.log"
+    if kind == "embedded":
+        env = service_env(data_dir, fake, **extra_env)
         pool: dict[str, object] = {"pool": "threads", "concurrency": 4}
     else:
         env = service_env(
@@ -206,11 +215,21 @@ def stack(
             OGV_DATABASE_URL=request.getfixturevalue("postgres_url"),
             OGV_BROKER_URL=request.getfixturevalue("redis_url"),
             OGV_ENCRYPTION_KEYS=request.getfixturevalue("fernet_key"),
+            **extra_env,
         )
         pool = {"pool": "prefork", "concurrency": 2}
-    running = Stack(request.param, env, log)
+    running = Stack(kind, env, log)
     upgraded = running.ogv("db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
     running.start_worker(**pool)
+    return running
+
+
+@pytest.fixture(scope="module", params=["embedded", "redis-postgres"])
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, fake: FakeOpsgenie
+) -> Iterator[Stack]:
+    """A worker process on the embedded default, and on Redis with PostgreSQL."""
+    running = open_stack(request.param, request, tmp_path_factory, fake)
     yield running
     running.stop()

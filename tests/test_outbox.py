@@ -128,3 +128,24 @@ def test_the_sweeper_republishes_stranded_requests_only(settings: Settings) -> N
     published.clear()
     outbox.sweep(sessions, published.append, timedelta(minutes=1), limit=10_000)
     assert not ours & set(published)  # just published: not stranded again yet
+
+
+def test_stranded_requests_of_a_batch_go_back_as_one_batch_message(settings: Settings) -> None:
+    sessions = session_factory(settings.effective_database_url)
+    long_ago = utcnow() - timedelta(minutes=10)
+    batch = uuid.uuid4()
+    in_batch = [_submit(settings, f"1-{uuid.uuid4().hex}")[0] for _ in range(3)]
+    alone, _ = _submit(settings, f"1-{uuid.uuid4().hex}")
+    for request_id in in_batch:
+        _age(settings, request_id, published_at=long_ago, batch_id=batch)
+    _age(settings, alone, published_at=long_ago)
+
+    singles: list[uuid.UUID] = []
+    batches: list[uuid.UUID] = []
+    count = outbox.sweep(
+        sessions, singles.append, timedelta(minutes=1), limit=10_000, publish_batch=batches.append
+    )
+
+    assert count >= 4
+    assert batches.count(batch) == 1
+    assert alone in singles and not set(in_batch) & set(singles)

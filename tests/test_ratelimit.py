@@ -11,7 +11,7 @@ import fakeredis
 import pytest
 import redis.asyncio as aioredis
 
-from worker.ratelimit import AccountGate, LocalGate, RedisGate
+from worker.ratelimit import AccountGate, LocalGate, Pacing, RedisGate
 
 ClientFactory = Callable[[], aioredis.Redis]
 
@@ -139,10 +139,10 @@ def test_redis_gate_stores_one_expiring_key_per_account(redis_clients: ClientFac
         client = redis_clients()
         try:
             acme = account()
-            await RedisGate(client).pause(acme, 2.0)
+            await RedisGate(client, namespace="ns").pause(acme, 2.0)
 
-            assert await client.get(RedisGate.PREFIX + acme) == b"1"
-            assert 1500 < await client.pttl(RedisGate.PREFIX + acme) <= 2000
+            assert await client.get(f"ns:pause:{acme}") == b"1"
+            assert 1500 < await client.pttl(f"ns:pause:{acme}") <= 2000
         finally:
             await client.aclose()
 
@@ -159,3 +159,80 @@ def test_redis_gate_rounds_a_tiny_pause_up_to_a_millisecond(
         assert await gate.paused_for(acme) == 0.0
 
     run_with_gates(redis_clients, 1, body)
+
+
+# --- Pacing (GCRA reservations) --------------------------------------------------------
+
+INTERVAL = (1 + 0.025) / 10  # 10 calls a second, with the jitter allowance
+
+
+async def assert_paced(gate: AccountGate) -> None:
+    acme, other = account(), account()
+    booked = await gate.reserve({acme: 4, other: 1})
+    assert booked[other] == [0.0]
+    assert [round(d, 3) for d in booked[acme]] == [round(i * INTERVAL, 3) for i in range(4)]
+    # Later reservations queue behind the ones already booked.
+    [next_delay] = (await gate.reserve({acme: 1}))[acme]
+    assert 3 * INTERVAL < next_delay <= 4 * INTERVAL
+
+
+async def assert_pause_holds_reservations(gate: AccountGate) -> None:
+    acme = account()
+    await gate.pause(acme, 2.0)
+    delays = (await gate.reserve({acme: 3}))[acme]
+    assert len(delays) == 3 and all(1.5 < d <= 2.0 for d in delays)
+
+
+def test_local_gate_paces_calls_per_account() -> None:
+    asyncio.run(assert_paced(LocalGate(Pacing(rate=10))))
+
+
+def test_local_gate_pause_holds_reservations() -> None:
+    asyncio.run(assert_pause_holds_reservations(LocalGate(Pacing(rate=10))))
+
+
+def _paced_gates(factory: ClientFactory, body: Callable[..., Awaitable[None]]) -> None:
+    async def main() -> None:
+        first, second = factory(), factory()
+        try:
+            await body(RedisGate(first, Pacing(rate=10)), RedisGate(second, Pacing(rate=10)))
+        finally:
+            await first.aclose()
+            await second.aclose()
+
+    asyncio.run(main())
+
+
+def test_redis_gate_paces_calls_per_account(redis_clients: ClientFactory) -> None:
+    async def body(gate: RedisGate, _: RedisGate) -> None:
+        await assert_paced(gate)
+
+    _paced_gates(redis_clients, body)
+
+
+def test_redis_pacing_is_shared_between_workers(redis_clients: ClientFactory) -> None:
+    async def body(one: RedisGate, two: RedisGate) -> None:
+        acme = account()
+        first = (await one.reserve({acme: 2}))[acme]
+        second = (await two.reserve({acme: 2}))[acme]
+        assert first[0] == 0.0
+        assert [round(d, 2) for d in second] == [round(2 * INTERVAL, 2), round(3 * INTERVAL, 2)]
+
+    _paced_gates(redis_clients, body)
+
+
+def test_redis_pause_holds_reservations_for_every_worker(redis_clients: ClientFactory) -> None:
+    async def body(one: RedisGate, two: RedisGate) -> None:
+        acme = account()
+        await one.pause(acme, 2.0)
+        delays = (await two.reserve({acme: 3}))[acme]
+        assert len(delays) == 3 and all(1.5 < d <= 2.0 for d in delays)
+
+    _paced_gates(redis_clients, body)
+
+
+def test_pacing_refuses_nonsense() -> None:
+    with pytest.raises(ValueError):
+        Pacing(rate=0)
+    with pytest.raises(ValueError):
+        Pacing(rate=1, burst=0)

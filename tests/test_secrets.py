@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 import redis
 from sqlalchemy import create_engine, inspect, text
 
-from tests.conftest import Stack
+from tests.conftest import NAMESPACE, Stack
+from tests.monitoring import Flower, running_flower, scrape, watched_stack
 from tests.test_worker import install, ok_json, validate
 from worker.fake_opsgenie import FakeOpsgenie, KeyScenario
 
@@ -91,7 +99,7 @@ def test_a_sentinel_key_leaks_nowhere(stack: Stack, fake: FakeOpsgenie) -> None:
     if "OGV_DATABASE_URL" in stack.env:
         places["database"] = database_text(stack.env["OGV_DATABASE_URL"])
         places["redis"] = redis_text(stack.env["OGV_BROKER_URL"])
-        assert "_kombu.binding.ogv" in places["redis"]  # the search reads the broker
+        assert f"_kombu.binding.{NAMESPACE}" in places["redis"]  # the search reads the broker
     else:
         places["database"] = database_text(f"sqlite:///{data_dir / 'ogv.sqlite3'}")
         places["embedded broker"] = sqlite_file_text(data_dir / "broker.sqlite3")
@@ -102,3 +110,106 @@ def test_a_sentinel_key_leaks_nowhere(stack: Stack, fake: FakeOpsgenie) -> None:
     for sentinel in sentinels:
         leaked = [name for name, content in places.items() if sentinel in content]
         assert leaked == [], f"the key appeared in {leaked}"
+
+
+# --- Flower and the metrics page, on a stack that serves both --------------------------
+
+
+@pytest.fixture(scope="module")
+def watched(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, fake: FakeOpsgenie
+) -> Iterator[Stack]:
+    running = watched_stack(request, tmp_path_factory, fake)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def flower(watched: Stack) -> Iterator[Flower]:
+    with running_flower(watched) as running:
+        yield running
+
+
+def leaks(places: dict[str, str], sentinels: list[str]) -> dict[str, list[str]]:
+    """For each sentinel found anywhere, the places it was found in."""
+    found = {s: [name for name, text in places.items() if s in text] for s in sentinels}
+    return {sentinel: names for sentinel, names in found.items() if names}
+
+
+def monitoring_places(stack: Stack, flower: Flower) -> dict[str, str]:
+    """Where an operator looks: Flower, its log, the metrics page, the worker log, Redis."""
+    return {
+        "flower /api/tasks": flower.api_tasks(),
+        "flower log": flower.log(),
+        "metrics page": scrape(stack)[0],
+        "worker log": stack.worker_log.read_text(errors="replace"),
+        "redis": redis_text(stack.env["OGV_BROKER_URL"]),
+        "database": database_text(stack.env["OGV_DATABASE_URL"]),
+    }
+
+
+def test_flower_and_the_metrics_page_show_no_key(
+    watched: Stack, flower: Flower, fake: FakeOpsgenie
+) -> None:
+    account = install(
+        watched,
+        fake,
+        {
+            "recovers": KeyScenario("server_error", times=1),
+            "fails": KeyScenario("server_error", times=-1),
+            "revoked": KeyScenario("invalid_key"),
+            "throttled": KeyScenario("throttle", times=1, period_seconds=1),
+        },
+    )
+    teams = account["teams"]
+    with ThreadPoolExecutor(len(teams)) as pool:
+        answers = pool.map(
+            lambda team: validate(watched, account["org"], account["integration"], team),
+            teams.values(),
+        )
+        views = dict(zip(teams, answers, strict=True))
+    assert {label: view["outcome"] for label, view in views.items()} == {
+        "recovers": "valid",
+        "fails": "error",
+        "revoked": "invalid_key",
+        "throttled": "valid",
+    }
+    places = monitoring_places(watched, flower)
+
+    # The search reads what it claims to: the run is in Flower and on the metrics page.
+    assert all(view["id"] in places["flower /api/tasks"] for view in views.values())
+    assert (
+        f'ogv_rate_limit_pauses_total{{account="acct-{account["org"]}"}}' in places["metrics page"]
+    )
+    assert "celery-task-meta-" not in places["redis"]  # results are ignored, never stored
+    assert leaks(places, list(account["keys"].values())) == {}
+
+
+def test_the_search_finds_a_key_passed_as_a_task_argument(watched: Stack, flower: Flower) -> None:
+    """The check above is not vacuous: publish a task whose argument is a key (what the
+    service never does) and the same search finds it in Flower and the worker log."""
+    sentinel = f"key-{uuid.uuid4()}"
+    published = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from worker.celery import app; "
+            "app.send_task('ogv.canary', args=[sys.stdin.read()])",
+        ],
+        input=sentinel,
+        env=watched.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert published.returncode == 0, published.stderr
+
+    deadline = time.monotonic() + 20
+    found: dict[str, list[str]] = {}
+    while time.monotonic() < deadline:
+        found = leaks(monitoring_places(watched, flower), [sentinel])
+        if {"flower /api/tasks", "worker log"} <= set(found.get(sentinel, [])):
+            break
+        time.sleep(0.2)
+    assert {"flower /api/tasks", "worker log"} <= set(found.get(sentinel, [])), found

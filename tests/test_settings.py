@@ -179,6 +179,19 @@ def test_hard_time_limit_must_exceed_the_soft_one(soft: float, hard: float) -> N
         Settings(task_soft_time_limit=soft, task_time_limit=hard)
 
 
+def test_the_lease_defaults_to_the_hard_limit_plus_slack() -> None:
+    assert Settings(task_soft_time_limit=10, task_time_limit=20).lease == 50.0
+
+
+def test_the_lease_can_be_shortened_but_must_outlast_the_hard_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OGV_LEASE_SECONDS", "6")
+    assert Settings(task_soft_time_limit=4, task_time_limit=5).lease == 6.0
+    with pytest.raises(ValueError, match="OGV_LEASE_SECONDS"):
+        Settings(task_soft_time_limit=4, task_time_limit=6)
+
+
 def test_hard_time_limit_just_above_the_soft_one_is_fine() -> None:
     settings = Settings(task_soft_time_limit=60, task_time_limit=60.5)
 
@@ -188,9 +201,13 @@ def test_hard_time_limit_just_above_the_soft_one_is_fine() -> None:
 @pytest.mark.parametrize(
     ("fields", "longest_wait"),
     [
-        ({}, 150),  # max(60, backoff_cap=60) + task_time_limit 90
-        ({"backoff_cap": 300.0}, 390),
-        ({"task_soft_time_limit": 100.0, "task_time_limit": 200.0}, 260),
+        ({}, 690),  # max(60, backoff_cap 60, dispatch_window 600) + task_time_limit 90
+        ({"dispatch_window": 0.0}, 150),
+        ({"dispatch_window": 0.0, "backoff_cap": 300.0}, 390),
+        (
+            {"dispatch_window": 0.0, "task_soft_time_limit": 100.0, "task_time_limit": 200.0},
+            260,
+        ),
     ],
 )
 def test_visibility_timeout_must_outlast_the_longest_wait(

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Stack
+from tests.conftest import NAMESPACE, Stack
 from worker.fake_opsgenie import FakeOpsgenie, KeyScenario
 
 
@@ -165,7 +165,7 @@ def test_alerts_probe_is_used_when_configured(stack: Stack, fake: FakeOpsgenie, 
     """OGV_PROBE switches the endpoint; a worker started with it calls GET v2/alerts."""
     env = dict(stack.env, OGV_PROBE=probe)
     alt = Stack(f"{stack.name}-{probe}", env, stack.worker_log)
-    alt.start_worker(pool="threads", concurrency=2, extra_args=("--queues", "ogv"))
+    alt.start_worker(pool="threads", concurrency=2, extra_args=("--queues", NAMESPACE))
     try:
         account = install(stack, fake, {"ops": KeyScenario("valid")})
         stack.workers[0].stop()  # only the alerts worker consumes now

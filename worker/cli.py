@@ -44,6 +44,7 @@ class ExitCode:
     OK = 0
     REFUSED = 1
     TIMED_OUT = 2
+    UNHEALTHY = 3
 
 
 def _jsonable(value: Any) -> Any:
@@ -141,6 +142,102 @@ def team_add(
     emit({"team_id": team_id}, as_json, lambda: console.print(f"team {team_id}"))
 
 
+@team_app.command("import")
+def team_import(
+    source: Annotated[str, typer.Argument(help="A JSON-lines file, or - for standard input.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Add teams in bulk from JSON lines; the keys never appear in the output."""
+    from worker.importer import import_teams
+
+    settings = get_settings()
+    vault = KeyVault(settings.fernet_keys())
+    if source == "-":
+        report = import_teams(session_factory(), sys.stdin, vault)
+    else:
+        with Path(source).open(encoding="utf-8") as handle:
+            report = import_teams(session_factory(), handle, vault)
+    emit(report, as_json, lambda: _print_import(report))
+    if report.errors:
+        raise typer.Exit(ExitCode.REFUSED)
+
+
+def _print_import(report: Any) -> None:
+    console.print(f"imported {report.imported} teams, {len(report.errors)} lines refused")
+    for error in report.errors:
+        console.print(f"  line {error.line}: {error.code}: {error.message}", highlight=False)
+
+
+@app.command()
+def revalidate(
+    all_teams: Annotated[bool, typer.Option("--all", help="Every stored team.")] = False,
+    org: Annotated[int | None, typer.Option(help="Only this organization's teams.")] = None,
+    window: Annotated[float, typer.Option(help="Spread the run over this many seconds.")] = 0.0,
+    timeout: Annotated[float, typer.Option(help="Stop waiting after this many seconds.")] = 3600,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Only enqueue the run.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Re-check every team (or one organization's) and follow the run to the end."""
+    from models import Requester
+    from worker import dispatch
+    from worker.celery import app as celery_app
+    from worker.enqueue import publish_batch
+
+    if all_teams == (org is not None):
+        fail("invalid", "give exactly one of --all or --org", as_json)
+    settings = get_settings()
+    sessions = session_factory()
+    run_id = dispatch.start_run(sessions, Requester.CLI, org)
+    plan = dispatch.Plan(
+        settings.batch_size, settings.dispatch_page_size, window, settings.account_rate
+    )
+    sent = dispatch.dispatch(
+        sessions, lambda batch, countdown: publish_batch(celery_app, batch, countdown), run_id, plan
+    )
+    counts = {} if no_wait else _follow(sessions, run_id, sent.requests, timeout, as_json)
+    done = sum(v for k, v in counts.items() if k not in ("pending", "running"))
+    summary = {
+        "run_id": run_id,
+        "requests": sent.requests,
+        "batches": sent.batches,
+        "finished": done,
+        "outcomes": counts,
+    }
+    emit(summary, as_json, lambda: console.print(_outcome_table(summary)))
+    if not no_wait and done < sent.requests:
+        fail("timeout", f"run {run_id} is not finished after {timeout}s", as_json, 2)
+
+
+def _follow(
+    sessions: Any, run_id: uuid.UUID, total: int, timeout: float, quiet: bool
+) -> dict[str, int]:
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from worker.dispatch import progress
+
+    deadline = time.monotonic() + timeout
+    columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), disable=quiet) as bar:
+        task = bar.add_task("validating", total=total)
+        while True:
+            with sessions() as session:
+                counts = progress(session, run_id)
+            done = sum(v for k, v in counts.items() if k not in ("pending", "running"))
+            bar.update(task, completed=done)
+            if done >= total or time.monotonic() >= deadline:
+                return counts
+            time.sleep(0.5)
+
+
+def _outcome_table(summary: dict[str, Any]) -> Table:
+    table = Table("outcome", "teams", title=f"run {summary['run_id']}")
+    for outcome, count in sorted(summary["outcomes"].items()):
+        table.add_row(outcome, str(count))
+    return table
+
+
 @app.command()
 def validate(
     org: Annotated[int, typer.Option(help="The organization id.")],
@@ -209,6 +306,44 @@ def keys_generate() -> None:
     sys.stdout.write(Fernet.generate_key().decode() + "\n")
 
 
+@keys_app.command("rotate")
+def keys_rotate(
+    after: Annotated[str, typer.Option(help="Resume after this team id.")] = "",
+    batch_size: Annotated[int, typer.Option(help="Teams per transaction.")] = 500,
+    as_json: JsonOption = False,
+) -> None:
+    """Re-encrypt every stored key under the first key of OGV_ENCRYPTION_KEYS."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress
+
+    from worker.rotation import count_teams, rotate
+
+    settings = get_settings()
+    sessions = session_factory()
+    vault = KeyVault(settings.fernet_keys())
+    total = count_teams(sessions, after)
+    columns = ("{task.description}", BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, console=Console(stderr=True), disable=as_json) as bar:
+        task = bar.add_task("re-encrypting", total=total)
+        report = rotate(
+            sessions,
+            vault,
+            after=after,
+            batch_size=batch_size,
+            progress=lambda done: bar.update(task, completed=done),
+        )
+    emit(report, as_json, lambda: _print_rotation(report))
+    if report.undecryptable:
+        raise typer.Exit(ExitCode.REFUSED)
+
+
+def _print_rotation(report: Any) -> None:
+    console.print(f"re-encrypted {report.rotated} keys")
+    for team_id in report.undecryptable:
+        console.print(
+            f"  team {team_id}: no configured encryption key decrypts its key", highlight=False
+        )
+
+
 @app.command("fake-opsgenie")
 def fake_opsgenie(
     port: Annotated[int, typer.Option(help="The port to listen on.")] = 8099,
@@ -222,6 +357,71 @@ def fake_opsgenie(
 
     loaded = Scenario.from_json(scenario.read_text()) if scenario else Scenario(keys={})
     serve(host, port, loaded)
+
+
+@app.command()
+def api(
+    port: Annotated[int, typer.Option(help="The port to listen on.")] = 8080,
+    host: Annotated[str, typer.Option(help="The address to listen on.")] = "127.0.0.1",
+    insecure_local: Annotated[
+        bool, typer.Option("--insecure-local", help="Allow no OGV_API_TOKEN; loopback only.")
+    ] = False,
+) -> None:
+    """Serve the HTTP API for web apps (docs/WEB_APPS.md)."""
+    from worker.api import StartRefused, serve
+
+    try:
+        serve(get_settings(), host, port, insecure_local=insecure_local)
+    except StartRefused as exc:
+        fail(exc.code, str(exc), as_json=False)
+
+
+@app.command()
+def flower(
+    port: Annotated[int, typer.Option(help="The port to listen on.")] = 5555,
+    host: Annotated[str, typer.Option(help="The address to listen on.")] = "127.0.0.1",
+    insecure_local: Annotated[
+        bool,
+        typer.Option("--insecure-local", help="Allow no OGV_FLOWER_BASIC_AUTH; loopback only."),
+    ] = False,
+) -> None:
+    """Start Flower on the configured broker, behind OGV_FLOWER_BASIC_AUTH."""
+    from worker.celery import app as celery_app
+    from worker.flower import FlowerRefused, plan, run
+
+    try:
+        flower_plan = plan(get_settings(), port=port, host=host, insecure_local=insecure_local)
+    except FlowerRefused as exc:
+        fail(exc.code, str(exc), as_json=False)
+    if not flower_plan.sees_events:
+        Console(stderr=True).print(
+            "[yellow]warning[/yellow]: the embedded broker carries no task events; "
+            "Flower shows tasks only with OGV_BROKER_URL on Redis"
+        )
+    run(celery_app, flower_plan)
+
+
+@app.command()
+def health(
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each check.")] = 10.0,
+    as_json: JsonOption = False,
+) -> None:
+    """Check the database, the broker, and that a worker consumes; exit 3 if not."""
+    from worker.celery import app as celery_app
+    from worker.health import run_checks
+
+    report = run_checks(session_factory(), celery_app, timeout)
+    emit(report.as_dict(), as_json, lambda: console.print(_health_table(report), highlight=False))
+    if not report.healthy:
+        raise typer.Exit(ExitCode.UNHEALTHY)
+
+
+def _health_table(report: Any) -> Table:
+    table = Table("check", "status", "seconds", "detail")
+    for check in report.checks:
+        status = "[green]ok[/green]" if check.healthy else "[red]unhealthy[/red]"
+        table.add_row(check.name, status, f"{check.seconds:.3f}", check.message)
+    return table
 
 
 @app.command()

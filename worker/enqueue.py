@@ -22,6 +22,9 @@ from worker import records
 VALIDATE_TASK = "ogv.validate_request"
 """The registered task name; part of the service's interface for producers."""
 SWEEP_TASK = "ogv.sweep_outbox"
+BATCH_TASK = "ogv.validate_batch"
+REVALIDATE_TASK = "ogv.revalidate"
+NOTIFY_TASK = "ogv.notify_status_change"
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,18 @@ class RequestView:
         )
 
 
-def publish(app: Celery, request_id: uuid.UUID) -> None:
-    app.send_task(VALIDATE_TASK, args=[str(request_id)])
+def publish(app: Celery, request_id: uuid.UUID, countdown: float | None = None) -> None:
+    # argsrepr is what Flower and the worker log show: the id, named.
+    app.send_task(
+        VALIDATE_TASK,
+        args=[str(request_id)],
+        countdown=countdown,
+        argsrepr=f"(request={request_id})",
+    )
+
+
+def publish_batch(app: Celery, batch_id: uuid.UUID, countdown: float | None = None) -> None:
+    app.send_task(BATCH_TASK, args=[str(batch_id)], countdown=countdown or None)
 
 
 @dataclass(frozen=True)

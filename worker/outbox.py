@@ -63,12 +63,37 @@ def sweep(
     publish: Callable[[uuid.UUID], None],
     republish_after: timedelta,
     limit: int = 1000,
+    publish_batch: Callable[[uuid.UUID], None] | None = None,
 ) -> int:
-    """Publish every stranded request again; returns how many were published."""
+    """Publish every stranded request again; returns how many were stranded.
+
+    With `publish_batch`, the requests of a re-validation batch go back as one
+    message per batch. One message per request would turn a backlog older than
+    `republish_after` into thousands of single checks, each far slower than its
+    share of a batch: the workers fall further behind and strand even more.
+    """
     with sessions.begin() as session:
         ids = claim_stranded(session, republish_after, limit)
+        batches = _batches_of(session, ids) if publish_batch is not None and ids else {}
+    for batch_id in sorted(set(batches.values())):
+        assert publish_batch is not None
+        publish_batch(batch_id)
     for request_id in ids:
-        publish(request_id)
+        if request_id not in batches:
+            publish(request_id)
     if ids:
-        log.warning("outbox.republished", extra={"count": len(ids)})
+        log.warning(
+            "outbox.republished",
+            extra={"count": len(ids), "batches": len(set(batches.values()))},
+        )
     return len(ids)
+
+
+def _batches_of(session: Session, ids: list[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
+    """Request id → batch id, for the requests that belong to a batch."""
+    rows = session.execute(
+        select(ValidationRequest.id, ValidationRequest.batch_id).where(
+            ValidationRequest.id.in_(ids), ValidationRequest.batch_id.is_not(None)
+        )
+    )
+    return {request_id: batch_id for request_id, batch_id in rows if batch_id is not None}

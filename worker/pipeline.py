@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import Outcome, TeamStatusChange, ValidationRequest, utcnow
 from models.crypto import KeyVault
-from worker import records
+from worker import metrics, records
 from worker.opsgenie import AccountPaused, OpsgenieClient, TransientError
 from worker.ratelimit import AccountGate
 from worker.retries import RetryPolicy
@@ -79,6 +79,8 @@ class Collaborators:
     """The longest wait for an account's turn that is spent in place, not requeued."""
     concurrency: int = 50
     """How many checks of one batch may wait on Opsgenie at once."""
+    on_changes: Callable[[list[TeamStatusChange]], None] = lambda changes: None
+    """Called after a commit that changed team statuses (events, webhooks)."""
 
 
 @dataclass
@@ -134,6 +136,12 @@ async def _probe_all(
         if not isinstance(item.found, Target):
             return item.found
         delay = booked[item.found.gate_key].pop()
+        if 0 < delay <= deps.max_wait:
+            # Wait for the account's turn before taking a slot: a call sleeping inside
+            # the limit keeps a slot idle, and starts late by however long it queued
+            # for one, bunching with the account's later calls.
+            await asyncio.sleep(delay)
+            delay = 0.0
         async with limit:
             try:
                 return await probe(
@@ -174,12 +182,16 @@ def _write(
         if completion.request_id in finished:
             report.steps[completion.request_id] = Finished(completion.result)
             _log_finished(completion, seconds)
+            metrics.validation_finished(completion.result, completion.target)
     for request_id, target, error, attempts, delay in retries:
         report.steps[request_id] = RetryLater(delay, error)
         _log_retry(request_id, target, error, attempts, delay)
+        metrics.retry_scheduled(target, error)
     report.changes = written.changes
     for change in written.changes:
         _log_change(change)
+    if written.changes:
+        deps.on_changes(written.changes)
     return report
 
 

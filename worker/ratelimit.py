@@ -23,8 +23,6 @@ from typing import Protocol
 
 import redis.asyncio as aioredis
 
-KEY_PREFIX = "ogv:"
-
 
 class AccountGate(Protocol):
     async def reserve(self, calls: Mapping[str, int]) -> dict[str, list[float]]:
@@ -37,13 +35,18 @@ class AccountGate(Protocol):
         """Seconds left before `account` may be called again (0 when it may)."""
 
 
+JITTER_ALLOWANCE_US = 25_000
+"""Calls leave on time but arrive with network jitter; spacing them as if each second
+were 25 ms longer keeps any one-second window at the receiver within the rate."""
+
+
 class Pacing:
-    """GCRA parameters: one call per `interval` seconds, `burst` calls at once."""
+    """GCRA parameters: one call per `interval`, `burst` calls at once."""
 
     def __init__(self, rate: float, burst: int = 1) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be positive and burst at least 1")
-        self.interval_us = int(1_000_000 / rate)
+        self.interval_us = int((1_000_000 + JITTER_ALLOWANCE_US) / rate)
         self.tolerance_us = (burst - 1) * self.interval_us
 
 
@@ -114,19 +117,20 @@ return out
 class RedisGate:
     """A gate in Redis, shared by every worker that uses the same server."""
 
-    PREFIX = KEY_PREFIX + "pause:"
-    PACING_PREFIX = KEY_PREFIX + "pace:"
-
-    def __init__(self, client: aioredis.Redis, pacing: Pacing | None = None) -> None:
+    def __init__(
+        self, client: aioredis.Redis, pacing: Pacing | None = None, namespace: str = "ogv"
+    ) -> None:
         self._redis = client
         self._pacing = pacing or Pacing(rate=1_000_000)
+        self.pause_prefix = f"{namespace}:pause:"
+        self.pace_prefix = f"{namespace}:pace:"
         self._reserve = client.register_script(RESERVE_SCRIPT)
 
     async def reserve(self, calls: Mapping[str, int]) -> dict[str, list[float]]:
         accounts = [account for account, count in calls.items() if count > 0]
         if not accounts:
             return {}
-        keys = [key for a in accounts for key in (self.PREFIX + a, self.PACING_PREFIX + a)]
+        keys = [key for a in accounts for key in (self.pause_prefix + a, self.pace_prefix + a)]
         args = [self._pacing.interval_us, self._pacing.tolerance_us]
         flat = await self._reserve(keys=keys, args=[*args, *(calls[a] for a in accounts)])
         booked, position = {}, 0
@@ -140,7 +144,7 @@ class RedisGate:
 
     async def pause(self, account: str, seconds: float) -> None:
         ms = max(1, int(seconds * 1000))
-        key = self.PREFIX + account
+        key = self.pause_prefix + account
         # Never shorten a longer pause another worker already set. Reading the TTL
         # and then setting it would race with a worker doing the same, so use two
         # commands that are each atomic: create the key only if it is missing, else
@@ -153,5 +157,5 @@ class RedisGate:
                 return
 
     async def paused_for(self, account: str) -> float:
-        ms = await self._redis.pttl(self.PREFIX + account)
+        ms = await self._redis.pttl(self.pause_prefix + account)
         return ms / 1000 if ms > 0 else 0.0

@@ -12,8 +12,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -355,11 +356,16 @@ def _apply_to_teams(session: Session, completions: list[Completion]) -> list[Tea
         team = teams.get(completion.target.team_id)
         if team is not None and (change := _apply_to_team(team, completion)) is not None:
             changes.append(change)
-    session.add_all(changes)
-    return changes
+    if not changes:
+        return []
+    # One multi-row INSERT ... RETURNING: the rows come back with their ids. (The ORM
+    # would insert row by row to learn each id; a SELECT after the INSERT would scan
+    # the history table whenever its statistics say it is small.)
+    inserted = session.scalars(insert(TeamStatusChange).returning(TeamStatusChange), changes)
+    return sorted(inserted, key=lambda change: change.id)
 
 
-def _apply_to_team(team: Team, completion: Completion) -> TeamStatusChange | None:
+def _apply_to_team(team: Team, completion: Completion) -> dict[str, Any] | None:
     result, target, checked_at = completion.result, completion.target, completion.checked_at
     assert target is not None
     if team.key_version != target.key_version:
@@ -374,13 +380,13 @@ def _apply_to_team(team: Team, completion: Completion) -> TeamStatusChange | Non
     team.last_checked_at = checked_at
     if new_status == team.status:
         return None
-    change = TeamStatusChange(
-        team_id=team.id,
-        request_id=completion.request_id,
-        old_status=team.status,
-        new_status=new_status,
-        changed_at=checked_at,
-    )
+    change = {
+        "team_id": team.id,
+        "request_id": completion.request_id,
+        "old_status": team.status,
+        "new_status": new_status,
+        "changed_at": checked_at,
+    }
     team.status = new_status
     team.status_changed_at = checked_at
     return change

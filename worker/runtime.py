@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import aiohttp
 import redis.asyncio as aioredis
 
+from worker.metrics import opsgenie_trace_config
 from worker.opsgenie import OpsgenieClient
 from worker.ratelimit import AccountGate, LocalGate, Pacing, RedisGate
 from worker.settings import Settings, get_settings
@@ -81,7 +82,11 @@ class Runtime:
             connector = aiohttp.TCPConnector(
                 limit=settings.http_connections, ttl_dns_cache=300, enable_cleanup_closed=True
             )
-            session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
+            session = aiohttp.ClientSession(
+                connector=connector,
+                raise_for_status=False,
+                trace_configs=[opsgenie_trace_config(settings.probe)],
+            )
             client = None
             if settings.uses_redis:
                 client = aioredis.Redis.from_url(settings.effective_broker_url)
@@ -98,7 +103,11 @@ class Runtime:
             max_response_bytes=settings.max_response_bytes,
         )
         pacing = Pacing(settings.account_rate, settings.account_burst)
-        gate: AccountGate = RedisGate(redis_client, pacing) if redis_client else LocalGate(pacing)
+        gate: AccountGate = (
+            RedisGate(redis_client, pacing, settings.namespace)
+            if redis_client
+            else LocalGate(pacing)
+        )
         return cls(loop, session, client, gate, redis_client, os.getpid())
 
     def close(self) -> None:

@@ -42,9 +42,14 @@ def _split_list(value: object) -> object:
 class Settings(BaseSettings):
     """The service's configuration; the README's table documents each field."""
 
-    model_config = SettingsConfigDict(env_prefix="OGV_", extra="ignore", frozen=True)
+    # A refused value is not echoed in the error: it may be a secret (keys, passwords).
+    model_config = SettingsConfigDict(
+        env_prefix="OGV_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     data_dir: Path = Field(default_factory=_default_data_dir)
+    namespace: str = Field(default="ogv", pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")
+    """The queue name and Redis key prefix: deployments sharing a Redis stay apart."""
     database_url: str = ""
     broker_url: str = ""
     encryption_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
@@ -65,6 +70,8 @@ class Settings(BaseSettings):
 
     task_soft_time_limit: float = Field(default=60.0, gt=0)
     task_time_limit: float = Field(default=90.0, gt=0)
+    lease_seconds: float | None = Field(default=None, gt=0)
+    """How long a worker holds a running request; None: the hard time limit plus 30 s."""
     visibility_timeout: int = Field(default=3600, gt=0)
 
     account_rate: float = Field(default=10.0, gt=0)
@@ -74,9 +81,24 @@ class Settings(BaseSettings):
     outbox_republish_after: float = Field(default=60.0, gt=0)
     sweep_interval: float = Field(default=30.0, gt=0)
 
+    revalidate_interval: float = Field(default=86_400.0, gt=0)
+    dispatch_window: float = Field(default=600.0, ge=0)
+    dispatch_page_size: int = Field(default=5_000, ge=1)
+    batch_size: int = Field(default=100, ge=1, le=10_000)
+    batch_concurrency: int = Field(default=50, ge=1)
+
+    status_webhook_url: str | None = None
+    webhook_timeout: float = Field(default=5.0, gt=0)
+    webhook_max_attempts: int = Field(default=8, ge=1)
+
     # The HTTP API (`ogv api`, worker/api.py).
     api_token: SecretStr | None = None
     api_max_wait: float = Field(default=30.0, gt=0)
+
+    # Monitoring (worker/flower.py, worker/metrics.py).
+    flower_basic_auth: SecretStr | None = None
+    metrics_port: int = Field(default=9808, ge=0, le=65535)
+    metrics_address: str = "0.0.0.0"
 
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
@@ -93,6 +115,20 @@ class Settings(BaseSettings):
             raise ValueError("OGV_API_TOKEN holds a placeholder, not a token")
         return token
 
+    @field_validator("flower_basic_auth")
+    @classmethod
+    def _user_password_pairs(cls, value: SecretStr | None) -> SecretStr | None:
+        # Flower takes a comma-separated list of `user:password` pairs.
+        pairs = value.get_secret_value().split(",") if value is not None else []
+        for pair in pairs:
+            user, _, password = pair.partition(":")
+            if not user.strip() or password.strip().lower() in PLACEHOLDER_SECRETS:
+                raise ValueError(
+                    "OGV_FLOWER_BASIC_AUTH must be user:password pairs, separated by commas, "
+                    "with real passwords"
+                )
+        return value
+
     @field_validator("allowed_base_urls")
     @classmethod
     def _normalise_urls(cls, urls: list[str]) -> list[str]:
@@ -104,13 +140,17 @@ class Settings(BaseSettings):
     def _check_limits(self) -> Settings:
         if self.task_time_limit <= self.task_soft_time_limit:
             raise ValueError("OGV_TASK_TIME_LIMIT must be longer than OGV_TASK_SOFT_TIME_LIMIT")
+        # A lease that lapsed while its task may still run would let the sweeper hand a
+        # live check to a second worker; past the hard limit the task is surely dead.
+        if self.lease_seconds is not None and self.lease_seconds <= self.task_time_limit:
+            raise ValueError("OGV_LEASE_SECONDS must be longer than OGV_TASK_TIME_LIMIT")
         # A Redis message waiting out a countdown must not be handed to a second
         # worker: the visibility timeout has to outlast the longest wait we schedule.
-        longest_wait = max(self.backoff_cap, 60.0) + self.task_time_limit
+        longest_wait = max(self.backoff_cap, 60.0, self.dispatch_window) + self.task_time_limit
         if self.visibility_timeout <= longest_wait:
             raise ValueError(
                 f"OGV_VISIBILITY_TIMEOUT must exceed {longest_wait:.0f}s "
-                "(the longest retry countdown plus the task time limit)"
+                "(the longest retry countdown or dispatch window plus the task time limit)"
             )
         for key in self.encryption_keys:
             if key.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
@@ -118,9 +158,10 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def lease_seconds(self) -> float:
-        """How long a worker holds a running request: its hard limit, and some slack."""
-        return self.task_time_limit + 30.0
+    def lease(self) -> float:
+        """How long a worker holds a running request: OGV_LEASE_SECONDS, or the hard
+        limit and some slack."""
+        return self.lease_seconds if self.lease_seconds is not None else self.task_time_limit + 30.0
 
     @property
     def is_embedded(self) -> bool:

@@ -1,27 +1,38 @@
-"""The Celery tasks: thin adapters from a message to `pipeline.run_attempt`.
+"""The Celery tasks: thin adapters from a message to a plain function.
 
-Messages carry a validation request id and nothing else; the task re-reads the
-rest. A transient failure becomes `self.retry(countdown=...)` with the delay the
-retry policy chose; a lost database connection is retried with backoff as well.
+Messages carry ids and nothing else; each task re-reads the rest. A transient
+Opsgenie failure becomes a retry with the delay the retry policy chose (for a
+batch, a single-request retry of just that team); a lost database connection is
+retried with backoff as well.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from celery import Task
 
+from models import Requester, TeamStatusChange
 from models.crypto import KeyVault
 from models.db import session_factory
-from worker import outbox
+from worker import dispatch, events, outbox
 from worker.celery import app
-from worker.enqueue import SWEEP_TASK, VALIDATE_TASK, publish
-from worker.pipeline import Collaborators, RetryLater, run_attempt
+from worker.enqueue import (
+    BATCH_TASK,
+    NOTIFY_TASK,
+    REVALIDATE_TASK,
+    SWEEP_TASK,
+    VALIDATE_TASK,
+    publish,
+    publish_batch,
+)
+from worker.pipeline import Collaborators, RetryLater, run_attempt, run_batch
 from worker.retries import RetryPolicy, is_retried_database_error
 from worker.runtime import get_runtime
-from worker.settings import get_settings
+from worker.settings import Settings, get_settings
 
 MAX_DATABASE_RETRIES = 10
 
@@ -36,9 +47,32 @@ def collaborators() -> Collaborators:
         vault=KeyVault(settings.fernet_keys()),
         policy=RetryPolicy.from_settings(settings),
         run=runtime.run,
-        lease=timedelta(seconds=settings.lease_seconds),
+        lease=timedelta(seconds=settings.lease),
         max_wait=settings.max_inline_wait,
+        concurrency=settings.batch_concurrency,
+        on_changes=_notifier(settings),
     )
+
+
+def _notifier(settings: Settings) -> Callable[[list[TeamStatusChange]], None]:
+    if not settings.status_webhook_url:
+        return lambda changes: None
+
+    def notify(changes: list[TeamStatusChange]) -> None:
+        for change in changes:
+            app.send_task(NOTIFY_TASK, args=[change.id])
+
+    return notify
+
+
+def _retrying_database_errors(task: Task[Any, Any], policy: RetryPolicy, exc: Exception) -> None:
+    if not is_retried_database_error(exc):
+        raise exc
+    raise task.retry(
+        countdown=policy.backoff(task.request.retries + 1),
+        max_retries=MAX_DATABASE_RETRIES,
+        exc=exc,
+    ) from exc
 
 
 @app.task(name=VALIDATE_TASK, bind=True, max_retries=None, ignore_result=True)
@@ -48,23 +82,93 @@ def validate_request(self: Task[Any, Any], request_id: str) -> None:
     try:
         step = run_attempt(uuid.UUID(request_id), deps)
     except Exception as exc:
-        if not is_retried_database_error(exc):
-            raise
-        raise self.retry(
-            countdown=deps.policy.backoff(self.request.retries + 1),
-            max_retries=MAX_DATABASE_RETRIES,
-            exc=exc,
-        ) from exc
+        _retrying_database_errors(self, deps.policy, exc)
+        raise
     if isinstance(step, RetryLater):
         raise self.retry(countdown=step.delay)
 
 
+@app.task(name=BATCH_TASK, bind=True, max_retries=None, ignore_result=True)
+def validate_batch(self: Task[Any, Any], batch_id: str) -> int:
+    """Check every team of batch `batch_id` concurrently; retry the transient ones alone."""
+    deps = collaborators()
+    try:
+        report = run_batch(uuid.UUID(batch_id), deps)
+    except Exception as exc:
+        _retrying_database_errors(self, deps.policy, exc)
+        raise
+    for request_id, retry in report.retries.items():
+        publish(app, request_id, countdown=retry.delay)
+    return len(report.steps)
+
+
+@app.task(name=REVALIDATE_TASK, ignore_result=True)
+def revalidate(organization_id: int | None = None, run_id: str | None = None) -> str:
+    """Re-check every stored team (of one organization, if given): the beat's job."""
+    settings = get_settings()
+    sessions = session_factory()
+    run = (
+        uuid.UUID(run_id)
+        if run_id
+        else dispatch.start_run(sessions, Requester.BEAT, organization_id)
+    )
+    plan = dispatch.Plan(
+        settings.batch_size,
+        settings.dispatch_page_size,
+        settings.dispatch_window,
+        account_rate=settings.account_rate,
+    )
+    dispatch.dispatch(
+        sessions, lambda batch, countdown: publish_batch(app, batch, countdown), run, plan
+    )
+    return str(run)
+
+
+@app.task(name=NOTIFY_TASK, bind=True, max_retries=None, ignore_result=True)
+def notify_status_change(self: Task[Any, Any], change_id: int) -> None:
+    """POST one status change to OGV_STATUS_WEBHOOK_URL, retried with backoff."""
+    settings = get_settings()
+    if not settings.status_webhook_url:
+        return
+    sessions = session_factory()
+    with sessions() as session:
+        body = events.document(session, change_id)
+    if body is None:
+        return  # delivered already, or gone with its team
+    runtime = get_runtime()
+    try:
+        runtime.run(
+            events.post(
+                runtime.session, settings.status_webhook_url, body, settings.webhook_timeout
+            )
+        )
+    except events.WebhookFailed as exc:
+        with sessions.begin() as session:
+            attempts = events.count_attempt(session, change_id)
+        if attempts >= settings.webhook_max_attempts:
+            raise
+        policy = RetryPolicy.from_settings(settings)
+        raise self.retry(countdown=policy.backoff(attempts), exc=exc) from exc
+    with sessions.begin() as session:
+        events.mark_delivered(session, change_id)
+
+
 @app.task(name=SWEEP_TASK, ignore_result=True)
 def sweep_outbox() -> int:
-    """Publish again every request stranded by a lost message or a dead worker."""
+    """Publish again every request and notification stranded by a lost message."""
     settings = get_settings()
-    return outbox.sweep(
-        session_factory(),
+    sessions = session_factory()
+    after = timedelta(seconds=settings.outbox_republish_after)
+    count = outbox.sweep(
+        sessions,
         lambda request_id: publish(app, request_id),
-        timedelta(seconds=settings.outbox_republish_after),
+        after,
+        publish_batch=lambda batch_id: publish_batch(app, batch_id),
     )
+    if settings.status_webhook_url:
+        with sessions() as session:
+            overdue = events.undelivered(session, after, settings.webhook_max_attempts, 1000)
+        for change_id in overdue:
+            app.send_task(NOTIFY_TASK, args=[change_id])
+        count += len(overdue)
+    return count

@@ -1,0 +1,310 @@
+"""Periodic re-validation: streaming dispatch, bulk batches, pacing, status events."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event, func, insert, select
+
+from models import (
+    Integration,
+    OrganizationIntegration,
+    Outcome,
+    Requester,
+    RequestState,
+    Team,
+    ValidationRequest,
+)
+from models.crypto import KeyVault
+from models.db import session_factory
+from worker import dispatch, records
+from worker.fake_opsgenie import FakeOpsgenie, KeyScenario
+from worker.pipeline import Collaborators, Finished, run_attempt, run_batch
+from worker.retries import RetryPolicy
+from worker.runtime import Runtime
+from worker.settings import Settings
+
+_orgs = itertools.count(5_000_000 + uuid.uuid4().int % 10_000 * 1000)
+
+
+def add_teams(
+    settings: Settings,
+    fake: FakeOpsgenie,
+    accounts: int,
+    per_account: int,
+    scenario: KeyScenario | None = None,
+) -> tuple[int, list[str], dict[str, str]]:
+    """An organization with `accounts` accounts of `per_account` teams, inserted in bulk."""
+    scenario = scenario or KeyScenario("valid")
+    org = next(_orgs)
+    vault = KeyVault(settings.fernet_keys())
+    keys: dict[str, str] = {}
+    with session_factory(settings.effective_database_url).begin() as session:
+        rows = []
+        for a in range(accounts):
+            _, link = records.add_integration(
+                session,
+                organization_id=org,
+                account_name=f"acct-{org}-{a}",
+                base_url=fake.url,
+                allowed_base_urls=settings.allowed_base_urls,
+            )
+            key = f"key-{uuid.uuid4()}"
+            fake.set_key(key, replace(scenario, account=f"acct-{org}-{a}"))
+            token = vault.encrypt(key)
+            for t in range(per_account):
+                team_id = Team.make_id(link.id, f"team-{t:05d}")
+                keys[team_id] = key
+                rows.append(
+                    {
+                        "id": team_id,
+                        "organization_integration_id": link.id,
+                        "label": f"team-{t:05d}",
+                        "encrypted_key": token,
+                    }
+                )
+        session.execute(insert(Team), rows)
+    return org, sorted(keys), keys
+
+
+class Statements:
+    """Counts the SQL statements an engine runs, by their first words."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.seen: list[tuple[str, bool]] = []
+
+    def __enter__(self) -> Statements:
+        event.listen(self.engine, "before_cursor_execute", self._record)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._record)
+
+    def _record(
+        self, conn: Any, cursor: Any, statement: str, params: Any, ctx: Any, executemany: bool
+    ) -> None:
+        self.seen.append((" ".join(statement.split()), executemany))
+
+    def matching(self, prefix: str) -> list[str]:
+        return [s for s, _ in self.seen if s.upper().startswith(prefix.upper())]
+
+
+def engine_of(settings: Settings) -> Engine:
+    engine = session_factory(settings.effective_database_url).kw["bind"]
+    assert isinstance(engine, Engine)
+    return engine
+
+
+def run_dispatch(
+    settings: Settings, org: int, plan: dispatch.Plan
+) -> tuple[dispatch.Dispatched, list[tuple[uuid.UUID, float]]]:
+    sessions = session_factory(settings.effective_database_url)
+    published: list[tuple[uuid.UUID, float]] = []
+    run_id = dispatch.start_run(sessions, Requester.BEAT, org)
+    sent = dispatch.dispatch(sessions, lambda b, c: published.append((b, c)), run_id, plan)
+    return sent, published
+
+
+def test_dispatch_streams_pages_and_records_in_bulk(settings: Settings, fake: FakeOpsgenie) -> None:
+    org, team_ids, _ = add_teams(settings, fake, accounts=20, per_account=50)  # 1,000 teams
+    with Statements(engine_of(settings)) as sql:
+        sent, published = run_dispatch(settings, org, dispatch.Plan(25, 100, window=10.0))
+
+    pages = [s for s in sql.matching("SELECT") if "FROM teams" in s and "ORDER BY teams.id" in s]
+    assert len(pages) == 10 + 1  # ten full pages, then an empty one
+    assert all("LIMIT" in s for s in pages)
+    inserts = sql.matching("INSERT INTO validation_requests")
+    assert 10 <= len(inserts) <= 20  # one bulk statement per page, not one per team
+    assert sent.requests == 1000 and sent.batches == len(published) == 10 * 4
+    countdowns = sorted(c for _, c in published)
+    assert countdowns[0] == 0 and 9.0 < countdowns[-1] < 10.0
+    with session_factory(settings.effective_database_url)() as session:
+        rows = session.execute(
+            select(ValidationRequest.batch_id, ValidationRequest.integration_id).where(
+                ValidationRequest.run_id == sent.run_id
+            )
+        ).all()
+        assert (
+            sorted(
+                session.scalars(
+                    select(ValidationRequest.team_id).where(ValidationRequest.run_id == sent.run_id)
+                )
+            )
+            == team_ids
+        )
+    accounts_per_batch = Counter(batch for batch, _ in {(b, i) for b, i in rows})
+    assert min(accounts_per_batch.values()) >= 2  # a page's accounts are dealt out
+
+
+def test_dispatch_skips_teams_with_an_active_check(settings: Settings, fake: FakeOpsgenie) -> None:
+    org, team_ids, _ = add_teams(settings, fake, accounts=1, per_account=5)
+    busy = team_ids[2]
+    with session_factory(settings.effective_database_url).begin() as session:
+        integration_id = session.scalar(
+            select(OrganizationIntegration.integration_id).where(
+                OrganizationIntegration.organization_id == org
+            )
+        )
+        assert integration_id is not None
+        records.create_request(
+            session,
+            organization_id=org,
+            integration_id=integration_id,
+            team_id=busy,
+            requested_by=Requester.API,
+        )
+    sent, _ = run_dispatch(settings, org, dispatch.Plan(2, 100))
+    assert sent.requests == 4
+    with session_factory(settings.effective_database_url)() as session:
+        assert session.scalar(select(func.count()).where(ValidationRequest.team_id == busy)) == 1
+
+
+@pytest.fixture
+def deps(settings: Settings) -> Iterator[Collaborators]:
+    runtime = Runtime.start(settings)
+    yield Collaborators(
+        sessions=session_factory(settings.effective_database_url),
+        client=runtime.client,
+        gate=runtime.gate,
+        vault=KeyVault(settings.fernet_keys()),
+        policy=RetryPolicy.from_settings(settings),
+        run=runtime.run,
+        concurrency=20,
+    )
+    runtime.close()
+
+
+def test_a_batch_checks_concurrently_writes_in_bulk_and_retries_alone(
+    settings: Settings, fake: FakeOpsgenie, deps: Collaborators
+) -> None:
+    org, team_ids, keys = add_teams(
+        settings, fake, accounts=3, per_account=10, scenario=KeyScenario("valid", latency_ms=100)
+    )
+    flaky, revoked = team_ids[0], team_ids[15]
+    fake.set_key(keys[flaky] + "x", KeyScenario("valid"))
+    _rekey(settings, flaky, "flaky-" + keys[flaky], fake, KeyScenario("server_error", times=1))
+    _rekey(settings, revoked, "revoked-" + keys[revoked], fake, KeyScenario("invalid_key"))
+    sent, published = run_dispatch(settings, org, dispatch.Plan(30, 100))
+    [(batch_id, _)] = published
+
+    with Statements(engine_of(settings)) as sql:
+        report = run_batch(batch_id, deps)
+
+    by_team = _requests_by_team(settings, sent.run_id)
+    assert set(report.retries) == {by_team[flaky].id}
+    assert {by_team[t].outcome for t in team_ids if t != flaky} >= {Outcome.VALID}
+    assert by_team[revoked].outcome is Outcome.INVALID_KEY
+    assert by_team[flaky].state is RequestState.PENDING
+    writes = [s for s in sql.matching("UPDATE") + sql.matching("INSERT")]
+    assert len(writes) <= 8, writes  # bulk statements, not one per team
+    assert len(report.changes) == 30 - 1  # every team but the flaky one left `unknown`
+
+    step = run_attempt(by_team[flaky].id, deps)
+    assert isinstance(step, Finished) and step.result.outcome is Outcome.VALID
+    assert fake.calls("flaky-" + keys[flaky]) == 2
+    assert fake.calls(keys[team_ids[1]]) == 9  # one call per team of that account
+
+
+def _rekey(
+    settings: Settings, team_id: str, key: str, fake: FakeOpsgenie, scenario: KeyScenario
+) -> None:
+    fake.set_key(key, scenario)
+    vault = KeyVault(settings.fernet_keys())
+    with session_factory(settings.effective_database_url).begin() as session:
+        team = session.get(Team, team_id)
+        assert team is not None
+        team.encrypted_key = vault.encrypt(key)
+
+
+def _requests_by_team(settings: Settings, run_id: uuid.UUID) -> dict[str, ValidationRequest]:
+    with session_factory(settings.effective_database_url)() as session:
+        return {
+            r.team_id: r
+            for r in session.scalars(
+                select(ValidationRequest).where(ValidationRequest.run_id == run_id)
+            )
+        }
+
+
+def test_a_batch_delivered_twice_changes_nothing(
+    settings: Settings, fake: FakeOpsgenie, deps: Collaborators
+) -> None:
+    org, team_ids, keys = add_teams(settings, fake, accounts=1, per_account=5)
+    _, [(batch_id, _)] = run_dispatch(settings, org, dispatch.Plan(10, 100))
+    first = run_batch(batch_id, deps)
+    second = run_batch(batch_id, deps)
+    assert len(first.steps) == 5 and second.steps == {} and second.changes == []
+    assert fake.calls(keys[team_ids[0]]) == 5
+
+
+def test_the_account_pacing_holds_inside_a_batch(settings: Settings, fake: FakeOpsgenie) -> None:
+    paced = settings.model_copy(update={"account_rate": 5.0})
+    runtime = Runtime.start(paced)
+    deps = Collaborators(
+        sessions=session_factory(paced.effective_database_url),
+        client=runtime.client,
+        gate=runtime.gate,
+        vault=KeyVault(paced.fernet_keys()),
+        policy=RetryPolicy.from_settings(paced),
+        run=runtime.run,
+        concurrency=50,
+        max_wait=10,
+    )
+    try:
+        org, _, _ = add_teams(paced, fake, accounts=1, per_account=12)
+        _, [(batch_id, _)] = run_dispatch(paced, org, dispatch.Plan(50, 100))
+        report = run_batch(batch_id, deps)
+    finally:
+        runtime.close()
+    assert len(report.steps) == 12
+    assert fake.max_calls_per_second(f"acct-{org}-0") <= 5
+
+
+@pytest.mark.parametrize("lines", [True])
+def test_team_import_reports_bad_lines_and_inserts_the_rest(
+    settings: Settings, fake: FakeOpsgenie, lines: bool
+) -> None:
+    from worker.importer import import_teams
+
+    org, _, _ = add_teams(settings, fake, accounts=1, per_account=1)
+    with session_factory(settings.effective_database_url)() as session:
+        integration_id = session.scalar(
+            select(Integration.id)
+            .join(OrganizationIntegration)
+            .where(OrganizationIntegration.organization_id == org)
+        )
+    secret = f"import-secret-{uuid.uuid4()}"
+    good = {"organization_id": org, "integration_id": integration_id, "integration_key": secret}
+    text = [
+        json.dumps(good | {"label": "alpha"}),
+        "{not json",
+        json.dumps(good | {"label": "team-00000"}),  # exists already
+        json.dumps(good | {"label": "beta", "integration_id": 999_999_999}),
+        json.dumps(good | {"label": "alpha"}),  # duplicate within the file
+        json.dumps(good | {"label": 7}),
+        "",
+        json.dumps(good | {"label": "gamma"}),
+    ]
+    report = import_teams(
+        session_factory(settings.effective_database_url),
+        text,
+        KeyVault(settings.fernet_keys()),
+        batch_size=3,
+    )
+    assert report.imported == 2
+    assert [(e.line, e.code) for e in report.errors] == [
+        (2, "malformed_line"),
+        (3, "duplicate_team"),
+        (4, "unknown_integration"),
+        (5, "duplicate_team"),
+        (6, "malformed_line"),
+    ]
+    assert secret not in repr(report)

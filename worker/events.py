@@ -1,0 +1,110 @@
+"""Status-change events: someone learns a key died before the alert that needed it.
+
+Each change of a team's status is a row in `team_status_changes`, written in the
+same transaction as the status itself, and logged as `team.status_changed`. When
+`OGV_STATUS_WEBHOOK_URL` is set, a task POSTs a small JSON document about it
+(never the key), retried with backoff; `notified_at` marks it delivered, and the
+outbox sweeper re-publishes changes whose notification was lost.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import aiohttp
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from models import Integration, OrganizationIntegration, Team, TeamStatusChange, utcnow
+
+
+class WebhookFailed(Exception):
+    """Raised when the webhook did not answer 2xx; the delivery is retried."""
+
+
+def document(session: Session, change_id: int) -> dict[str, Any] | None:
+    """The webhook's JSON for one status change, or None if it was already delivered."""
+    row = session.execute(
+        select(TeamStatusChange, Team, OrganizationIntegration, Integration)
+        .join(Team, Team.id == TeamStatusChange.team_id)
+        .join(
+            OrganizationIntegration, Team.organization_integration_id == OrganizationIntegration.id
+        )
+        .join(Integration, OrganizationIntegration.integration_id == Integration.id)
+        .where(TeamStatusChange.id == change_id, TeamStatusChange.notified_at.is_(None))
+    ).first()
+    if row is None:
+        return None
+    change, team, link, integration = row
+    return {
+        "event": "team.status_changed",
+        "change_id": change.id,
+        "request_id": str(change.request_id),
+        "team_id": team.id,
+        "team_label": team.label,
+        "organization_id": link.organization_id,
+        "integration_id": integration.id,
+        "account": integration.account_name,
+        "old_status": change.old_status.value,
+        "new_status": change.new_status.value,
+        "changed_at": change.changed_at.isoformat(),
+    }
+
+
+async def post(
+    session: aiohttp.ClientSession, url: str, body: dict[str, Any], seconds: float
+) -> None:
+    """POST the document; raise WebhookFailed unless the receiver answers 2xx."""
+    try:
+        async with session.post(
+            url,
+            json=body,
+            headers={"Idempotency-Key": f"ogv-change-{body['change_id']}"},
+            timeout=aiohttp.ClientTimeout(total=seconds),
+            allow_redirects=False,
+        ) as response:
+            if not 200 <= response.status < 300:
+                raise WebhookFailed(f"the webhook answered HTTP {response.status}")
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise WebhookFailed(f"the webhook could not be reached ({type(exc).__name__})") from exc
+
+
+def mark_delivered(session: Session, change_id: int) -> None:
+    session.execute(
+        update(TeamStatusChange)
+        .where(TeamStatusChange.id == change_id)
+        .values(notified_at=utcnow(), notify_attempts=TeamStatusChange.notify_attempts + 1)
+    )
+
+
+def count_attempt(session: Session, change_id: int) -> int:
+    session.execute(
+        update(TeamStatusChange)
+        .where(TeamStatusChange.id == change_id)
+        .values(notify_attempts=TeamStatusChange.notify_attempts + 1)
+    )
+    return (
+        session.scalar(
+            select(TeamStatusChange.notify_attempts).where(TeamStatusChange.id == change_id)
+        )
+        or 0
+    )
+
+
+def undelivered(
+    session: Session, older_than: timedelta, max_attempts: int, limit: int
+) -> list[int]:
+    """Changes whose notification is overdue (its message was lost): to publish again."""
+    return list(
+        session.scalars(
+            select(TeamStatusChange.id)
+            .where(
+                TeamStatusChange.notified_at.is_(None),
+                TeamStatusChange.notify_attempts < max_attempts,
+                TeamStatusChange.changed_at < utcnow() - older_than,
+            )
+            .order_by(TeamStatusChange.id)
+            .limit(limit)
+        )
+    )
