@@ -177,3 +177,87 @@ def test_hostile_input_is_refused_cleanly_or_stored(
         secret = key.strip()
         if len(secret) > 3 and secret not in label and secret not in account:
             assert secret not in result.output
+
+
+SQL_LOOKING = ["'; DROP TABLE teams; --", "1 OR 1=1", "\x00", "Robert'); --", "%s%s%n", "ñ" * 300]
+
+hostile_urls = st.one_of(
+    st.sampled_from(
+        [
+            "https://user:pass@api.opsgenie.com/",
+            "https://api.opsgenie.com:8443/",
+            "http://api.opsgenie.com/",
+            "ftp://api.opsgenie.com/",
+            "https://127.0.0.1/",
+            "https://[::1]/",
+            "https://api.opsgenie.com.evil.test/",
+            "https://evil.test/?next=https://api.opsgenie.com/",
+            "https://api.opsgenie.com/#frag",
+            "javascript:alert(1)",
+            "",
+        ]
+    ),
+    st.text(max_size=200),
+)
+
+
+def _row_counts() -> tuple[int, int, int]:
+    from sqlalchemy import func, select
+
+    from models import Integration, OrganizationIntegration, Team
+    from models.db import session_factory
+
+    with session_factory()() as session:
+        return tuple(  # type: ignore[return-value]
+            session.scalar(select(func.count()).select_from(model)) or 0
+            for model in (Integration, OrganizationIntegration, Team)
+        )
+
+
+@hsettings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(url=hostile_urls, account=st.one_of(st.sampled_from(SQL_LOOKING), st.text(max_size=40)))
+def test_base_urls_off_the_allowlist_write_nothing(cli_env: None, url: str, account: str) -> None:
+    before = _row_counts()
+    result = runner.invoke(
+        app,
+        [
+            "integration",
+            "add",
+            "--org",
+            "77",
+            "--account",
+            account or "a",
+            "--base-url",
+            url,
+            "--json",
+        ],
+    )
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["error"]["code"] in {"invalid_base_url", "invalid"}
+    assert _row_counts() == before
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("label", SQL_LOOKING)
+def test_sql_looking_labels_are_data(cli_env: None, label: str) -> None:
+    integration = add_integration(78)
+    code, out = call(
+        "team",
+        "add",
+        "--org",
+        "78",
+        "--integration",
+        str(integration),
+        "--label",
+        label,
+        stdin="k\n",
+    )
+    if code == 0:
+        assert out["team_id"].endswith(f"-{label}")
+        code, rows = call("status", "--org", "78")
+        assert label in [row["label"] for row in rows]
+    else:
+        assert out["error"]["code"] == "invalid"
