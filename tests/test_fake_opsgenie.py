@@ -258,6 +258,37 @@ def test_times_minus_one_fails_forever(fake: Callable[..., FakeOpsgenie], behavi
     assert [probe(og.url, ALERTS, "k").status for _ in range(6)] == [failing] * 6
 
 
+def test_hang_times_then_answers_200_at_once(fake: Callable[..., FakeOpsgenie]) -> None:
+    og = fake({"k": KeyScenario("hang", times=1)}, hang_seconds=2.0)
+
+    with pytest.raises(TimeoutError):
+        http(og.url, ALERTS, headers={"Authorization": "GenieKey k"}, timeout=0.2)
+    started = time.monotonic()
+    assert probe(og.url, ALERTS, "k").status == 200
+    assert time.monotonic() - started < 1.0
+
+
+def test_reset_times_then_answers_200(fake: Callable[..., FakeOpsgenie]) -> None:
+    og = fake({"k": KeyScenario("reset", times=2)})
+
+    for _ in range(2):
+        with pytest.raises((ConnectionError, urllib.error.URLError)):
+            probe(og.url, ALERTS, "k")
+    assert probe(og.url, AUTHENTICATE, "k").status == 200
+    assert [call.status for call in og.requests()] == [None, None, 200]
+
+
+def test_hang_and_reset_without_times_fail_forever(fake: Callable[..., FakeOpsgenie]) -> None:
+    og = fake({"rst": KeyScenario("reset"), "stuck": KeyScenario("hang")}, hang_seconds=0.05)
+
+    for _ in range(3):
+        with pytest.raises((ConnectionError, urllib.error.URLError)):
+            probe(og.url, ALERTS, "rst")
+    started = time.monotonic()
+    assert [probe(og.url, ALERTS, "stuck").status for _ in range(3)] == [200] * 3
+    assert time.monotonic() - started >= 0.15
+
+
 def test_times_zero_answers_200_at_once(fake: Callable[..., FakeOpsgenie]) -> None:
     og = fake({"k": KeyScenario("server_error", times=0)})
 

@@ -38,11 +38,15 @@ Every field is optional; a key's entry may be just its behaviour. Unknown keys g
 ``unprocessable``  422 with a message.
 ``throttle``       429 with the ``X-RateLimit-*`` headers, ``times`` times, then 200.
 ``server_error``   ``status`` (a 5xx), ``times`` times, then 200.
-``hang``           sleeps ``hang_seconds`` (scenario-wide), then 200.
-``reset``          aborts the TCP connection without any HTTP response.
+``hang``           sleeps ``hang_seconds`` (scenario-wide) and answers 200; after
+                   ``times`` hangs (if given) answers 200 at once.
+``reset``          aborts the TCP connection without any HTTP response; after ``times``
+                   resets (if given) answers 200.
 ``large_body``     200 with a body of ``large_body_bytes`` bytes.
 
-``times`` counts the key's attempts across both endpoints; ``-1`` means forever. Every
+``times`` counts the key's attempts across both endpoints; ``-1`` means forever, and
+leaving it out means once for ``throttle`` and ``server_error``, forever for ``hang`` and
+``reset``. Every
 answer waits ``latency_ms`` (scenario) plus the key's ``latency_ms`` first, is JSON and
 carries ``X-Request-ID``. If ``account_rate_per_second`` is set, the fake itself throttles
 each account beyond that many admitted calls in any 1-second window, as Opsgenie's
@@ -115,6 +119,8 @@ STATUS_BY_BEHAVIOUR: dict[str, int] = {
     "large_body": 200,
 }
 TOOK = 0.01
+# Behaviours that stop failing after the key's `times` attempts.
+_FAILS_THEN_ANSWERS = ("throttle", "server_error", "hang", "reset")
 
 
 # --- scenarios -------------------------------------------------------------------------
@@ -142,7 +148,8 @@ class KeyScenario:
 
     behaviour: Behaviour = "valid"
     account: str = "default"
-    times: int = 1
+    times: int | None = None
+    """Failures before 200; None: once for throttle/server_error, forever for hang/reset."""
     period_seconds: int = 1
     latency_ms: int = 0
     status: int = 503
@@ -152,7 +159,8 @@ class KeyScenario:
             raise ValueError(f"behaviour must be one of {BEHAVIOURS}, got {self.behaviour!r}")
         if not isinstance(self.account, str) or not self.account:
             raise ValueError(f"account must be a non-empty string, got {self.account!r}")
-        _check_int("times", self.times, -1)
+        if self.times is not None:
+            _check_int("times", self.times, -1)
         _check_int("period_seconds", self.period_seconds, 1)
         _check_int("latency_ms", self.latency_ms, 0)
         _check_int("status", self.status, 500)
@@ -334,7 +342,9 @@ class _State:
         self._attempts[key] += 1
         behaviour = key_scenario.behaviour
         repeats = key_scenario.times
-        if behaviour in ("throttle", "server_error") and 0 <= repeats < self._attempts[key]:
+        if repeats is None:
+            repeats = -1 if behaviour in ("hang", "reset") else 1
+        if behaviour in _FAILS_THEN_ANSWERS and 0 <= repeats < self._attempts[key]:
             behaviour = "valid"
         if behaviour == "hang":
             delay += scenario.hang_seconds
