@@ -216,7 +216,9 @@ def test_redis_pacing_is_shared_between_workers(redis_clients: ClientFactory) ->
         first = (await one.reserve({acme: 2}))[acme]
         second = (await two.reserve({acme: 2}))[acme]
         assert first[0] == 0.0
-        assert [round(d, 2) for d in second] == [round(2 * INTERVAL, 2), round(3 * INTERVAL, 2)]
+        # The second worker books behind the first; a few ms pass between the two.
+        for delay, turn in zip(second, (2, 3), strict=True):
+            assert turn * INTERVAL - 0.05 < delay <= turn * INTERVAL
 
     _paced_gates(redis_clients, body)
 
