@@ -45,8 +45,9 @@ from worker.client import ValidationClient
 from worker.enqueue import RequestView
 from worker.logs import configure_logging
 from worker.openapi import BIGINT_MAX, IDEMPOTENCY_KEY_MAX, INTEGER_MAX, TEAM_ID_MAX, document
-from worker.records import IdempotencyConflict, RecordError, TeamRow
+from worker.records import IdempotencyConflict, RecordError
 from worker.settings import Settings
+from worker.teams import TeamRow
 
 log = logging.getLogger("ogv.api")
 

@@ -22,7 +22,7 @@ from rich.table import Table
 from models.crypto import KeyVault
 from models.db import session_factory
 from models.migrate import upgrade
-from worker import records
+from worker import records, teams
 from worker.baseurl import BaseUrlError
 from worker.settings import get_settings
 
@@ -283,11 +283,11 @@ def status(
 ) -> None:
     """Show every team with its status, last check and last error."""
     with session_factory()() as session:
-        rows = records.list_teams(session, org)
+        rows = teams.list_teams(session, org)
     emit(rows, as_json, lambda: console.print(_status_table(rows)))
 
 
-def _status_table(rows: Sequence[records.TeamRow]) -> Table:
+def _status_table(rows: Sequence[teams.TeamRow]) -> Table:
     table = Table("team", "account", "status", "last checked", "last error")
     for row in rows:
         error = row.last_error_code or ""

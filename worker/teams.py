@@ -10,16 +10,32 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, defer
 
 from models import Integration, OrganizationIntegration, Team, TeamStatus
-from worker.records import TeamRow
 
 MAX_PAGE = 100
 TEAM_ID_MAX = 300  # teams.id is a String(300)
 DEFAULT_PAGE = 50
+
+
+@dataclass(frozen=True)
+class TeamRow:
+    """A team as `ogv status` shows it: everything but the key."""
+
+    team_id: str
+    organization_id: int
+    integration_id: int
+    account: str
+    label: str
+    status: str
+    status_changed_at: datetime | None
+    last_checked_at: datetime | None
+    last_error_code: str | None
+    last_http_status: int | None
 
 
 class BadCursor(ValueError):
@@ -109,3 +125,11 @@ def list_team_page(
     teams = found[:limit]
     more = len(found) > limit
     return TeamPage(teams, encode_cursor(teams[-1].team_id) if more else None)
+
+
+def list_teams(session: Session, organization_id: int | None = None) -> list[TeamRow]:
+    """Every team (of one organization, if given), ordered by organization and id."""
+    query = _rows().order_by(OrganizationIntegration.organization_id, Team.id)
+    if organization_id is not None:
+        query = query.where(OrganizationIntegration.organization_id == organization_id)
+    return [_row(*row) for row in session.execute(query)]
