@@ -22,10 +22,14 @@ import redis
 from cryptography.fernet import Fernet
 from sqlalchemy.engine import make_url
 
-from models.db import dispose_all
+from models.crypto import KeyVault
+from models.db import dispose_all, session_factory
 from models.migrate import upgrade
 from worker.fake_opsgenie import FakeOpsgenie
 from worker.local import LocalWorker
+from worker.pipeline import Collaborators
+from worker.retries import RetryPolicy
+from worker.runtime import Runtime
 from worker.settings import OFFICIAL_BASE_URLS, Settings, get_settings
 
 REDIS_URL = os.environ.get("OGV_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
@@ -128,6 +132,21 @@ def settings(database_url: str, fernet_key: str, fake: FakeOpsgenie) -> Settings
         allowed_base_urls=[*OFFICIAL_BASE_URLS, fake.url],
         **{name.removeprefix("OGV_").lower(): value for name, value in FAST_RETRIES.items()},
     )
+
+
+@pytest.fixture
+def deps(settings: Settings) -> Iterator[Collaborators]:
+    """What the pipeline needs, on a real runtime (event loop thread, HTTP session)."""
+    runtime = Runtime.start(settings)
+    yield Collaborators(
+        sessions=session_factory(settings.effective_database_url),
+        client=runtime.client,
+        gate=runtime.gate,
+        vault=KeyVault(settings.fernet_keys()),
+        policy=RetryPolicy.from_settings(settings),
+        run=runtime.run,
+    )
+    runtime.close()
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
@@ -27,30 +27,14 @@ from models import (
     ValidationRequest,
 )
 from models.crypto import KeyVault
-from models.db import session_factory
 from worker import records
 from worker.fake_opsgenie import FakeOpsgenie, KeyScenario
 from worker.pipeline import AlreadyFinal, Collaborators, Finished, RetryLater, run_attempt
 from worker.ratelimit import LocalGate
-from worker.retries import RetryPolicy
 from worker.runtime import Runtime
 from worker.settings import Settings
 
 _orgs = itertools.count(1_000_000 + uuid.uuid4().int % 1_000_000 * 1000)
-
-
-@pytest.fixture
-def deps(settings: Settings) -> Iterator[Collaborators]:
-    runtime = Runtime.start(settings)
-    yield Collaborators(
-        sessions=session_factory(settings.effective_database_url),
-        client=runtime.client,
-        gate=runtime.gate,
-        vault=KeyVault(settings.fernet_keys()),
-        policy=RetryPolicy.from_settings(settings),
-        run=runtime.run,
-    )
-    runtime.close()
 
 
 @dataclass

@@ -6,7 +6,6 @@ import itertools
 import json
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -165,21 +164,6 @@ def test_dispatch_skips_teams_with_an_active_check(settings: Settings, fake: Fak
     assert sent.requests == 4
     with session_factory(settings.effective_database_url)() as session:
         assert session.scalar(select(func.count()).where(ValidationRequest.team_id == busy)) == 1
-
-
-@pytest.fixture
-def deps(settings: Settings) -> Iterator[Collaborators]:
-    runtime = Runtime.start(settings)
-    yield Collaborators(
-        sessions=session_factory(settings.effective_database_url),
-        client=runtime.client,
-        gate=runtime.gate,
-        vault=KeyVault(settings.fernet_keys()),
-        policy=RetryPolicy.from_settings(settings),
-        run=runtime.run,
-        concurrency=20,
-    )
-    runtime.close()
 
 
 def test_a_batch_checks_concurrently_writes_in_bulk_and_retries_alone(
