@@ -11,7 +11,9 @@ import fakeredis
 import pytest
 import redis.asyncio as aioredis
 
+from worker.opsgenie import AccountPaused
 from worker.ratelimit import AccountGate, LocalGate, Pacing, RedisGate
+from worker.rules import Target, wait_for_turn
 
 ClientFactory = Callable[[], aioredis.Redis]
 
@@ -238,3 +240,46 @@ def test_pacing_refuses_nonsense() -> None:
         Pacing(rate=0)
     with pytest.raises(ValueError):
         Pacing(rate=1, burst=0)
+
+
+# --- Turns missed by a busy event loop --------------------------------------------------
+
+
+def _target() -> Target:
+    return Target("1-t", "t", "acct", 1, "https://api.opsgenie.com/", "k", 1)
+
+
+def test_a_missed_turn_is_booked_again_not_spent_late() -> None:
+    async def main() -> None:
+        gate = LocalGate(Pacing(rate=10))
+        loop = asyncio.get_running_loop()
+        await gate.reserve({_target().gate_key: 3})  # turns now, +0.1, +0.2 are taken
+        started = loop.time()
+        await wait_for_turn(_target(), gate, turn=started - 1.0, max_wait=5)
+        # Sent on its old turn it would have left at once; it waited for a free one.
+        assert loop.time() - started >= 3 * INTERVAL - 0.02
+
+    asyncio.run(main())
+
+
+def test_an_on_time_turn_is_kept() -> None:
+    async def main() -> None:
+        gate = LocalGate(Pacing(rate=10))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await wait_for_turn(_target(), gate, turn=started + 0.05, max_wait=5)
+        assert 0.04 <= loop.time() - started < 0.09
+        # Nothing was booked: the account's next turn is still free now.
+        assert (await gate.reserve({_target().gate_key: 1}))[_target().gate_key] == [0.0]
+
+    asyncio.run(main())
+
+
+def test_a_turn_too_far_off_goes_back_to_the_queue() -> None:
+    async def main() -> None:
+        gate = LocalGate(Pacing(rate=10))
+        await gate.pause(_target().gate_key, 30)
+        with pytest.raises(AccountPaused):
+            await wait_for_turn(_target(), gate, turn=None, max_wait=5)
+
+    asyncio.run(main())

@@ -130,22 +130,21 @@ async def _probe_all(
 ) -> list[Result | TransientError]:
     targets = [c.found for c in claimed if isinstance(c.found, Target)]
     booked = await deps.gate.reserve(Counter(t.gate_key for t in targets))
+    booked_at = asyncio.get_running_loop().time()
     limit = asyncio.Semaphore(deps.concurrency)
 
     async def one(item: _Claimed) -> Result | TransientError:
         if not isinstance(item.found, Target):
             return item.found
-        delay = booked[item.found.gate_key].pop()
-        if 0 < delay <= deps.max_wait:
+        turn = booked_at + booked[item.found.gate_key].pop()
+        if 0 < turn - booked_at <= deps.max_wait:
             # Wait for the account's turn before taking a slot: a call sleeping inside
-            # the limit keeps a slot idle, and starts late by however long it queued
-            # for one, bunching with the account's later calls.
-            await asyncio.sleep(delay)
-            delay = 0.0
+            # the limit keeps a slot idle. `probe` checks the turn again once in a slot.
+            await asyncio.sleep(turn - asyncio.get_running_loop().time())
         async with limit:
             try:
                 return await probe(
-                    item.found, deps.client, deps.gate, delay=delay, max_wait=deps.max_wait
+                    item.found, deps.client, deps.gate, turn=turn, max_wait=deps.max_wait
                 )
             except TransientError as exc:
                 return exc

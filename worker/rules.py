@@ -145,28 +145,31 @@ def _resolve_one(
     )
 
 
+LATE_TOLERANCE = 0.02
+"""Seconds a call may leave after its booked turn. A call that wakes later than this
+(a busy event loop) books a new turn instead: sent late on an old turn, it would
+bunch with the account's on-time calls and push one second past the rate."""
+
+MAX_REBOOKINGS = 10
+
+
 async def probe(
     target: Target,
     client: OpsgenieClient,
     gate: AccountGate,
     *,
-    delay: float | None = None,
+    turn: float | None = None,
     max_wait: float = 5.0,
 ) -> Result:
     """Ask Opsgenie about the target's key; raise TransientError to be retried.
 
-    The call waits its turn in the account's pacing: `delay` when the caller
-    booked it already (a batch books all its calls at once), else one call is
-    booked here. A turn further off than `max_wait` (a paused account) is not
-    waited for in place: AccountPaused sends the check back to the queue. A 429
-    pauses the account for every worker before the error goes up.
+    The call waits its turn in the account's pacing: `turn` (event-loop time)
+    when the caller booked it already (a batch books all its calls at once), else
+    one call is booked here. A turn further off than `max_wait` (a paused account)
+    is not waited for in place: AccountPaused sends the check back to the queue.
+    A 429 pauses the account for every worker before the error goes up.
     """
-    if delay is None:
-        [delay] = (await gate.reserve({target.gate_key: 1}))[target.gate_key]
-    if delay > max_wait:
-        raise AccountPaused("the account is paused or its pacing is full", delay)
-    if delay > 0:
-        await asyncio.sleep(delay)
+    await wait_for_turn(target, gate, turn, max_wait)
     try:
         verdict = await client.check_key(target.base_url, target.key)
     except Throttled as exc:
@@ -181,6 +184,25 @@ async def probe(
             error_code="base_url_not_allowed",
         )
     return judge(target, verdict)
+
+
+async def wait_for_turn(
+    target: Target, gate: AccountGate, turn: float | None, max_wait: float
+) -> None:
+    """Sleep until the call's turn; book a new turn when it was missed or there is none."""
+    loop = asyncio.get_running_loop()
+    for _ in range(MAX_REBOOKINGS):
+        if turn is None:
+            [delay] = (await gate.reserve({target.gate_key: 1}))[target.gate_key]
+            turn = loop.time() + delay
+        if turn - loop.time() > max_wait:
+            raise AccountPaused("the account is paused or its pacing is full", turn - loop.time())
+        if loop.time() < turn:
+            await asyncio.sleep(turn - loop.time())
+        if loop.time() - turn <= LATE_TOLERANCE:
+            return
+        turn = None  # woke too late: that turn is gone, book another
+    raise AccountPaused("the worker is too busy to keep the account's pacing", 1.0)
 
 
 def judge(target: Target, verdict: Verdict) -> Result:
