@@ -83,7 +83,7 @@ class Settings(BaseSettings):
 
     revalidate_interval: float = Field(default=86_400.0, gt=0)
     dispatch_window: float = Field(default=600.0, ge=0)
-    dispatch_page_size: int = Field(default=5_000, ge=1)
+    dispatch_page_size: int = Field(default=20_000, ge=1)
     batch_size: int = Field(default=100, ge=1, le=10_000)
     batch_concurrency: int = Field(default=50, ge=1)
 
