@@ -4,6 +4,7 @@
     python3 dev.py demo     # set up .venv if needed, then run `ogv demo`
     python3 dev.py test     # set up .venv if needed, then run the test suite
     python3 dev.py check    # ruff, ruff format --check, mypy (what CI runs)
+    python3 dev.py bench NAME [ARGS]  # a benchmark in bench/ (docs/BENCHMARKS.md)
     python3 dev.py ogv ...  # any ogv command inside the project's environment
 
 The virtual environment lives in .venv (or $OGV_VENV) and is reinstalled only
@@ -72,6 +73,8 @@ def main(args: list[str]) -> int:
             if code := run(str(BIN / step[0]), *step[1:]):
                 return code
         return 0
+    if command == "bench" and rest:
+        return run(str(BIN / "python"), "-m", f"bench.{rest[0]}", *rest[1:])
     if command == "ogv":
         return run(str(BIN / "ogv"), *rest)
     print(f"unknown command {command!r}\n{__doc__}", file=sys.stderr)

@@ -8,7 +8,8 @@ of these errors, raised with the aiohttp cause chained:
     │   ├── Throttled              429: the account is out of tokens (retry_after)
     │   │   └── AccountPaused      not called: the account is still paused by a 429
     │   ├── ServerError            5xx other than 501
-    │   └── NetworkError           timeout, refused or reset connection, DNS failure
+    │   ├── NetworkError           timeout, refused or reset connection, DNS failure
+    │   └── GateUnavailable        the account pacing store (Redis) failed: not called
 
     BaseUrlError (a ValueError from worker.baseurl, not an OpsgenieError)
                                    the base URL is not an allowed Opsgenie host
@@ -34,6 +35,7 @@ __all__ = [
     "PROBES",
     "AccountPaused",
     "BaseUrlError",
+    "GateUnavailable",
     "NetworkError",
     "OpsgenieClient",
     "OpsgenieError",
@@ -92,6 +94,12 @@ class NetworkError(TransientError):
     def __init__(self, message: str, code: str = "network_error") -> None:
         super().__init__(message)
         self.code = code
+
+
+class GateUnavailable(TransientError):
+    """Raised when the account pacing store failed, so Opsgenie was not called."""
+
+    code = "gate_unavailable"
 
 
 @dataclass(frozen=True)

@@ -27,17 +27,21 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from redis.exceptions import RedisError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import Outcome, TeamStatusChange, ValidationRequest, utcnow
 from models.crypto import KeyVault
 from worker import metrics, records
-from worker.opsgenie import AccountPaused, OpsgenieClient, TransientError
+from worker.opsgenie import AccountPaused, GateUnavailable, OpsgenieClient, TransientError
 from worker.ratelimit import AccountGate
 from worker.retries import RetryPolicy
 from worker.rules import Result, Target, give_up, probe, resolve_many
 
 log = logging.getLogger("ogv.pipeline")
+
+NOT_CALLED = (AccountPaused, GateUnavailable)
+"""Transient failures that happened before Opsgenie was called: they cost no attempt."""
 
 
 @dataclass(frozen=True)
@@ -148,6 +152,9 @@ async def _probe_all(
                 )
             except TransientError as exc:
                 return exc
+            except RedisError as exc:
+                # The pacing store failed for this call: retry it alone, not the batch.
+                return GateUnavailable(f"the account pacing store failed ({type(exc).__name__})")
 
     return list(await asyncio.gather(*(one(item) for item in claimed)))
 
@@ -162,10 +169,10 @@ def _write(
     report, completions, retries = Report(), [], []
     for item, answer in zip(claimed, answers, strict=True):
         target = item.found if isinstance(item.found, Target) else None
-        called = target is not None and not isinstance(answer, AccountPaused)
+        called = target is not None and not isinstance(answer, NOT_CALLED)
         attempts = item.attempts + 1 if called else item.attempts
         if isinstance(answer, TransientError) and target is not None:
-            if isinstance(answer, AccountPaused) or not deps.policy.exhausted(attempts):
+            if isinstance(answer, NOT_CALLED) or not deps.policy.exhausted(attempts):
                 delay = deps.policy.delay_for(answer, max(attempts, 1))
                 retries.append((item.request_id, target, answer, attempts, delay))
                 continue

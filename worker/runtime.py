@@ -27,6 +27,9 @@ from worker.settings import Settings, get_settings
 
 T = TypeVar("T")
 
+REDIS_CONNECTIONS = 20
+"""Connections from one worker process to Redis for pacing and pauses."""
+
 
 class LoopThread:
     """An asyncio event loop running forever in a daemon thread."""
@@ -89,7 +92,12 @@ class Runtime:
             )
             client = None
             if settings.uses_redis:
-                client = aioredis.Redis.from_url(settings.effective_broker_url)
+                # A batch's calls book their turns concurrently: wait for a free
+                # connection rather than fail when they outnumber the pool.
+                pool = aioredis.BlockingConnectionPool.from_url(
+                    settings.effective_broker_url, max_connections=REDIS_CONNECTIONS, timeout=10
+                )
+                client = aioredis.Redis(connection_pool=pool)
             return session, client
 
         session, redis_client = loop.run(open_resources())
