@@ -165,7 +165,7 @@ def test_redis_gate_rounds_a_tiny_pause_up_to_a_millisecond(
 
 # --- Pacing (GCRA reservations) --------------------------------------------------------
 
-INTERVAL = (1 + 0.025) / 10  # 10 calls a second, with the jitter allowance
+INTERVAL = (1 + 0.10) / 10  # 10 calls a second, with the 10% pacing margin
 
 
 async def assert_paced(gate: AccountGate) -> None:

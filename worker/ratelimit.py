@@ -35,9 +35,10 @@ class AccountGate(Protocol):
         """Seconds left before `account` may be called again (0 when it may)."""
 
 
-JITTER_ALLOWANCE_US = 25_000
-"""Calls leave on time but arrive with network jitter; spacing them as if each second
-were 25 ms longer keeps any one-second window at the receiver within the rate."""
+PACING_MARGIN = 0.10
+"""Calls leave on their turns but arrive with jitter: a busy network or receiver
+delays some and lets them arrive bunched with later ones. Spacing the turns 10%
+wider than the rate asks keeps any one-second window at the receiver within it."""
 
 
 class Pacing:
@@ -46,7 +47,7 @@ class Pacing:
     def __init__(self, rate: float, burst: int = 1) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be positive and burst at least 1")
-        self.interval_us = int((1_000_000 + JITTER_ALLOWANCE_US) / rate)
+        self.interval_us = int(1_000_000 * (1 + PACING_MARGIN) / rate)
         self.tolerance_us = (burst - 1) * self.interval_us
 
 
