@@ -209,8 +209,8 @@ def service_env(data_dir: Path, fake: FakeOpsgenie, **extra: str) -> dict[str, s
         OGV_NAMESPACE=NAMESPACE,
         OGV_ALLOWED_BASE_URLS=",".join([*OFFICIAL_BASE_URLS, fake.url]),
         OGV_LOG_FORMAT="json",
-        **extra,
     )
+    env.update(extra)
     return env
 
 

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from models import Requester
 from models.crypto import KeyVault
-from tests.conftest import ARTIFACTS, Stack, ogv_command, open_stack
+from tests.conftest import ARTIFACTS, NAMESPACE, Stack, ogv_command, open_stack
 from worker import records
 from worker.client import ValidationClient
 from worker.enqueue import RequestView
@@ -51,12 +51,17 @@ def watched_stack(
     tmp_path_factory: pytest.TempPathFactory,
     fake: FakeOpsgenie,
 ) -> Stack:
-    """The Redis/PostgreSQL stack, its worker serving /metrics on 127.0.0.1."""
+    """The Redis/PostgreSQL stack, its worker serving /metrics on 127.0.0.1.
+
+    It has a queue of its own: a module's other stacks may still be running, and a
+    check they consumed would be missing from this worker's log and metrics.
+    """
     return open_stack(
         "redis-postgres",
         request,
         tmp_path_factory,
         fake,
+        OGV_NAMESPACE=f"{NAMESPACE}-watched",
         OGV_METRICS_PORT=str(free_port()),
         OGV_METRICS_ADDRESS="127.0.0.1",
         OGV_FLOWER_BASIC_AUTH=f"{FLOWER_USER}:{FLOWER_PASSWORD}",
