@@ -20,6 +20,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -305,7 +306,26 @@ class Service:
         self.beat = Beat(self.env, self.log_dir / "beat.log").start()
         return self.beat
 
+    def supervise(self, on_restart: Callable[[LocalWorker], None]) -> None:
+        """Restart any worker whose process exits, as systemd or Kubernetes would.
+
+        Kombu's Redis transport can end a worker with "Unrecoverable error" when the
+        connection drops mid-read; production runs workers under a supervisor.
+        """
+        self._supervising = threading.Event()
+
+        def watch() -> None:
+            while not self._supervising.wait(0.5):
+                for worker in self.workers:
+                    if worker.process is not None and worker.process.poll() is not None:
+                        worker.start()
+                        on_restart(worker)
+
+        threading.Thread(target=watch, daemon=True).start()
+
     def close(self) -> None:
+        if getattr(self, "_supervising", None) is not None:
+            self._supervising.set()
         for worker in self.workers:
             worker.kill()  # a chaos test's end needs no warm shutdown
         if self.beat is not None:

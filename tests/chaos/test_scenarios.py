@@ -111,6 +111,7 @@ def test_redis_restarted_mid_run(ground: Ground) -> None:
     """Redis (no persistence) restarts: every queued and unacknowledged message is gone."""
 
     def inject(service: Service, faults: Faults, population: Population) -> None:
+        service.supervise(lambda worker: faults.note("worker_restarted_by_supervisor"))
         at_progress(ground, population, 0.3)
         harness.restart_redis()
         faults.note("redis_restart")
