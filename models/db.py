@@ -28,8 +28,18 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def build_engine(url: str) -> Engine:
-    """An engine for `url`, with the per-dialect settings the service relies on."""
+DEFAULT_POOL_SIZE = 20
+
+
+def build_engine(url: str, pool_size: int = DEFAULT_POOL_SIZE) -> Engine:
+    """An engine for `url`, with the per-dialect settings the service relies on.
+
+    The pool keeps up to `pool_size` connections open and opens as many again for a
+    burst. Keep it above the threads that use the database at once (a worker's
+    `--concurrency` on the threads pool, the API's thread pool): a connection
+    beyond the kept ones is closed on return, and PostgreSQL starts a process for
+    every new one.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database:
@@ -37,22 +47,29 @@ def build_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _on_sqlite_connect)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size)
 
 
 _FACTORIES: dict[str, sessionmaker[Session]] = {}
 _LOCK = threading.Lock()
 
 
-def session_factory(url: str | None = None) -> sessionmaker[Session]:
-    """The process-wide session factory for `url` (default: the configured database)."""
+def session_factory(url: str | None = None, pool_size: int | None = None) -> sessionmaker[Session]:
+    """The process-wide session factory for `url` (default: the configured database).
+
+    `pool_size` (default: `OGV_DATABASE_POOL_SIZE` for the configured database,
+    else `DEFAULT_POOL_SIZE`) counts when the factory is first made.
+    """
     if url is None:
         from worker.settings import get_settings
 
-        url = get_settings().effective_database_url
+        settings = get_settings()
+        url = settings.effective_database_url
+        pool_size = pool_size or settings.database_pool_size
     with _LOCK:
         if url not in _FACTORIES:
-            _FACTORIES[url] = sessionmaker(build_engine(url), expire_on_commit=False)
+            engine = build_engine(url, pool_size or DEFAULT_POOL_SIZE)
+            _FACTORIES[url] = sessionmaker(engine, expire_on_commit=False)
         return _FACTORIES[url]
 
 

@@ -52,7 +52,7 @@ from worker.teams import TeamRow
 log = logging.getLogger("ogv.api")
 
 BODY_LIMIT = 16 * 1024
-THREADS = 16  # the engine's pool holds 15 connections (models/db.py)
+THREADS = 16  # at most OGV_DATABASE_POOL_SIZE (20), or connections are opened and closed
 FIRST_POLL = 0.02
 MAX_POLL = 0.25
 HEALTH_TIMEOUT = 3  # seconds

@@ -62,8 +62,11 @@ class ValidationClient:
         *,
         queue: str = DEFAULT_QUEUE,
         requested_by: Requester = Requester.API,
+        pool_size: int | None = None,
     ) -> None:
-        self.sessions: sessionmaker[Session] = session_factory(sqlalchemy_url(database_url))
+        self.sessions: sessionmaker[Session] = session_factory(
+            sqlalchemy_url(database_url), pool_size
+        )
         self.app = producer_app(broker_url, queue)
         self.requested_by = requested_by
 
@@ -76,6 +79,7 @@ class ValidationClient:
             settings.effective_broker_url,
             settings.effective_database_url,
             queue=settings.namespace,
+            pool_size=settings.database_pool_size,
         )
 
     def request(

@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     namespace: str = Field(default="ogv", pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")
     """The queue name and Redis key prefix: deployments sharing a Redis stay apart."""
     database_url: str = ""
+    database_pool_size: int = Field(default=20, ge=1, le=1000)
     broker_url: str = ""
     encryption_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     allowed_base_urls: Annotated[list[str], NoDecode] = Field(
