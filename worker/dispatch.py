@@ -26,7 +26,6 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Row, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import (
@@ -39,6 +38,7 @@ from models import (
     ValidationRun,
     utcnow,
 )
+from worker.records import insert_skipping_active
 
 log = logging.getLogger("ogv.dispatch")
 
@@ -192,14 +192,7 @@ def _record(
         for batch_id, countdown, teams in batches
         for team in teams
     ]
-    session.execute(_insert_skipping_active(session), rows)
-
-
-def _insert_skipping_active(session: Session) -> Any:
-    """INSERT ... ON CONFLICT DO NOTHING: a team with an active check is skipped."""
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(ValidationRequest).on_conflict_do_nothing()
-    return sqlite.insert(ValidationRequest).on_conflict_do_nothing()
+    session.execute(insert_skipping_active(session), rows)
 
 
 def progress(session: Session, run_id: uuid.UUID) -> dict[str, int]:

@@ -30,7 +30,7 @@ from typing import Any
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import Outcome, TeamStatusChange, ValidationRequest, utcnow
+from models import Outcome, utcnow
 from models.crypto import KeyVault
 from worker import metrics, records
 from worker.opsgenie import AccountPaused, GateUnavailable, OpsgenieClient, TransientError
@@ -83,7 +83,7 @@ class Collaborators:
     """The longest wait for an account's turn that is spent in place, not requeued."""
     concurrency: int = 50
     """How many checks of one batch may wait on Opsgenie at once."""
-    on_changes: Callable[[list[TeamStatusChange]], None] = lambda changes: None
+    on_changes: Callable[[list[records.StatusChange]], None] = lambda changes: None
     """Called after a commit that changed team statuses (events, webhooks)."""
 
 
@@ -92,7 +92,7 @@ class Report:
     """What one run of the steps did, for the task adapter and the logs."""
 
     steps: dict[uuid.UUID, Step] = field(default_factory=dict)
-    changes: list[TeamStatusChange] = field(default_factory=list)
+    changes: list[records.StatusChange] = field(default_factory=list)
 
     @property
     def retries(self) -> dict[uuid.UUID, RetryLater]:
@@ -117,7 +117,7 @@ def run_batch(batch_id: uuid.UUID, deps: Collaborators) -> Report:
     return _run(lambda session: records.claim_batch(session, batch_id, deps.lease), deps)
 
 
-def _run(claim: Callable[[Session], Sequence[ValidationRequest]], deps: Collaborators) -> Report:
+def _run(claim: Callable[[Session], Sequence[records.Claim]], deps: Collaborators) -> Report:
     with deps.sessions.begin() as session:
         requests = claim(session)
         found = resolve_many(session, requests, deps.vault)
@@ -244,7 +244,7 @@ def _log_finished(completion: records.Completion, seconds: float) -> None:
     )
 
 
-def _log_change(change: TeamStatusChange) -> None:
+def _log_change(change: records.StatusChange) -> None:
     log.info(
         "team.status_changed",
         extra={

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
@@ -22,7 +23,6 @@ from models import (
     OrganizationIntegration,
     Outcome,
     Team,
-    ValidationRequest,
 )
 from models.crypto import KeyVault, UndecryptableKey
 from worker.baseurl import BaseUrlError
@@ -63,8 +63,21 @@ class Result:
     error_code: str | None = None
 
 
+class Asked(Protocol):
+    """What a request asks about: the fields of a claimed validation request."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def organization_id(self) -> int: ...
+    @property
+    def integration_id(self) -> int: ...
+    @property
+    def team_id(self) -> str: ...
+
+
 def resolve_many(
-    session: Session, requests: Sequence[ValidationRequest], vault: KeyVault
+    session: Session, requests: Sequence[Asked], vault: KeyVault
 ) -> dict[uuid.UUID, Target | Result]:
     """For each request, what its check needs, or its outcome without calling Opsgenie.
 
@@ -74,9 +87,16 @@ def resolve_many(
     pairs = {(r.organization_id, r.integration_id) for r in requests}
     links = (
         {
-            (link.organization_id, integration.id): (integration, link)
-            for integration, link in session.execute(
-                select(Integration, OrganizationIntegration)
+            (link.organization_id, link.integration_id): link
+            for link in session.connection().execute(
+                select(
+                    OrganizationIntegration.organization_id,
+                    OrganizationIntegration.id.label("link_id"),
+                    OrganizationIntegration.status,
+                    Integration.id.label("integration_id"),
+                    Integration.account_name,
+                    Integration.base_url,
+                )
                 .join(
                     OrganizationIntegration,
                     OrganizationIntegration.integration_id == Integration.id,
@@ -92,38 +112,48 @@ def resolve_many(
     )
     wanted = {r.team_id for r in requests if r.team_id}
     teams = (
-        {team.id: team for team in session.scalars(select(Team).where(Team.id.in_(wanted)))}
+        {
+            team.id: team
+            for team in session.connection().execute(
+                select(
+                    Team.id,
+                    Team.organization_integration_id,
+                    Team.label,
+                    Team.encrypted_key,
+                    Team.key_version,
+                ).where(Team.id.in_(wanted))
+            )
+        }
         if wanted
         else {}
     )
     return {r.id: _resolve_one(r, links, teams, vault) for r in requests}
 
 
-def resolve(session: Session, request: ValidationRequest, vault: KeyVault) -> Target | Result:
+def resolve(session: Session, request: Asked, vault: KeyVault) -> Target | Result:
     """`resolve_many` for one request."""
     return resolve_many(session, [request], vault)[request.id]
 
 
 def _resolve_one(
-    request: ValidationRequest,
-    links: dict[tuple[int, int], tuple[Integration, OrganizationIntegration]],
-    teams: dict[str, Team],
+    request: Asked,
+    links: Mapping[tuple[int, int], Any],  # rows of the link query
+    teams: Mapping[str, Any],  # rows of the team query
     vault: KeyVault,
 ) -> Target | Result:
-    found = links.get((request.organization_id, request.integration_id))
-    if found is None or found[1].status != IntegrationStatus.ACTIVE:
+    link = links.get((request.organization_id, request.integration_id))
+    if link is None or link.status != IntegrationStatus.ACTIVE:
         return Result(
             Outcome.INVALID_INTEGRATION,
             f"The Opsgenie integration {request.integration_id} does not exist "
             f"for organization {request.organization_id}.",
         )
-    integration, link = found
     team = teams.get(request.team_id) if request.team_id else None
-    if team is None or team.organization_integration_id != link.id:
+    if team is None or team.organization_integration_id != link.link_id:
         return Result(
             Outcome.INVALID_TEAM,
             f"Team {request.team_id!r} does not belong to the Opsgenie account "
-            f"{integration.account_name!r}.",
+            f"{link.account_name!r}.",
         )
     try:
         key = vault.decrypt(team.encrypted_key)
@@ -137,9 +167,9 @@ def _resolve_one(
     return Target(
         team_id=team.id,
         label=team.label,
-        account=integration.account_name,
-        integration_id=integration.id,
-        base_url=integration.base_url,
+        account=link.account_name,
+        integration_id=link.integration_id,
+        base_url=link.base_url,
         key=key,
         key_version=team.key_version,
     )

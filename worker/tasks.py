@@ -15,7 +15,7 @@ from typing import Any
 
 from celery import Task
 
-from models import Requester, TeamStatusChange
+from models import Requester
 from models.crypto import KeyVault
 from models.db import session_factory
 from worker import dispatch, events, outbox
@@ -30,6 +30,7 @@ from worker.enqueue import (
     publish_batch,
 )
 from worker.pipeline import Collaborators, RetryLater, run_attempt, run_batch
+from worker.records import StatusChange
 from worker.retries import RetryPolicy, is_retried_database_error
 from worker.runtime import get_runtime
 from worker.settings import Settings, get_settings
@@ -54,11 +55,11 @@ def collaborators() -> Collaborators:
     )
 
 
-def _notifier(settings: Settings) -> Callable[[list[TeamStatusChange]], None]:
+def _notifier(settings: Settings) -> Callable[[list[StatusChange]], None]:
     if not settings.status_webhook_url:
         return lambda changes: None
 
-    def notify(changes: list[TeamStatusChange]) -> None:
+    def notify(changes: list[StatusChange]) -> None:
         for change in changes:
             app.send_task(NOTIFY_TASK, args=[change.id])
 
