@@ -511,3 +511,49 @@ def test_1000_concurrent_posts_for_one_team_make_one_request(
         done = call(api.url, "GET", f"/v1/validations/{answers[0][1]}")
     assert (done.body["state"], done.body["outcome"]) == ("done", "valid")
     assert fake.calls(acct.keys["ops"]) == 1
+
+
+def test_concurrent_posts_for_many_teams_each_get_their_outcome(
+    api: ApiProcess, stack: Stack, fake: FakeOpsgenie
+) -> None:
+    # Concurrent POSTs are recorded in groups and checked as batches: each still
+    # gets its own request and outcome, and each key is called once.
+    cases = {f"team{i}": KeyScenario("valid" if i % 3 else "invalid_key") for i in range(30)}
+    acct = account(stack, fake, **cases)
+
+    async def burst() -> list[tuple[str, Any]]:
+        connector = aiohttp.TCPConnector(limit=100)
+        async with aiohttp.ClientSession(connector=connector, headers=AUTH) as session:
+
+            async def one(label: str) -> tuple[str, Any]:
+                body = {
+                    "organization_id": acct.org,
+                    "integration_id": acct.integration,
+                    "team_id": acct.teams[label],
+                }
+                async with session.post(f"{api.url}/v1/validations?wait=10", json=body) as answer:
+                    return label, (answer.status, await answer.json())
+
+            return await asyncio.gather(*(one(label) for label in cases))
+
+    answers = dict(asyncio.run(burst()))
+
+    for label, (status, body) in answers.items():
+        assert (status, body["team_id"], body["outcome"]) == (
+            200,
+            acct.teams[label],
+            cases[label].behaviour,
+        )
+        assert fake.calls(acct.keys[label]) == 1
+        assert request_rows(stack, team_id=acct.teams[label]) == 1
+    assert len({body["id"] for _, body in answers.values()}) == len(cases)
+    # 30 POSTs at once cannot each find the API idle: some were recorded together.
+    with session_factory(stack.env["OGV_DATABASE_URL"])() as session:
+        messages = session.scalar(
+            select(
+                func.count(
+                    func.distinct(func.coalesce(ValidationRequest.batch_id, ValidationRequest.id))
+                )
+            ).where(ValidationRequest.team_id.in_(list(acct.teams.values())))
+        )
+    assert messages is not None and messages < len(cases)

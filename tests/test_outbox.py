@@ -12,6 +12,7 @@ from sqlalchemy import func, select, update
 from models import Requester, RequestState, ValidationRequest, utcnow
 from models.db import session_factory
 from worker import outbox, records
+from worker.enqueue import BATCH_TASK, VALIDATE_TASK, request_validations
 from worker.settings import Settings
 
 
@@ -149,3 +150,77 @@ def test_stranded_requests_of_a_batch_go_back_as_one_batch_message(settings: Set
     assert count >= 4
     assert batches.count(batch) == 1
     assert alone in singles and not set(in_batch) & set(singles)
+
+
+class _Published:
+    """Stands in for a Celery app: records what would be published."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, list[str]]] = []
+
+    def send_task(self, name: str, args: list[str], **_: object) -> None:
+        self.messages.append((name, args))
+
+
+def test_many_asks_are_recorded_together_as_one_batch(settings: Settings) -> None:
+    active = f"1-{uuid.uuid4().hex}"
+    earlier, _ = _submit(settings, active)
+    fresh = [f"1-{uuid.uuid4().hex}" for _ in range(3)]
+    asks = [records.Ask(5, 9, team) for team in [*fresh, active, fresh[0]]]
+    batch = uuid.uuid4()
+    with session_factory(settings.effective_database_url).begin() as session:
+        answers = records.create_requests(session, asks, requested_by=Requester.API, batch_id=batch)
+        got = {
+            ask.team_id: (request.id, request.batch_id, created)
+            for ask, (request, created) in answers.items()
+        }
+
+    assert got[active] == (earlier, None, False)  # joined, not queued again
+    assert [got[team][1:] for team in fresh] == [(batch, True)] * 3
+    assert len({got[team][0] for team in fresh}) == 3
+    with session_factory(settings.effective_database_url)() as session:
+        rows = session.scalar(
+            select(func.count()).where(ValidationRequest.team_id.in_([*fresh, active]))
+        )
+    assert rows == 4  # the repeated ask made no second row
+
+
+def test_new_requests_asked_together_go_out_as_one_message(settings: Settings) -> None:
+    sessions = session_factory(settings.effective_database_url)
+    joined = f"1-{uuid.uuid4().hex}"
+    _submit(settings, joined)
+    fresh = [f"1-{uuid.uuid4().hex}" for _ in range(3)]
+    app = _Published()
+
+    submitted = request_validations(
+        sessions,
+        app,  # type: ignore[arg-type]
+        [records.Ask(5, 9, team) for team in [*fresh, joined]],
+        requested_by=Requester.API,
+    )
+    alone = request_validations(
+        sessions,
+        app,  # type: ignore[arg-type]
+        [records.Ask(5, 9, f"1-{uuid.uuid4().hex}"), records.Ask(5, 9, joined)],
+        requested_by=Requester.API,
+    )
+    nothing_new = request_validations(
+        sessions,
+        app,  # type: ignore[arg-type]
+        [records.Ask(5, 9, joined)],
+        requested_by=Requester.API,
+    )
+
+    batch_ids = {s.view.id: s for s in submitted.values() if s.created}
+    with sessions() as session:
+        batch = {
+            session.get(ValidationRequest, uuid.UUID(request_id)).batch_id  # type: ignore[union-attr]
+            for request_id in batch_ids
+        }
+    [new_alone] = [s for s in alone.values() if s.created]
+    assert len(batch_ids) == 3 and len(batch) == 1 and None not in batch
+    assert not nothing_new[records.Ask(5, 9, joined)].created
+    assert app.messages == [
+        (BATCH_TASK, [str(batch.pop())]),  # three new requests, one message
+        (VALIDATE_TASK, [new_alone.view.id]),  # one new request: a plain check
+    ]

@@ -18,6 +18,7 @@ Errors reach the caller unchanged:
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from types import TracebackType
 
 from celery import Celery
@@ -26,10 +27,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from models import Requester
 from models.db import session_factory
 from worker import embedded_broker
-from worker.enqueue import RequestView, get_request, request_validation, wait_for
+from worker.enqueue import (
+    RequestView,
+    get_request,
+    request_validation,
+    request_validations,
+    wait_for,
+)
+from worker.records import Ask
 from worker.settings import Settings, get_settings, sqlalchemy_url
 
-__all__ = ["RequestView", "ValidationClient", "producer_app"]
+__all__ = ["Ask", "RequestView", "ValidationClient", "producer_app"]
 
 DEFAULT_QUEUE = "ogv"
 """The queue workers consume by default (`OGV_NAMESPACE`, celeryconfig.task_default_queue)."""
@@ -90,7 +98,7 @@ class ValidationClient:
         idempotency_key: str | None = None,
     ) -> RequestView:
         """Ask for a check; a team with one pending or running gets that one back."""
-        submitted = request_validation(
+        return request_validation(
             self.sessions,
             self.app,
             organization_id=organization_id,
@@ -98,10 +106,22 @@ class ValidationClient:
             team_id=team_id,
             requested_by=self.requested_by,
             idempotency_key=idempotency_key,
+        ).view
+
+    def request_many(self, asks: Sequence[Ask]) -> dict[Ask, RequestView]:
+        """Ask for many checks at once: one transaction, and one batch message for the new ones.
+
+        Each ask is answered as `request` would answer it alone; repeated asks
+        share their answer.
+        """
+        submitted = request_validations(
+            self.sessions, self.app, asks, requested_by=self.requested_by
         )
-        view = get_request(self.sessions, submitted.request_id)
-        assert view is not None, "a committed request is never deleted"
-        return view
+        views = {ask: answer.view for ask, answer in submitted.items()}
+        for ask in asks:
+            if ask not in views:  # its team's active check finished meanwhile: ask again
+                views[ask] = self.request(ask.organization_id, ask.integration_id, ask.team_id)
+        return views
 
     def get(self, request_id: uuid.UUID | str) -> RequestView | None:
         """The request's current state and outcome; None if there is no such request."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -84,10 +85,14 @@ def publish_batch(app: Celery, batch_id: uuid.UUID, countdown: float | None = No
 
 @dataclass(frozen=True)
 class Submitted:
-    """The answer to a request for a check: its id, and whether it is a new one."""
+    """The answer to a request for a check: the request as recorded, and whether it is new."""
 
-    request_id: uuid.UUID
+    view: RequestView
     created: bool
+
+    @property
+    def request_id(self) -> uuid.UUID:
+        return uuid.UUID(self.view.id)
 
 
 def request_validation(
@@ -115,9 +120,39 @@ def request_validation(
             requested_by=requested_by,
             idempotency_key=idempotency_key,
         )
-        submitted = Submitted(request.id, created)
+        submitted = Submitted(RequestView.of(request), created)
     if created:
         publish(app, submitted.request_id)
+    return submitted
+
+
+def request_validations(
+    sessions: sessionmaker[Session],
+    app: Celery,
+    asks: Sequence[records.Ask],
+    *,
+    requested_by: Requester,
+) -> dict[records.Ask, Submitted]:
+    """`request_validation` for many teams: one transaction, and one message for the new ones.
+
+    The new requests share a batch id and go out as one batch task, checked
+    concurrently and written together by the worker. An ask missing from the
+    answer met a race (its team's active check just finished): ask again alone.
+    """
+    batch_id = uuid.uuid4() if len(set(asks)) > 1 else None
+    with sessions.begin() as session:
+        answers = records.create_requests(
+            session, asks, requested_by=requested_by, batch_id=batch_id
+        )
+        submitted = {
+            ask: Submitted(RequestView.of(request), created)
+            for ask, (request, created) in answers.items()
+        }
+    new = [s.request_id for s in submitted.values() if s.created]
+    if batch_id is not None and len(new) > 1:
+        publish_batch(app, batch_id)
+    elif new:
+        publish(app, new[0])
     return submitted
 
 
