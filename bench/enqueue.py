@@ -28,13 +28,12 @@ import json
 import os
 import platform
 import secrets
-import socket
 import statistics
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,16 +41,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import psycopg
 import redis
 from cryptography.fernet import Fernet
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
+from bench.common import Sampler, cpu_used, database, free_port, ogv, wait_for_port
 from models import Integration, OrganizationIntegration, Team, ValidationRequest
 from models.crypto import KeyVault
-from models.db import dispose_all, session_factory
-from models.migrate import upgrade
+from models.db import session_factory
 from worker.local import LocalWorker
 from worker.settings import OFFICIAL_BASE_URLS
 
@@ -70,7 +68,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--workers", type=int, default=1, help="worker processes (0: the API alone)"
     )
-    parser.add_argument("--concurrency", type=int, default=64, help="threads per worker")
+    parser.add_argument("--concurrency", type=int, default=16, help="threads per worker")
     parser.add_argument("--pool", default="threads", help="the workers' Celery pool")
     parser.add_argument(
         "--postgres",
@@ -82,17 +80,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/12", help="flushed first")
     parser.add_argument("--output", type=Path, default=RESULTS)
     return parser.parse_args()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def ogv() -> str:
-    return str(Path(sys.executable).with_name("ogv"))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -115,42 +102,12 @@ def summary_ms(values: list[float]) -> dict[str, float]:
 
 
 @contextmanager
-def database(admin_url: str) -> Iterator[str]:
-    admin = make_url(admin_url).set(drivername="postgresql", database="postgres")
-    dsn = admin.render_as_string(hide_password=False)
-    name = f"ogv_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    try:
-        yield url
-    finally:
-        dispose_all()
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on {port} after {timeout}s")
-
-
-@contextmanager
-def child(argv: list[str], env: dict[str, str], log: Path, port: int) -> Iterator[None]:
+def child(argv: list[str], env: dict[str, str], log: Path, port: int) -> Iterator[int]:
     with log.open("ab") as out:
         process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_for_port(port, process)
-        yield
+        yield process.pid
     finally:
         process.terminate()
         process.wait(15)
@@ -270,6 +227,7 @@ class Services:
     fake_url: str
     database_url: str
     logs: Path
+    sampler: Sampler
     teams: list[str] = field(default_factory=list)
     workers: list[LocalWorker] = field(default_factory=list)
 
@@ -277,7 +235,7 @@ class Services:
 @contextmanager
 def services(args: argparse.Namespace, stack: ExitStack) -> Iterator[Services]:
     redis.Redis.from_url(args.redis).flushdb()
-    url = stack.enter_context(database(args.postgres))
+    url = stack.enter_context(database(args.postgres, "ogv_bench_enqueue"))
     logs = LOGS / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     logs.mkdir(parents=True)
     fake_port, api_port = free_port(), free_port()
@@ -296,15 +254,19 @@ def services(args: argparse.Namespace, stack: ExitStack) -> Iterator[Services]:
         OGV_LOG_FORMAT="json",
     )
     fake_argv = [ogv(), "fake-opsgenie", "--port", str(fake_port), "--scenario", str(scenario)]
-    stack.enter_context(child(fake_argv, env, logs / "fake.log", fake_port))
-    running = Services(f"http://127.0.0.1:{api_port}", token, fake_url, url, logs)
+    sampler = stack.enter_context(Sampler())
+    sampler.watch(os.getpid(), "load generator")
+    sampler.watch(stack.enter_context(child(fake_argv, env, logs / "fake.log", fake_port)), "fake")
+    sampler.watch_matching(make_url(url).database or "", "postgres backends")
+    sampler.watch_matching("redis-server", "redis-server")
+    running = Services(f"http://127.0.0.1:{api_port}", token, fake_url, url, logs, sampler)
     running.teams = install_teams(url, env["OGV_ENCRYPTION_KEYS"], fake_url, teams_needed(args))
     for _ in range(args.workers):
         worker = LocalWorker(env, logs / "worker.log", pool=args.pool, concurrency=args.concurrency)
         running.workers.append(stack.enter_context(worker))
-    stack.enter_context(
-        child([ogv(), "api", "--port", str(api_port)], env, logs / "api.log", api_port)
-    )
+        sampler.watch(worker.pid, f"worker {len(running.workers)}")
+    api_argv = [ogv(), "api", "--port", str(api_port)]
+    sampler.watch(stack.enter_context(child(api_argv, env, logs / "api.log", api_port)), "api")
     yield running
 
 
@@ -322,6 +284,7 @@ def measure(args: argparse.Namespace, running: Services) -> dict[str, Any]:
     warmup = plan_for(teams[:WARMUP])
     asyncio.run(offer(running.api_url, running.token, warmup, min(args.rate, 50)))
     plan = plan_for(teams[WARMUP:])
+    cpu_before = running.sampler.cpu_s()
     sending, floor_loaded = asyncio.run(
         load_with_floor(running.api_url, running.token, running.fake_url, plan, args.rate)
     )
@@ -330,7 +293,22 @@ def measure(args: argparse.Namespace, running: Services) -> dict[str, Any]:
     # --workers 0 measures the API alone: nothing consumes, so there is no outcome to wait for.
     timeout = 120 if args.workers else 0
     rows = {str(r.id): r for r in wait_until_final(running.database_url, ids, timeout)}
-    return report(args, plan, accepted, rows, sending, floor_idle, floor_loaded)
+    cpu = cpu_used(cpu_before, running.sampler.cpu_s(), len(accepted))
+    result = report(args, plan, accepted, rows, sending, floor_idle, floor_loaded)
+    result["cpu"] = cpu
+    result["batches"] = batch_sizes(rows.values())
+    return result
+
+
+def batch_sizes(rows: Iterable[ValidationRequest]) -> dict[str, Any]:
+    """How the API grouped the POSTs: one message per group (`batch_id`) or per request."""
+    groups: Counter[str] = Counter(str(row.batch_id or row.id) for row in rows)
+    sizes = sorted(groups.values())
+    return {
+        "messages": len(sizes),
+        "mean_size": round(statistics.fmean(sizes), 2) if sizes else None,
+        "largest": max(sizes, default=0),
+    }
 
 
 def report(
@@ -419,6 +397,16 @@ def print_table(result: dict[str, Any]) -> None:
         row = result[name]
         print(f"{label:28}{row['p50']:>9}{row['p99']:>9}{row['max']:>9}")
     print(f"p50 over the floor: {result['p50_over_floor_ms']} ms (target: within 25 ms)")
+    batches, cpu = result["batches"], result["cpu"]
+    print(
+        f"messages to the workers: {batches['messages']} "
+        f"(mean group {batches['mean_size']}, largest {batches['largest']})"
+    )
+    per_request = {
+        name: round(seconds / max(1, result["accepted"]) * 1000, 2)
+        for name, seconds in cpu["seconds"].items()
+    }
+    print(f"CPU ms per request: {cpu['ms_per_validation']} in all, by process {per_request}")
     print(f"load average (1 min) at the end: {result['machine']['load_average_1m_at_end']}")
 
 
