@@ -7,6 +7,7 @@ import json
 import uuid
 from collections import Counter
 from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -292,3 +293,22 @@ def test_team_import_reports_bad_lines_and_inserts_the_rest(
         (6, "malformed_line"),
     ]
     assert secret not in repr(report)
+
+
+def test_consecutive_batches_share_no_account() -> None:
+    # A page as the dispatcher reads it: teams by id, so each account's teams in a run.
+    page: list[Any] = [
+        SimpleNamespace(id=f"{account}-t{rank:02}", integration_id=account)
+        for account in range(1, 9)
+        for rank in range(5 + account % 3)
+    ]
+
+    batches = dispatch.deal(page, 3)
+
+    assert sorted(team.id for batch in batches for team in batch) == [t.id for t in page]
+    assert [len(batch) for batch in batches[:-1]] == [3] * (len(batches) - 1)
+    accounts = [{team.integration_id for team in batch} for batch in batches]
+    assert all(len(batch) == len(ids) for batch, ids in zip(batches, accounts, strict=True))
+    # While every account still has teams to deal (the first five of each: 40 teams,
+    # 13 batches of 3 out of 8 accounts), consecutive batches share no account.
+    assert all(not accounts[i] & accounts[i + 1] for i in range(40 // 3 - 1))

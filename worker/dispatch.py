@@ -8,10 +8,11 @@ can have made their earlier checks of the run at their rate. A team that
 already has a check pending or running is skipped: the partial unique index
 turns its insert into a no-op.
 
-Within a page, teams are dealt round-robin into batches. Teams sort by id, and
-ids start with their organization integration, so a page holds long runs of one
-account; dealing them out gives every batch many accounts, and no batch waits
-on one account's rate limit.
+Within a page, teams are dealt into batches by account (`deal`). Teams sort by
+id, and ids start with their organization integration, so a page holds long
+runs of one account; dealt out, every batch holds many accounts and consecutive
+batches hold different ones, so no batch waits on one account's rate limit and
+the batches running at once do not wait on the same accounts.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def dispatch(
     turns: Counter[int] = Counter()  # checks dispatched so far per account: O(accounts)
     while page := _page(sessions, scope, after, plan.page_size):
         after = page[-1].id
-        groups = _deal(page, plan.batch_size)
+        groups = deal(page, plan.batch_size)
         ids = [uuid.uuid4() for _ in groups]
         due = [
             max((batches + i) * spacing, _paced(group, turns, plan))
@@ -161,9 +162,24 @@ def _paced(group: Sequence[Row[Any]], turns: Counter[int], plan: Plan) -> float:
     return min(due, max(plan.window, PACED_COUNTDOWN_CAP))
 
 
-def _deal(page: Sequence[Row[Any]], batch_size: int) -> list[Sequence[Row[Any]]]:
-    count = math.ceil(len(page) / batch_size)
-    return [page[i::count] for i in range(count)]
+def deal(page: Sequence[Row[Any]], batch_size: int) -> list[Sequence[Row[Any]]]:
+    """Cut a page into batches that keep each account's teams as far apart as they can.
+
+    The teams are laid out by their rank within their account, then by account
+    (every account's first team, then every account's second, ...), and cut in
+    order. Consecutive batches then share no account while the page holds at
+    least twice as many accounts as a batch holds teams, so the batches that the
+    workers run at the same time do not queue behind the same accounts' pacing.
+    """
+    ranks: Counter[int] = Counter()
+    laid_out = []
+    for team in page:
+        account = team.integration_id
+        laid_out.append((ranks[account], account, team))
+        ranks[account] += 1
+    laid_out.sort(key=lambda entry: (entry[0], entry[1]))
+    ordered = [team for _, _, team in laid_out]
+    return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
 
 
 def _record(
