@@ -234,7 +234,8 @@ def create_requests(
     team with a check pending or running (an earlier producer's, or a repeat in
     `asks`) get that check. An ask is missing from the answer only when its team's
     active check finished between the INSERT and the look-up, or its
-    `idempotency_key` was taken by another team's request meanwhile.
+    `idempotency_key` (for a single ask: the column is unique) was taken by
+    another team's request meanwhile.
     """
     wanted = list(dict.fromkeys(asks))
     if not wanted:
