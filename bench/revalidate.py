@@ -559,7 +559,6 @@ def main(argv: list[str] | None = None) -> None:
         write_scenario(bench, scenario)
         fake = stack.enter_context(fake_process(bench, scenario, fake_port))
         sampler.watch(fake.pid, "fake Opsgenie")
-        result["setup"]["fake_nice"] = prioritise(fake.pid)
         result["setup"]["install_s"] = round(time.perf_counter() - clock, 1)
         say(f"installed {args.teams} teams over {args.accounts} accounts; fake at {fake_url}")
 
@@ -610,24 +609,6 @@ def fake_process(bench: Bench, scenario: Path, port: int) -> Iterator[subprocess
     finally:
         process.terminate()
         process.wait(15)
-
-
-FAKE_NICE = -10
-
-
-def prioritise(pid: int) -> int:
-    """Run the fake ahead of everything else on the machine; returns its nice value.
-
-    The fake stands for Opsgenie, which never shares a CPU with our workers. It
-    timestamps a call when its event loop gets to it; starved by the workers on
-    the same two cores, its loop lags, and calls that left apart are counted
-    bunched. Needs root (CAP_SYS_NICE); without it the fake keeps the default.
-    """
-    try:
-        os.setpriority(os.PRIO_PROCESS, pid, FAKE_NICE)
-    except PermissionError:
-        say("the fake runs at the default priority (raising it needs root)")
-    return os.getpriority(os.PRIO_PROCESS, pid)
 
 
 def summarise(result: dict[str, Any]) -> dict[str, Any]:
