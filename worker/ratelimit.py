@@ -26,7 +26,11 @@ import redis.asyncio as aioredis
 
 class AccountGate(Protocol):
     async def reserve(self, calls: Mapping[str, int]) -> dict[str, list[float]]:
-        """Book calls per account; for each, the seconds to wait before making it."""
+        """Book calls per account; for each, the seconds to wait before making it.
+
+        A delay is negative when the turn had already come by the time the booking
+        was answered (a busy worker reads its replies late): the caller is late.
+        """
 
     async def pause(self, account: str, seconds: float) -> None:
         """Keep every worker from calling `account` for `seconds`."""
@@ -86,13 +90,14 @@ class LocalGate:
 
 # KEYS: for each account, its pause key then its pacing key.
 # ARGV: interval_us, tolerance_us, then one call count per account.
-# Returns, per account, a flat list: count, then count delays in microseconds.
+# Returns the server's clock (microseconds since the epoch), then per account a flat
+# list: count, then count delays in microseconds from that clock.
 RESERVE_SCRIPT = """
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-local out = {}
+local out = {now}
 for i = 1, #KEYS / 2 do
   local count = tonumber(ARGV[i + 2])
   local paused = redis.call('PTTL', KEYS[2 * i - 1])
@@ -134,11 +139,16 @@ class RedisGate:
         keys = [key for a in accounts for key in (self.pause_prefix + a, self.pace_prefix + a)]
         args = [self._pacing.interval_us, self._pacing.tolerance_us]
         flat = await self._reserve(keys=keys, args=[*args, *(calls[a] for a in accounts)])
-        booked, position = {}, 0
+        # The delays count from the moment Redis ran the script. A busy worker may
+        # read the reply much later; counted from then, its turns would fall late and
+        # bunch with other workers' on-time calls. Count them from Redis's clock
+        # instead (the same instant for every worker; hosts keep their clocks in sync).
+        late = time.time() - int(flat[0]) / 1_000_000
+        booked, position = {}, 1
         for account in accounts:
             count = int(flat[position])
             booked[account] = [
-                int(d) / 1_000_000 for d in flat[position + 1 : position + 1 + count]
+                int(d) / 1_000_000 - late for d in flat[position + 1 : position + 1 + count]
             ]
             position += 1 + count
         return booked
