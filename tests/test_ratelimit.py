@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
@@ -166,7 +167,7 @@ def test_redis_gate_rounds_a_tiny_pause_up_to_a_millisecond(
 
 # --- Pacing (GCRA reservations) --------------------------------------------------------
 
-INTERVAL = (1 + 0.10) / 10  # 10 calls a second, with the 10% pacing margin
+INTERVAL = (1 + 0.05) / 9  # 10 calls a second: 9 turns, spaced 5% wider
 
 
 async def assert_paced(gate: AccountGate) -> None:
@@ -317,3 +318,11 @@ def test_a_turn_too_far_off_goes_back_to_the_queue() -> None:
             await wait_for_turn(_target(), gate, turn=None, max_wait=5)
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("rate", [0.5, 1, 2, 5, 10, 100])
+def test_the_turns_leave_room_for_one_late_call_in_every_second(rate: float) -> None:
+    interval = Pacing(rate).interval_us / 1_000_000
+    # The most turns any one-second window can hold, plus one call sent late.
+    most_in_a_second = math.floor(1 / interval) + 1
+    assert most_in_a_second + 1 <= max(rate, 2)

@@ -39,19 +39,26 @@ class AccountGate(Protocol):
         """Seconds left before `account` may be called again (0 when it may)."""
 
 
-PACING_MARGIN = 0.10
-"""Calls leave on their turns but arrive with jitter: a busy network or receiver
-delays some and lets them arrive bunched with later ones. Spacing the turns 10%
-wider than the rate asks keeps any one-second window at the receiver within it."""
+PACING_MARGIN = 0.05
+"""How much wider than strictly needed the turns are spaced (see `Pacing`)."""
 
 
 class Pacing:
-    """GCRA parameters: one call per `interval`, `burst` calls at once."""
+    """GCRA parameters: one call per `interval`, `burst` calls at once.
+
+    Calls leave on their turns but some arrive late (a busy worker, network or
+    receiver), and a late call lands in the next second beside that second's own
+    calls. So the turns leave one call of room in every second: at `rate` 10 they
+    come at most 9 in any one-second window (`rate - 1` a second, spaced
+    `PACING_MARGIN` wider still), and one late arrival keeps a window within 10.
+    Spaced at exactly 1/rate, 10 turns fit in a window and any late one made 11.
+    """
 
     def __init__(self, rate: float, burst: int = 1) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be positive and burst at least 1")
-        self.interval_us = int(1_000_000 * (1 + PACING_MARGIN) / rate)
+        room = max(rate - 1, rate / 2)  # one call a second of room; half the rate below 2
+        self.interval_us = int(1_000_000 * (1 + PACING_MARGIN) / room)
         self.tolerance_us = (burst - 1) * self.interval_us
 
 
