@@ -115,3 +115,25 @@ def test_every_post_gets_its_own_answer(parallel: int) -> None:
     assert sorted(team for group in store.groups for team in group) == sorted(
         ask.team_id for ask in asks
     )
+
+
+@pytest.mark.parametrize("steps", range(6))
+def test_a_post_just_after_a_drain_ends_is_still_recorded(steps: int) -> None:
+    # A POST that arrives while the drain that answered the last one is finishing
+    # (some loop steps after that answer) must still be recorded, not left waiting.
+    store, asks = SlowStore(seconds=0.0), _asks(2)
+    gatherer = Gatherer(store, parallel=1)  # type: ignore[arg-type]
+
+    async def one_after_the_other() -> list[RequestView]:
+        first = await gatherer.request(asks[0])
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        second = await gatherer.request(asks[1])  # in this step, not in a new task
+        return [first, second]
+
+    async def at_most_5_seconds() -> list[RequestView]:
+        return await asyncio.wait_for(one_after_the_other(), 5)
+
+    views = asyncio.run(at_most_5_seconds())
+
+    assert [view.team_id for view in views] == ["2-team0", "2-team1"]

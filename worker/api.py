@@ -339,32 +339,44 @@ class Gatherer:
         self.parallel = parallel
         self.largest = largest
         self._waiting: list[tuple[Ask, asyncio.Future[RequestView]]] = []
-        self._drains: set[asyncio.Task[None]] = set()
+        self._draining = 0
+        self._tasks: set[asyncio.Task[None]] = set()  # referenced until done
 
     async def request(self, ask: Ask) -> RequestView:
         answer: asyncio.Future[RequestView] = asyncio.get_running_loop().create_future()
         self._waiting.append((ask, answer))
-        if len(self._drains) < self.parallel:
+        if self._draining < self.parallel:
+            self._draining += 1
             drain = asyncio.create_task(self._drain())
-            self._drains.add(drain)
-            drain.add_done_callback(self._drains.discard)
+            self._tasks.add(drain)
+            drain.add_done_callback(self._tasks.discard)
         return await answer
 
     async def _drain(self) -> None:
-        while self._waiting:
-            group = self._waiting[: self.largest]
-            del self._waiting[: self.largest]
-            asks = [ask for ask, _ in group]
-            try:
-                views = await off_loop(functools.partial(self.client.request_many, asks))
-            except Exception as exc:
-                for _, answer in group:
-                    if not answer.done():
-                        answer.set_exception(exc)
-                continue
-            for ask, answer in group:
+        # `_draining` drops in the same step as the last look at `_waiting`: a POST
+        # that comes after it starts a drain of its own, none is left waiting.
+        try:
+            while self._waiting:
+                group = self._waiting[: self.largest]
+                del self._waiting[: self.largest]
+                await self._record(group)
+        finally:
+            self._draining -= 1
+
+    async def _record(self, group: list[tuple[Ask, asyncio.Future[RequestView]]]) -> None:
+        asks = [ask for ask, _ in group]
+        try:
+            views = await off_loop(functools.partial(self.client.request_many, asks))
+        except BaseException as exc:
+            for _, answer in group:
                 if not answer.done():
-                    answer.set_result(views[ask])
+                    answer.set_exception(exc) if isinstance(exc, Exception) else answer.cancel()
+            if not isinstance(exc, Exception):
+                raise  # cancelled (the server is stopping): its POSTs are cancelled too
+            return
+        for ask, answer in group:
+            if not answer.done():
+                answer.set_result(views[ask])
 
 
 GATHERER = web.AppKey("gatherer", Gatherer)
