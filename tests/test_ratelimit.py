@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
+from types import SimpleNamespace
 
 import fakeredis
 import pytest
 import redis.asyncio as aioredis
 
+from worker import ratelimit
 from worker.opsgenie import AccountPaused
 from worker.ratelimit import AccountGate, LocalGate, Pacing, RedisGate
 from worker.rules import Target, wait_for_turn
@@ -326,3 +329,40 @@ def test_the_turns_leave_room_for_one_late_call_in_every_second(rate: float) -> 
     # The most turns any one-second window can hold, plus one call sent late.
     most_in_a_second = math.floor(1 / interval) + 1
     assert most_in_a_second + 1 <= max(rate, 2)
+
+
+class _AnsweredLate(LocalGate):
+    """Books like LocalGate, but every answer comes 30 ms after its turn passed."""
+
+    def __init__(self) -> None:
+        super().__init__(Pacing(rate=10))
+        self.bookings = 0
+
+    async def reserve(self, calls: Mapping[str, int]) -> dict[str, list[float]]:
+        self.bookings += 1
+        return {account: [-0.03] * count for account, count in calls.items()}
+
+
+def test_a_turn_booked_just_now_is_not_missed() -> None:
+    # Booked again and again, a busy worker would spend the account's turns and then
+    # give up on an idle account; a fresh turn that already passed is taken at once.
+    gate = _AnsweredLate()
+
+    asyncio.run(wait_for_turn(_target(), gate, turn=None, max_wait=5))
+
+    assert gate.bookings == 1
+
+
+def test_a_clock_that_is_off_moves_turns_by_no_more_than_the_round_trip(
+    redis_clients: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def body(gate: RedisGate, _: RedisGate) -> None:
+        acme = account()
+        for skew in (10.0, -10.0):  # this host's clock ten seconds ahead, then behind
+            ahead = SimpleNamespace(time=lambda s=skew: time.time() + s, monotonic=time.monotonic)
+            monkeypatch.setattr(ratelimit, "time", ahead)
+            [delay] = (await gate.reserve({acme: 1}))[acme]
+            monkeypatch.undo()
+            assert -1.0 < delay <= 2 * INTERVAL
+
+    _paced_gates(redis_clients, body)

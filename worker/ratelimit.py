@@ -29,7 +29,7 @@ class AccountGate(Protocol):
         """Book calls per account; for each, the seconds to wait before making it.
 
         A delay is negative when the turn had already come by the time the booking
-        was answered (a busy worker reads its replies late): the caller is late.
+        was answered (a busy worker reads its replies late).
         """
 
     async def pause(self, account: str, seconds: float) -> None:
@@ -145,12 +145,14 @@ class RedisGate:
             return {}
         keys = [key for a in accounts for key in (self.pause_prefix + a, self.pace_prefix + a)]
         args = [self._pacing.interval_us, self._pacing.tolerance_us]
+        sent = time.monotonic()
         flat = await self._reserve(keys=keys, args=[*args, *(calls[a] for a in accounts)])
         # The delays count from the moment Redis ran the script. A busy worker may
         # read the reply much later; counted from then, its turns would fall late and
-        # bunch with other workers' on-time calls. Count them from Redis's clock
-        # instead (the same instant for every worker; hosts keep their clocks in sync).
-        late = time.time() - int(flat[0]) / 1_000_000
+        # bunch with other workers' on-time calls. So take off the time since Redis
+        # ran it, by its clock, but never more than the whole round trip (a host
+        # whose clock is off cannot move its turns further than that).
+        late = min(max(time.time() - int(flat[0]) / 1_000_000, 0.0), time.monotonic() - sent)
         booked, position = {}, 1
         for account in accounts:
             count = int(flat[position])

@@ -223,8 +223,10 @@ async def wait_for_turn(
     loop = asyncio.get_running_loop()
     for _ in range(MAX_REBOOKINGS):
         if turn is None:
+            # A turn booked just now is never missed: if it passed while the answer
+            # was on its way (a negative delay), the call leaves at once.
             [delay] = (await gate.reserve({target.gate_key: 1}))[target.gate_key]
-            turn = loop.time() + delay
+            turn = loop.time() + max(delay, 0.0)
         if turn - loop.time() > max_wait:
             raise AccountPaused("the account is paused or its pacing is full", turn - loop.time())
         if loop.time() < turn:
