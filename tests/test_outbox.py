@@ -224,3 +224,32 @@ def test_new_requests_asked_together_go_out_as_one_message(settings: Settings) -
         (BATCH_TASK, [str(batch.pop())]),  # three new requests, one message
         (VALIDATE_TASK, [new_alone.view.id]),  # one new request: a plain check
     ]
+
+
+def test_groups_of_overlapping_teams_recorded_at_once_do_not_deadlock(settings: Settings) -> None:
+    # Two producers record the same teams at the same moment, in opposite orders.
+    # Inserted as given, each would wait on the other's uncommitted rows.
+    sessions = session_factory(settings.effective_database_url)
+    errors: list[BaseException] = []
+
+    def record(asks: list[records.Ask], start: threading.Barrier) -> None:
+        start.wait()
+        try:
+            with sessions.begin() as session:
+                records.create_requests(session, asks, requested_by=Requester.API)
+        except BaseException as exc:  # a deadlock is an OperationalError
+            errors.append(exc)
+
+    for _ in range(15):
+        asks = [records.Ask(5, 9, f"1-{uuid.uuid4().hex}") for _ in range(40)]
+        start = threading.Barrier(2)
+        threads = [
+            threading.Thread(target=record, args=(order, start))
+            for order in (asks, list(reversed(asks)))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    assert errors == []

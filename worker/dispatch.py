@@ -167,9 +167,11 @@ def deal(page: Sequence[Row[Any]], batch_size: int) -> list[Sequence[Row[Any]]]:
 
     The teams are laid out by their rank within their account, then by account
     (every account's first team, then every account's second, ...), and cut in
-    order. Consecutive batches then share no account while the page holds at
-    least twice as many accounts as a batch holds teams, so the batches that the
-    workers run at the same time do not queue behind the same accounts' pacing.
+    order. Consecutive batches then share no account as long as at least twice
+    as many accounts as a batch holds teams still have teams to deal, so the
+    batches that the workers run at the same time do not queue behind the same
+    accounts' pacing. (An account with far more teams than the others ends the
+    page alone, as it must.)
     """
     ranks: Counter[int] = Counter()
     laid_out = []
@@ -208,6 +210,9 @@ def _record(
         for batch_id, countdown, teams in batches
         for team in teams
     ]
+    # In the active-request index's order, as the API inserts: opposite orders of
+    # overlapping teams could deadlock (ON CONFLICT waits for uncommitted rows).
+    rows.sort(key=lambda row: (row["organization_id"], row["integration_id"], row["team_id"]))
     session.execute(insert_skipping_active(session), rows)
 
 

@@ -237,7 +237,9 @@ def create_requests(
     `idempotency_key` (for a single ask: the column is unique) was taken by
     another team's request meanwhile.
     """
-    wanted = list(dict.fromkeys(asks))
+    # In index order: two producers inserting overlapping teams in opposite orders
+    # would each wait on the other's uncommitted row (ON CONFLICT waits for it).
+    wanted = sorted(set(asks), key=_index_order)
     if not wanted:
         return {}
     now = utcnow()
@@ -275,6 +277,11 @@ def insert_skipping_active(session: Session) -> Any:
     if session.get_bind().dialect.name == "postgresql":
         return postgresql.insert(ValidationRequest).on_conflict_do_nothing()
     return sqlite.insert(ValidationRequest).on_conflict_do_nothing()
+
+
+def _index_order(ask: Ask) -> tuple[int, int, str]:
+    """The order of the unique index on active requests: rows are inserted in it."""
+    return (ask.organization_id, ask.integration_id, ask.team_id)
 
 
 def _ask_of(request: ValidationRequest) -> Ask:
