@@ -33,13 +33,12 @@ from models import (
     IntegrationStatus,
     OrganizationIntegration,
     Requester,
-    RequestState,
     Team,
     ValidationRequest,
     ValidationRun,
     utcnow,
 )
-from worker.records import insert_skipping_active
+from worker.records import Ask, in_index_order, insert_skipping_active, request_row
 
 log = logging.getLogger("ogv.dispatch")
 
@@ -192,28 +191,19 @@ def _record(
 ) -> None:
     now = utcnow()
     rows = [
-        {
-            "id": uuid.uuid4(),
-            "organization_id": team.organization_id,
-            "integration_id": team.integration_id,
-            "team_id": team.id,
-            "requested_by": requested_by,
-            "state": RequestState.PENDING,
-            "attempts": 0,
-            "run_id": run_id,
-            "batch_id": batch_id,
-            "created_at": now,
-            "published_at": now,
+        request_row(
+            Ask(team.organization_id, team.integration_id, team.id),
+            requested_by,
+            now,
+            run_id=run_id,
+            batch_id=batch_id,
             # The sweeper must not republish a batch before its countdown is due.
-            "next_attempt_at": now + timedelta(seconds=countdown),
-        }
+            next_attempt_at=now + timedelta(seconds=countdown),
+        )
         for batch_id, countdown, teams in batches
         for team in teams
     ]
-    # In the active-request index's order, as the API inserts: opposite orders of
-    # overlapping teams could deadlock (ON CONFLICT waits for uncommitted rows).
-    rows.sort(key=lambda row: (row["organization_id"], row["integration_id"], row["team_id"]))
-    session.execute(insert_skipping_active(session), rows)
+    session.execute(insert_skipping_active(session), in_index_order(rows))
 
 
 def progress(session: Session, run_id: uuid.UUID) -> dict[str, int]:

@@ -237,28 +237,16 @@ def create_requests(
     `idempotency_key` (for a single ask: the column is unique) was taken by
     another team's request meanwhile.
     """
-    # In index order: two producers inserting overlapping teams in opposite orders
-    # would each wait on the other's uncommitted row (ON CONFLICT waits for it).
-    wanted = sorted(set(asks), key=_index_order)
+    wanted = list(dict.fromkeys(asks))
     if not wanted:
         return {}
     now = utcnow()
-    rows = [
-        {
-            "id": uuid.uuid4(),
-            "organization_id": ask.organization_id,
-            "integration_id": ask.integration_id,
-            "team_id": ask.team_id,
-            "requested_by": requested_by,
-            "state": RequestState.PENDING,
-            "attempts": 0,
-            "idempotency_key": idempotency_key,
-            "batch_id": batch_id,
-            "created_at": now,
-            "published_at": now,
-        }
-        for ask in wanted
-    ]
+    rows = in_index_order(
+        [
+            request_row(ask, requested_by, now, idempotency_key=idempotency_key, batch_id=batch_id)
+            for ask in wanted
+        ]
+    )
     # ON CONFLICT DO NOTHING: the partial unique index turns an ask for a team with an
     # active check into a no-op, and RETURNING gives back only the rows inserted.
     inserted = session.scalars(
@@ -279,9 +267,30 @@ def insert_skipping_active(session: Session) -> Any:
     return sqlite.insert(ValidationRequest).on_conflict_do_nothing()
 
 
-def _index_order(ask: Ask) -> tuple[int, int, str]:
-    """The order of the unique index on active requests: rows are inserted in it."""
-    return (ask.organization_id, ask.integration_id, ask.team_id)
+def request_row(ask: Ask, requested_by: Requester, now: datetime, **columns: Any) -> dict[str, Any]:
+    """The columns of a new pending request for `ask`, for `insert_skipping_active`."""
+    return {
+        "id": uuid.uuid4(),
+        "organization_id": ask.organization_id,
+        "integration_id": ask.integration_id,
+        "team_id": ask.team_id,
+        "requested_by": requested_by,
+        "state": RequestState.PENDING,
+        "attempts": 0,
+        "created_at": now,
+        "published_at": now,
+        **columns,
+    }
+
+
+def in_index_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`request_row`s sorted as the unique index on active requests orders them.
+
+    Every producer inserts in this order: two inserting overlapping teams in
+    opposite orders would each wait on the other's uncommitted row (ON CONFLICT
+    waits for it) and deadlock.
+    """
+    return sorted(rows, key=lambda r: (r["organization_id"], r["integration_id"], r["team_id"]))
 
 
 def _ask_of(request: ValidationRequest) -> Ask:
