@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
@@ -31,6 +32,9 @@ from worker.pipeline import Collaborators
 from worker.retries import RetryPolicy
 from worker.runtime import Runtime
 from worker.settings import OFFICIAL_BASE_URLS, Settings, get_settings
+
+if TYPE_CHECKING:
+    from tests.monitoring import Flower
 
 REDIS_URL = os.environ.get("OGV_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 POSTGRES_URL = os.environ.get(
@@ -252,3 +256,28 @@ def stack(
     running = open_stack(request.param, request, tmp_path_factory, fake)
     yield running
     running.stop()
+
+
+# The monitoring tests' stack and Flower (tests/monitoring.py imports this module,
+# so it is imported when a fixture runs, not at the top).
+
+
+@pytest.fixture(scope="module")
+def watched(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, fake: FakeOpsgenie
+) -> Iterator[Stack]:
+    """A Redis and PostgreSQL stack whose worker sends events and serves /metrics."""
+    from tests.monitoring import watched_stack
+
+    running = watched_stack(request, tmp_path_factory, fake)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def flower(watched: Stack) -> Iterator[Flower]:
+    """`ogv flower` on the watched stack."""
+    from tests.monitoring import running_flower
+
+    with running_flower(watched) as running:
+        yield running

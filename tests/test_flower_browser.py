@@ -31,8 +31,6 @@ from tests.monitoring import (
     basic_auth,
     http_get,
     install_direct,
-    running_flower,
-    watched_stack,
 )
 from tests.test_worker import validate
 from worker.fake_opsgenie import FakeOpsgenie, KeyScenario
@@ -53,21 +51,6 @@ CHROMIUM_FLAGS = (
     "--disable-sync",
     "--window-size=1680,900",
 )
-
-
-@pytest.fixture(scope="module")
-def watched(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, fake: FakeOpsgenie
-) -> Iterator[Stack]:
-    running = watched_stack(request, tmp_path_factory, fake)
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def flower(watched: Stack) -> Iterator[Flower]:
-    with running_flower(watched) as running:
-        yield running
 
 
 @pytest.fixture

@@ -9,28 +9,17 @@ one after, so nothing earlier in the session can blur them.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import create_engine, delete, func, select
 from sqlalchemy.orm import Session
 
 from models import Requester, RequestState, Team, TeamStatus, ValidationRequest, utcnow
 from tests.conftest import Stack
-from tests.monitoring import Samples, check_all, install_direct, scrape, value, watched_stack
+from tests.monitoring import Samples, check_all, install_direct, scrape, value
 from worker.fake_opsgenie import FakeOpsgenie, KeyScenario
 
 LATENCY = "ogv_opsgenie_request_duration_seconds_count"
-
-
-@pytest.fixture(scope="module")
-def watched(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, fake: FakeOpsgenie
-) -> Iterator[Stack]:
-    running = watched_stack(request, tmp_path_factory, fake)
-    yield running
-    running.stop()
 
 
 def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:

@@ -14,16 +14,14 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
 import redis
 from sqlalchemy import create_engine, inspect, text
 
 from tests.conftest import NAMESPACE, Stack
-from tests.monitoring import Flower, running_flower, scrape, watched_stack
+from tests.monitoring import Flower, scrape
 from tests.test_worker import install, ok_json, validate
 from worker.fake_opsgenie import FakeOpsgenie, KeyScenario
 
@@ -113,21 +111,6 @@ def test_a_sentinel_key_leaks_nowhere(stack: Stack, fake: FakeOpsgenie) -> None:
 
 
 # --- Flower and the metrics page, on a stack that serves both --------------------------
-
-
-@pytest.fixture(scope="module")
-def watched(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, fake: FakeOpsgenie
-) -> Iterator[Stack]:
-    running = watched_stack(request, tmp_path_factory, fake)
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def flower(watched: Stack) -> Iterator[Flower]:
-    with running_flower(watched) as running:
-        yield running
 
 
 def leaks(places: dict[str, str], sentinels: list[str]) -> dict[str, list[str]]:
