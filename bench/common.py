@@ -216,3 +216,19 @@ def database(admin_url: str, prefix: str) -> Iterator[str]:
 def libpq(url: str) -> str:
     """A SQLAlchemy URL as psycopg's connect() takes it."""
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@contextmanager
+def serving(
+    argv: list[str], env: dict[str, str], log: Path, port: int
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `argv` (a server) with its output appended to `log`, until it listens on
+    `port`; terminate it on exit."""
+    with log.open("ab") as out:
+        process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, process)
+        yield process
+    finally:
+        process.terminate()
+        process.wait(15)

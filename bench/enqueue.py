@@ -29,7 +29,6 @@ import os
 import platform
 import secrets
 import statistics
-import subprocess
 import time
 import uuid
 from collections import Counter
@@ -46,7 +45,7 @@ from cryptography.fernet import Fernet
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from bench.common import Sampler, cpu_used, database, free_port, ogv, wait_for_port
+from bench.common import Sampler, cpu_used, database, free_port, ogv, serving
 from models import Integration, OrganizationIntegration, Team, ValidationRequest
 from models.crypto import KeyVault
 from models.db import session_factory
@@ -99,18 +98,6 @@ def summary_ms(values: list[float]) -> dict[str, float]:
 
 
 # -- the service under test --------------------------------------------------------------
-
-
-@contextmanager
-def child(argv: list[str], env: dict[str, str], log: Path, port: int) -> Iterator[int]:
-    with log.open("ab") as out:
-        process = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_for_port(port, process)
-        yield process.pid
-    finally:
-        process.terminate()
-        process.wait(15)
 
 
 def install_teams(url: str, fernet_key: str, fake_url: str, count: int) -> list[str]:
@@ -256,7 +243,8 @@ def services(args: argparse.Namespace, stack: ExitStack) -> Iterator[Services]:
     fake_argv = [ogv(), "fake-opsgenie", "--port", str(fake_port), "--scenario", str(scenario)]
     sampler = stack.enter_context(Sampler())
     sampler.watch(os.getpid(), "load generator")
-    sampler.watch(stack.enter_context(child(fake_argv, env, logs / "fake.log", fake_port)), "fake")
+    fake = stack.enter_context(serving(fake_argv, env, logs / "fake.log", fake_port))
+    sampler.watch(fake.pid, "fake")
     sampler.watch_matching(make_url(url).database or "", "postgres backends")
     sampler.watch_matching("redis-server", "redis-server")
     running = Services(f"http://127.0.0.1:{api_port}", token, fake_url, url, logs, sampler)
@@ -266,7 +254,8 @@ def services(args: argparse.Namespace, stack: ExitStack) -> Iterator[Services]:
         running.workers.append(stack.enter_context(worker))
         sampler.watch(worker.pid, f"worker {len(running.workers)}")
     api_argv = [ogv(), "api", "--port", str(api_port)]
-    sampler.watch(stack.enter_context(child(api_argv, env, logs / "api.log", api_port)), "api")
+    api = stack.enter_context(serving(api_argv, env, logs / "api.log", api_port))
+    sampler.watch(api.pid, "api")
     yield running
 
 

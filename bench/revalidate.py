@@ -45,8 +45,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,7 +64,7 @@ from bench.common import (
     free_port,
     libpq,
     ogv,
-    wait_for_port,
+    serving,
 )
 from worker.local import LocalWorker
 from worker.settings import OFFICIAL_BASE_URLS
@@ -557,7 +556,8 @@ def main(argv: list[str] | None = None) -> None:
         install(bench, args.teams, args.accounts)
         scenario = logs / "scenario.json"
         write_scenario(bench, scenario)
-        fake = stack.enter_context(fake_process(bench, scenario, fake_port))
+        fake_argv = [ogv(), "fake-opsgenie", "--port", str(fake_port), "--scenario", str(scenario)]
+        fake = stack.enter_context(serving(fake_argv, env, logs / "fake.log", fake_port))
         sampler.watch(fake.pid, "fake Opsgenie")
         result["setup"]["install_s"] = round(time.perf_counter() - clock, 1)
         say(f"installed {args.teams} teams over {args.accounts} accounts; fake at {fake_url}")
@@ -596,19 +596,6 @@ def postgres_server_version(url: str) -> str:
     with psycopg.connect(libpq(url)) as conn:
         row = conn.execute("SHOW server_version").fetchone()
     return str(row[0]) if row else ""
-
-
-@contextmanager
-def fake_process(bench: Bench, scenario: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    argv = [ogv(), "fake-opsgenie", "--port", str(port), "--scenario", str(scenario)]
-    with (bench.logs / "fake.log").open("ab") as out:
-        process = subprocess.Popen(argv, env=bench.env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_for_port(port, process)
-        yield process
-    finally:
-        process.terminate()
-        process.wait(15)
 
 
 def summarise(result: dict[str, Any]) -> dict[str, Any]:
