@@ -367,13 +367,15 @@ class Gatherer:
         asks = [ask for ask, _ in group]
         try:
             views = await off_loop(functools.partial(self.client.request_many, asks))
-        except BaseException as exc:
+        except Exception as exc:
             for _, answer in group:
                 if not answer.done():
-                    answer.set_exception(exc) if isinstance(exc, Exception) else answer.cancel()
-            if not isinstance(exc, Exception):
-                raise  # cancelled (the server is stopping): its POSTs are cancelled too
+                    answer.set_exception(exc)
             return
+        except BaseException:
+            for _, answer in group:
+                answer.cancel()  # the server is stopping: its POSTs are cancelled too
+            raise
         for ask, answer in group:
             if not answer.done():
                 answer.set_result(views[ask])
