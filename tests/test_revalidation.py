@@ -118,30 +118,70 @@ def test_dispatch_streams_pages_and_records_in_bulk(settings: Settings, fake: Fa
     with Statements(engine_of(settings)) as sql:
         sent, published = run_dispatch(settings, org, dispatch.Plan(25, 100, window=10.0))
 
-    pages = [s for s in sql.matching("SELECT") if "FROM teams" in s and "ORDER BY teams.id" in s]
-    assert len(pages) == 10 + 1  # ten full pages, then an empty one
-    assert all("LIMIT" in s for s in pages)
+    # Ten pages of 100 teams: five of each account per round, by label, one bulk
+    # INSERT per page; then a round that finds every account exhausted.
     inserts = sql.matching("INSERT INTO validation_requests")
-    assert 10 <= len(inserts) <= 20  # one bulk statement per page, not one per team
+    assert len(inserts) == 10
+    rounds = [
+        s for s in sql.matching("SELECT") if "FROM teams" in s and "ORDER BY teams.label" in s
+    ]
+    per_round = 1 if engine_of(settings).dialect.name == "postgresql" else 20
+    assert len(rounds) == 11 * per_round
+    assert all("LIMIT" in s for s in rounds)
     assert sent.requests == 1000 and sent.batches == len(published) == 10 * 4
     countdowns = sorted(c for _, c in published)
     assert countdowns[0] == 0 and 9.0 < countdowns[-1] < 10.0
     with session_factory(settings.effective_database_url)() as session:
         rows = session.execute(
-            select(ValidationRequest.batch_id, ValidationRequest.integration_id).where(
+            select(ValidationRequest.batch_id, ValidationRequest.team_id).where(
                 ValidationRequest.run_id == sent.run_id
             )
         ).all()
-        assert (
-            sorted(
-                session.scalars(
-                    select(ValidationRequest.team_id).where(ValidationRequest.run_id == sent.run_id)
+    assert sorted(team_id for _, team_id in rows) == team_ids
+    teams_of: dict[uuid.UUID, list[str]] = {}
+    for batch_id, team_id in rows:
+        teams_of.setdefault(batch_id, []).append(team_id)
+    accounts_of = {
+        batch: {team.split("-")[0] for team in teams} for batch, teams in teams_of.items()
+    }
+    # Every page, in the order it was published, holds five teams of each account.
+    order = [batch_id for batch_id, _ in published]
+    for page in (order[i : i + 4] for i in range(0, len(order), 4)):
+        accounts = Counter(team.split("-")[0] for batch in page for team in teams_of[batch])
+        assert len(accounts) == 20 and set(accounts.values()) == {5}
+    assert all(len(accounts_of[batch]) == 20 for batch in order)  # 25 teams, 20 accounts
+
+
+def test_dispatch_reads_few_teams_of_every_account_per_page(
+    settings: Settings, fake: FakeOpsgenie
+) -> None:
+    # Ids put each account's teams side by side: read by id, a page of 30 would hold
+    # one account and a half, and the batches running at once would all wait on
+    # the same account's pacing.
+    org, team_ids, _ = add_teams(settings, fake, accounts=6, per_account=20)
+    with Statements(engine_of(settings)) as sql:
+        sent, published = run_dispatch(settings, org, dispatch.Plan(6, 30))
+
+    assert sent.requests == 120 and len(published) == 20
+    with session_factory(settings.effective_database_url)() as session:
+        batch_of = dict(
+            session.execute(
+                select(ValidationRequest.team_id, ValidationRequest.batch_id).where(
+                    ValidationRequest.run_id == sent.run_id
                 )
-            )
-            == team_ids
+            ).all()
         )
-    accounts_per_batch = Counter(batch for batch, _ in {(b, i) for b, i in rows})
-    assert min(accounts_per_batch.values()) >= 2  # a page's accounts are dealt out
+    order = {batch_id: n for n, (batch_id, _) in enumerate(published)}
+    by_batch = sorted(team_ids, key=lambda team: order[batch_of[team]])
+    for page in (by_batch[i : i + 30] for i in range(0, len(by_batch), 30)):
+        assert Counter(team.split("-")[0] for team in page) == Counter(
+            {team.split("-")[0]: 5 for team in team_ids}
+        )
+    # Each account's teams are dispatched in label order, one round after another.
+    for account in {team.split("-")[0] for team in team_ids}:
+        mine = [team for team in by_batch if team.startswith(f"{account}-")]
+        assert mine == sorted(mine)
+    assert len(sql.matching("INSERT INTO validation_requests")) == 4
 
 
 def test_dispatch_skips_teams_with_an_active_check(settings: Settings, fake: FakeOpsgenie) -> None:

@@ -1,18 +1,23 @@
 """The periodic re-validation: every stored team, streamed, recorded in bulk, spread out.
 
-A run pages through the teams by id (keyset pagination: one page in memory at a
-time, whatever the size of the table), records a pending request per team in one
-bulk INSERT per page, and publishes batch messages whose countdowns spread the
-run evenly over the dispatch window, and no earlier than the batch's accounts
-can have made their earlier checks of the run at their rate. A team that
-already has a check pending or running is skipped: the partial unique index
-turns its insert into a no-op.
+A run reads the teams a page at a time (keyset pagination: one page in memory,
+whatever the size of the table), records a pending request per team in one bulk
+INSERT per page, and publishes batch messages whose countdowns spread the run
+evenly over the dispatch window, and no earlier than the batch's accounts can
+have made their earlier checks of the run at their rate. A team that already
+has a check pending or running is skipped: the partial unique index turns its
+insert into a no-op.
 
-Within a page, teams are dealt into batches by account (`deal`). Teams sort by
-id, and ids start with their organization integration, so a page holds long
-runs of one account; dealt out, every batch holds many accounts and consecutive
-batches hold different ones, so no batch waits on one account's rate limit and
-the batches running at once do not wait on the same accounts.
+The order of the messages is the order in which a busy worker runs them (the
+broker is first in, first out), so it decides which accounts are called at
+the same time, and every account allows only so many calls a second. So pages
+are not cut from the teams in id order, where one account's teams sit side by
+side (a page of 20,000 teams of accounts of 100 holds only 200 accounts, and
+their pacing, not the workers, would set the pace). Instead the dispatcher
+takes the accounts a page at a time and reads their teams in rounds: each round
+takes the next few teams of every account that has teams left, by keyset on
+the (account, label) unique index (`_rounds`). Within a page, `deal` lays the
+teams out so that consecutive batches hold different accounts.
 """
 
 from __future__ import annotations
@@ -21,12 +26,13 @@ import logging
 import math
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import BigInteger, String, bindparam, func, select, true, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import (
@@ -38,6 +44,7 @@ from models import (
     ValidationRun,
     utcnow,
 )
+from worker.ratelimit import Pacing
 from worker.records import Ask, in_index_order, insert_skipping_active, request_row
 
 log = logging.getLogger("ogv.dispatch")
@@ -91,10 +98,9 @@ def dispatch(
         scope, requested_by = run.organization_id, run.requested_by
         total = session.scalar(select(func.count()).select_from(_teams(scope).subquery())) or 0
     spacing = plan.window / max(1, math.ceil(total / plan.batch_size))
-    after, batches = "", 0
+    batches = 0
     turns: Counter[int] = Counter()  # checks dispatched so far per account: O(accounts)
-    while page := _page(sessions, scope, after, plan.page_size):
-        after = page[-1].id
+    for page in _rounds(sessions, scope, plan.page_size):
         groups = deal(page, plan.batch_size)
         ids = [uuid.uuid4() for _ in groups]
         due = [
@@ -121,47 +127,141 @@ def dispatch(
     return Dispatched(run_id, requests, batches)
 
 
+class TeamRef(NamedTuple):
+    """What the dispatcher needs of a team to record its request."""
+
+    id: str
+    organization_id: int
+    integration_id: int
+
+
 def _teams(organization_id: int | None) -> Any:
-    query = (
-        select(
-            Team.id, OrganizationIntegration.organization_id, OrganizationIntegration.integration_id
-        )
+    return (
+        select(Team.id)
         .join(
             OrganizationIntegration, Team.organization_integration_id == OrganizationIntegration.id
         )
-        .where(OrganizationIntegration.status == IntegrationStatus.ACTIVE)
+        .where(*_in_scope(organization_id))
     )
+
+
+def _in_scope(organization_id: int | None) -> list[Any]:
+    scope = [OrganizationIntegration.status == IntegrationStatus.ACTIVE]
     if organization_id is not None:
-        query = query.where(OrganizationIntegration.organization_id == organization_id)
-    return query
+        scope.append(OrganizationIntegration.organization_id == organization_id)
+    return scope
 
 
-def _page(
-    sessions: sessionmaker[Session], organization_id: int | None, after: str, size: int
-) -> Sequence[Row[Any]]:
+def _rounds(
+    sessions: sessionmaker[Session], organization_id: int | None, page_size: int
+) -> Iterator[list[TeamRef]]:
+    """The teams in scope, a page at a time, each page taking a few teams of many accounts.
+
+    Accounts (organization integrations) are read `page_size` at a time by id.
+    Their teams are then read in rounds: a round takes, for every account that
+    still has teams, its next `page_size // accounts` teams by label. Memory holds
+    one page of teams and one page of accounts with the last label read of each.
+    """
+    after_link = 0
+    while accounts := _accounts(sessions, organization_id, after_link, page_size):
+        after_link = accounts[-1][0]
+        owners = {link_id: (org, integration) for link_id, org, integration in accounts}
+        last_label = dict.fromkeys(owners, "")
+        while last_label:
+            take = max(1, page_size // len(last_label))
+            with sessions() as session:
+                found = _next_teams(session, last_label, take)
+            read: Counter[int] = Counter()
+            page = []
+            for link_id, team_id, label in found:
+                last_label[link_id] = label  # in label order within an account
+                read[link_id] += 1
+                page.append(TeamRef(team_id, *owners[link_id]))
+            for link_id in [link for link in last_label if read[link] < take]:
+                del last_label[link_id]  # fewer than asked for: none left
+            if page:
+                yield page
+
+
+def _accounts(
+    sessions: sessionmaker[Session], organization_id: int | None, after: int, size: int
+) -> list[tuple[int, int, int]]:
     with sessions() as session:
-        return session.execute(
-            _teams(organization_id).where(Team.id > after).order_by(Team.id).limit(size)
-        ).all()
+        rows = session.execute(
+            select(
+                OrganizationIntegration.id,
+                OrganizationIntegration.organization_id,
+                OrganizationIntegration.integration_id,
+            )
+            .where(OrganizationIntegration.id > after, *_in_scope(organization_id))
+            .order_by(OrganizationIntegration.id)
+            .limit(size)
+        )
+        return [(link_id, org, integration) for link_id, org, integration in rows]
 
 
-def _paced(group: Sequence[Row[Any]], turns: Counter[int], plan: Plan) -> float:
+def _next_teams(
+    session: Session, last_label: dict[int, str], take: int
+) -> list[tuple[int, str, str]]:
+    """For each account, the `take` teams after its last label read: (account, id, label).
+
+    On PostgreSQL one statement does it, a LATERAL subquery per account over the
+    arrays of accounts and labels; elsewhere (the embedded SQLite) one query per
+    account. Both walk the (account, label) unique index. The rows come back in
+    label order within each account.
+    """
+    after = select(Team.id, Team.label).order_by(Team.label).limit(take)
+    if session.get_bind().dialect.name == "postgresql":
+        cursors = (
+            func.unnest(
+                bindparam("links", list(last_label), type_=ARRAY(BigInteger)),
+                bindparam("labels", list(last_label.values()), type_=ARRAY(String)),
+            )
+            .table_valued("link_id", "last_label")
+            .render_derived()
+        )
+        following = after.where(
+            Team.organization_integration_id == cursors.c.link_id,
+            Team.label > cursors.c.last_label,
+        ).lateral()
+        rows = session.execute(
+            select(cursors.c.link_id, following.c.id, following.c.label)
+            .select_from(cursors)
+            .join(following, true())
+            .order_by(cursors.c.link_id, following.c.label)
+        )
+        return [(link_id, team_id, label) for link_id, team_id, label in rows]
+    one_account = after.where(
+        Team.organization_integration_id == bindparam("link_id"),
+        Team.label > bindparam("last_label"),
+    )
+    return [
+        (link_id, team_id, label)
+        for link_id, last in last_label.items()
+        for team_id, label in session.execute(one_account, {"link_id": link_id, "last_label": last})
+    ]
+
+
+def _paced(group: Sequence[TeamRef], turns: Counter[int], plan: Plan) -> float:
     """When the accounts of `group` can have made their earlier checks of the run.
 
-    A page holds long runs of few accounts, and with a short window every batch
-    would reach the workers at once, each holding a worker while its calls wait
-    their turn behind the batches before it. Sent when its turn comes, a batch
-    lets the workers serve other pages, and so other accounts, meanwhile.
+    An account's checks are spread over many batches, and with a short window
+    every batch would reach the workers at once, each holding a worker while its
+    calls wait their turn behind the batches before it. Due when its accounts'
+    turns come (their checks so far, at the workers' pacing interval), a batch
+    that arrives early waits in the worker's timer instead, and idle workers
+    serve other accounts meanwhile.
     """
     if plan.account_rate <= 0:
         return 0.0
     accounts = Counter(team.integration_id for team in group)
-    due = max(turns[account] for account in accounts) / plan.account_rate
+    interval = Pacing(plan.account_rate).interval_us / 1_000_000
+    due = max(turns[account] for account in accounts) * interval
     turns.update(accounts)
     return min(due, max(plan.window, PACED_COUNTDOWN_CAP))
 
 
-def deal(page: Sequence[Row[Any]], batch_size: int) -> list[Sequence[Row[Any]]]:
+def deal(page: Sequence[TeamRef], batch_size: int) -> list[Sequence[TeamRef]]:
     """Cut a page into batches that keep each account's teams as far apart as they can.
 
     The teams are laid out by their rank within their account, then by account
@@ -187,7 +287,7 @@ def _record(
     session: Session,
     run_id: uuid.UUID,
     requested_by: Requester,
-    batches: list[tuple[uuid.UUID, float, Sequence[Row[Any]]]],
+    batches: list[tuple[uuid.UUID, float, Sequence[TeamRef]]],
 ) -> None:
     now = utcnow()
     rows = [
