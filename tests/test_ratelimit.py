@@ -323,12 +323,32 @@ def test_a_turn_too_far_off_goes_back_to_the_queue() -> None:
     asyncio.run(main())
 
 
-@pytest.mark.parametrize("rate", [0.5, 1, 2, 5, 10, 100])
-def test_the_turns_leave_room_for_one_late_call_in_every_second(rate: float) -> None:
-    interval = Pacing(rate).interval_us / 1_000_000
-    # The most turns any one-second window can hold, plus one call sent late.
-    most_in_a_second = math.floor(1 / interval) + 1
-    assert most_in_a_second + 1 <= max(rate, 2)
+@pytest.mark.parametrize("rate", [0.5, 1, 2, 5, 10, 20, 50, 100, 1000])
+def test_the_turns_leave_room_for_the_calls_sent_late(rate: float) -> None:
+    pacing = Pacing(rate)
+    interval = pacing.interval_us / 1_000_000
+    # The most turns any one-second window can hold, plus the calls of earlier turns
+    # that, sent up to the tolerance late, land in it.
+    most_in_a_second = math.floor(1 / interval) + math.ceil(pacing.late_tolerance / interval)
+    assert most_in_a_second <= max(rate, 2)
+    # At the usual rates a late call leaves half an interval for the network.
+    assert pacing.late_tolerance <= max(interval / 2, 0.02)
+
+
+def test_a_call_late_by_less_than_half_an_interval_keeps_its_turn() -> None:
+    async def main() -> None:
+        gate = LocalGate(Pacing(rate=10))
+        assert gate.late_tolerance == pytest.approx(INTERVAL / 2, abs=1e-6)
+        loop = asyncio.get_running_loop()
+        await gate.reserve({_target().gate_key: 1})  # the turn this call was given
+        started = loop.time()
+        await wait_for_turn(_target(), gate, turn=started - INTERVAL / 3, max_wait=5)
+        assert loop.time() - started < 0.02  # sent at once
+        # It booked nothing more: the account's next turn is still one interval on.
+        [delay] = (await gate.reserve({_target().gate_key: 1}))[_target().gate_key]
+        assert delay == pytest.approx(INTERVAL, abs=0.02)
+
+    asyncio.run(main())
 
 
 class _AnsweredLate(LocalGate):

@@ -38,9 +38,17 @@ class AccountGate(Protocol):
     async def paused_for(self, account: str) -> float:
         """Seconds left before `account` may be called again (0 when it may)."""
 
+    @property
+    def late_tolerance(self) -> float:
+        """Seconds a call may leave after its turn (`Pacing.late_tolerance`)."""
+
 
 PACING_MARGIN = 0.05
 """How much wider than strictly needed the turns are spaced (see `Pacing`)."""
+
+MIN_LATE_TOLERANCE = 0.02
+"""Seconds a call may always leave after its turn, however high the rate (see `Pacing`).
+At high rates the turns leave room for several late calls a second, not just one."""
 
 
 class Pacing:
@@ -52,6 +60,12 @@ class Pacing:
     come at most 9 in any one-second window (`rate - 1` a second, spaced
     `PACING_MARGIN` wider still), and one late arrival keeps a window within 10.
     Spaced at exactly 1/rate, 10 turns fit in a window and any late one made 11.
+
+    A call less than one interval late can only be that one late arrival: the
+    turn before it is a whole interval earlier. So a call may leave up to
+    `late_tolerance` after its turn, half an interval (the other half is for the
+    network and the receiver), and at least `MIN_LATE_TOLERANCE`. A call later
+    than that books a new turn instead.
     """
 
     def __init__(self, rate: float, burst: int = 1) -> None:
@@ -60,6 +74,7 @@ class Pacing:
         room = max(rate - 1, rate / 2)  # one call a second of room; half the rate below 2
         self.interval_us = int(1_000_000 * (1 + PACING_MARGIN) / room)
         self.tolerance_us = (burst - 1) * self.interval_us
+        self.late_tolerance = max(MIN_LATE_TOLERANCE, self.interval_us / 2_000_000)
 
 
 class LocalGate:
@@ -67,6 +82,7 @@ class LocalGate:
 
     def __init__(self, pacing: Pacing | None = None) -> None:
         self._pacing = pacing or Pacing(rate=1_000_000)
+        self.late_tolerance = self._pacing.late_tolerance
         self._paused_until: dict[str, float] = {}
         self._tat_us: dict[str, int] = {}
 
@@ -135,6 +151,7 @@ class RedisGate:
     ) -> None:
         self._redis = client
         self._pacing = pacing or Pacing(rate=1_000_000)
+        self.late_tolerance = self._pacing.late_tolerance
         self.pause_prefix = f"{namespace}:pause:"
         self.pace_prefix = f"{namespace}:pace:"
         self._reserve = client.register_script(RESERVE_SCRIPT)

@@ -175,11 +175,6 @@ def _resolve_one(
     )
 
 
-LATE_TOLERANCE = 0.02
-"""Seconds a call may leave after its booked turn. A call that wakes later than this
-(a busy event loop) books a new turn instead: sent late on an old turn, it would
-bunch with the account's on-time calls and push one second past the rate."""
-
 MAX_REBOOKINGS = 10
 
 
@@ -231,9 +226,11 @@ async def wait_for_turn(
             raise AccountPaused("the account is paused or its pacing is full", turn - loop.time())
         if loop.time() < turn:
             await asyncio.sleep(turn - loop.time())
-        if loop.time() - turn <= LATE_TOLERANCE:
+        if loop.time() - turn <= gate.late_tolerance:
             return
-        turn = None  # woke too late: that turn is gone, book another
+        # Woke too late (a busy event loop): sent on its old turn, the call would bunch
+        # with the account's on-time calls and push a second past the rate. Book another.
+        turn = None
     raise AccountPaused("the worker is too busy to keep the account's pacing", 1.0)
 
 
