@@ -81,8 +81,9 @@ class Collaborators:
     """How long a worker holds a running request before the sweeper may hand it on."""
     max_wait: float = 5.0
     """The longest wait for an account's turn that is spent in place, not requeued."""
-    concurrency: int = 50
-    """How many checks of one batch may wait on Opsgenie at once."""
+    concurrency: int = 100
+    """How many checks of one batch may wait on Opsgenie at once. The batch books every
+    check's turn up front, so a check that waits for a slot past its turn books again."""
     on_changes: Callable[[list[records.StatusChange]], None] = lambda changes: None
     """Called after a commit that changed team statuses (events, webhooks)."""
 

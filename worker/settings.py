@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     dispatch_window: float = Field(default=600.0, ge=0)
     dispatch_page_size: int = Field(default=20_000, ge=1)
     batch_size: int = Field(default=100, ge=1, le=10_000)
-    batch_concurrency: int = Field(default=50, ge=1)
+    batch_concurrency: int = Field(default=100, ge=1)
 
     status_webhook_url: str | None = None
     webhook_timeout: float = Field(default=5.0, gt=0)
