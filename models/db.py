@@ -8,14 +8,15 @@ drops them without closing them, as SQLAlchemy's multiprocessing guide advises.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import ColumnElement, Connection, Engine, any_, bindparam, create_engine, event
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import QueryableAttribute, Session, sessionmaker
 
 
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -94,3 +95,21 @@ def dispose_all() -> None:
         for factory in _FACTORIES.values():
             factory.kw["bind"].dispose()
         _FACTORIES.clear()
+
+
+def one_of(
+    on: Session | Connection,
+    column: ColumnElement[Any] | QueryableAttribute[Any],
+    values: Iterable[Any],
+) -> ColumnElement[bool]:
+    """`column IN (values)`; on PostgreSQL, `column = ANY(array)` with one parameter.
+
+    An IN list renders one parameter per value, so every size is another statement
+    to compile, convert and plan, and a long one is never cached (psycopg caches
+    statements up to 4 KB). With one array the statement is the same for any number
+    of values.
+    """
+    dialect = on.dialect if isinstance(on, Connection) else on.get_bind().dialect
+    if dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+    return column.in_(list(values))

@@ -43,6 +43,7 @@ from models import (
     utcnow,
 )
 from models.crypto import KeyVault
+from models.db import one_of
 from worker.baseurl import check_allowed
 from worker.rules import OPSGENIE_PROVIDER, Result, Target
 
@@ -430,7 +431,7 @@ def finish_many(session: Session, completions: Sequence[Completion]) -> Written:
     connection = session.connection()
     open_ids = connection.scalars(
         select(_REQUESTS.c.id)
-        .where(_REQUESTS.c.id.in_(by_id), _REQUESTS.c.state.not_in(FINAL_STATES))
+        .where(one_of(session, _REQUESTS.c.id, by_id), _REQUESTS.c.state.not_in(FINAL_STATES))
         .order_by(_REQUESTS.c.id)
         .with_for_update()
     ).all()
@@ -493,7 +494,7 @@ def _apply_to_teams(connection: Connection, completions: list[Completion]) -> li
         row.id: _TeamNow(row.id, row.key_version, row.status, row.last_checked_at)
         for row in connection.execute(
             select(_TEAMS.c.id, _TEAMS.c.key_version, _TEAMS.c.status, _TEAMS.c.last_checked_at)
-            .where(_TEAMS.c.id.in_(targets))
+            .where(one_of(connection, _TEAMS.c.id, targets))
             .order_by(_TEAMS.c.id)
             .with_for_update()
         )

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models import (
@@ -25,6 +25,7 @@ from models import (
     Team,
 )
 from models.crypto import KeyVault, UndecryptableKey
+from models.db import one_of
 from worker.baseurl import BaseUrlError
 from worker.opsgenie import AccountPaused, OpsgenieClient, OpsgenieError, Throttled, Verdict
 from worker.ratelimit import AccountGate
@@ -103,7 +104,10 @@ def resolve_many(
                 )
                 .where(
                     Integration.provider == OPSGENIE_PROVIDER,
-                    tuple_(OrganizationIntegration.organization_id, Integration.id).in_(pairs),
+                    # Every pair asked about, and maybe a few more: each org with each
+                    # integration asked about. The lookup below takes the pairs asked.
+                    one_of(session, OrganizationIntegration.organization_id, {o for o, _ in pairs}),
+                    one_of(session, Integration.id, {i for _, i in pairs}),
                 )
             )
         }
@@ -121,7 +125,7 @@ def resolve_many(
                     Team.label,
                     Team.encrypted_key,
                     Team.key_version,
-                ).where(Team.id.in_(wanted))
+                ).where(one_of(session, Team.id, wanted))
             )
         }
         if wanted
