@@ -346,6 +346,31 @@ def test_a_refused_connection_is_a_connection_error() -> None:
     assert isinstance(error.__cause__, aiohttp.ClientConnectorError)
 
 
+def test_every_call_is_reported_with_its_status_or_as_a_failure(fake: FakeOpsgenie) -> None:
+    good, revoked = new_key("good"), new_key("revoked")
+    fake.set_key(good, KeyScenario(account="acme"))
+    fake.set_key(revoked, KeyScenario("invalid_key", account="acme"))
+    nobody = f"http://127.0.0.1:{unused_port()}/"
+    answers: list[tuple[int | None, float]] = []
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as session:
+            client = OpsgenieClient(
+                session,
+                allowed_base_urls=[fake.url, nobody],
+                on_answer=lambda status, seconds: answers.append((status, seconds)),
+            )
+            await client.check_key(fake.url, good)
+            await client.check_key(fake.url, revoked)
+            with pytest.raises(NetworkError):
+                await client.check_key(nobody, good)
+
+    asyncio.run(main())
+
+    assert [status for status, _ in answers] == [200, 401, None]
+    assert all(0 <= seconds < 10 for _, seconds in answers)
+
+
 def test_a_host_that_does_not_resolve_is_a_dns_error() -> None:
     key = new_key("no-such-host")
     url = "http://ogv-test.invalid/"  # RFC 6761: .invalid never resolves

@@ -29,14 +29,11 @@ import os
 import shutil
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, ParamSpec
+from typing import TYPE_CHECKING, ParamSpec
 
-import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server, values
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -138,33 +135,15 @@ def status_class(status: int) -> str:
     return "429" if status == 429 else f"{status // 100}xx"
 
 
-def opsgenie_trace_config(probe: str) -> aiohttp.TraceConfig:
-    """Times every request of the session it is added to (the Opsgenie session)."""
-    trace = aiohttp.TraceConfig()
+def opsgenie_call_observer(probe: str) -> Callable[[int | None, float], None]:
+    """Times every call of the Opsgenie client (its `on_answer`): status None is a failure."""
 
-    async def started(_: aiohttp.ClientSession, ctx: SimpleNamespace, __: Any) -> None:
-        ctx.started = time.monotonic()
+    @_never_raise
+    def observe(status: int | None, seconds: float) -> None:
+        label = "error" if status is None else status_class(status)
+        OPSGENIE_LATENCY.labels(probe, label).observe(seconds)
 
-    async def answered(
-        _: aiohttp.ClientSession, ctx: SimpleNamespace, params: aiohttp.TraceRequestEndParams
-    ) -> None:
-        _observe_call(probe, status_class(params.response.status), ctx)
-
-    async def failed(_: aiohttp.ClientSession, ctx: SimpleNamespace, __: Any) -> None:
-        _observe_call(probe, "error", ctx)
-
-    trace.on_request_start.append(started)
-    trace.on_request_end.append(answered)
-    trace.on_request_exception.append(failed)
-    trace.freeze()
-    return trace
-
-
-@_never_raise
-def _observe_call(probe: str, status: str, ctx: SimpleNamespace) -> None:
-    started = getattr(ctx, "started", None)
-    if started is not None:
-        OPSGENIE_LATENCY.labels(probe, status).observe(time.monotonic() - started)
+    return observe
 
 
 # --- what the database holds, read at scrape time --------------------------------------

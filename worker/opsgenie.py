@@ -20,8 +20,9 @@ No message here ever contains the key: it travels only in the Authorization head
 from __future__ import annotations
 
 import json
+import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,31 +148,52 @@ class OpsgenieClient:
         probe: ProbeName = "authenticate",
         timeout: aiohttp.ClientTimeout | None = None,
         max_response_bytes: int = 64 * 1024,
+        on_answer: Callable[[int | None, float], None] = lambda status, seconds: None,
     ) -> None:
+        """`on_answer(status, seconds)` is told of every call: the HTTP status (None when
+        no answer came) and the seconds until the response headers or the failure."""
         self._session = session
         self._allowed = frozenset(allowed_base_urls)
+        self._urls: dict[str, str] = {}  # base URL -> the probe's URL, once allowed
         self.probe = PROBES[probe]
         self._timeout = timeout or aiohttp.ClientTimeout(total=10, connect=3)
         self._max_bytes = max_response_bytes
+        self._on_answer = on_answer
+        self._headers = {"Accept": "application/json"}
+        self._body = None
+        if self.probe.json_body is not None:
+            # Encoded once: the body is the same for every key.
+            self._body = json.dumps(self.probe.json_body).encode()
+            self._headers["Content-Type"] = "application/json"
+
+    def _url_for(self, base_url: str) -> str:
+        url = self._urls.get(base_url)
+        if url is None:
+            url = check_allowed(base_url, self._allowed) + self.probe.path
+            self._urls[base_url] = url
+        return url
 
     async def check_key(self, base_url: str, key: str) -> Verdict:
         """Probe `key` against the account at `base_url`; raise on anything not final."""
-        url = check_allowed(base_url, self._allowed) + self.probe.path
+        url = self._url_for(base_url)
         headers = {
+            **self._headers,
             "Authorization": f"GenieKey {key}",
-            "Accept": "application/json",
             "X-Request-ID": str(uuid.uuid4()),
         }
+        started, answered = time.monotonic(), False
         try:
             async with self._session.request(
                 self.probe.method,
                 url,
-                json=self.probe.json_body,
+                data=self._body,
                 params=self.probe.params,
                 headers=headers,
                 allow_redirects=False,
                 timeout=self._timeout,
             ) as response:
+                answered = True
+                self._on_answer(response.status, time.monotonic() - started)
                 body = await _read_capped(response.content, self._max_bytes)
                 return classify(response.status, response.headers, body)
         except TimeoutError as exc:
@@ -182,6 +204,9 @@ class OpsgenieClient:
             raise NetworkError(
                 f"the connection to Opsgenie failed ({type(exc).__name__})", "connection_error"
             ) from exc
+        finally:
+            if not answered:
+                self._on_answer(None, time.monotonic() - started)
 
 
 async def _read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import aiohttp
 import redis.asyncio as aioredis
 
-from worker.metrics import opsgenie_trace_config
+from worker.metrics import opsgenie_call_observer
 from worker.opsgenie import OpsgenieClient
 from worker.ratelimit import AccountGate, LocalGate, Pacing, RedisGate
 from worker.settings import Settings, get_settings
@@ -85,11 +85,7 @@ class Runtime:
             connector = aiohttp.TCPConnector(
                 limit=settings.http_connections, ttl_dns_cache=300, enable_cleanup_closed=True
             )
-            session = aiohttp.ClientSession(
-                connector=connector,
-                raise_for_status=False,
-                trace_configs=[opsgenie_trace_config(settings.probe)],
-            )
+            session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
             client = None
             if settings.uses_redis:
                 # A batch's calls book their turns concurrently: wait for a free
@@ -109,6 +105,7 @@ class Runtime:
                 total=settings.total_timeout, connect=settings.connect_timeout
             ),
             max_response_bytes=settings.max_response_bytes,
+            on_answer=opsgenie_call_observer(settings.probe),
         )
         pacing = Pacing(settings.account_rate, settings.account_burst)
         gate: AccountGate = (
