@@ -45,7 +45,7 @@ from models import (
     utcnow,
 )
 from worker.ratelimit import Pacing
-from worker.records import Ask, in_index_order, insert_skipping_active, request_row
+from worker.records import Ask, insert_pending, request_row
 
 log = logging.getLogger("ogv.dispatch")
 
@@ -303,7 +303,7 @@ def _record(
         for batch_id, countdown, teams in batches
         for team in teams
     ]
-    session.execute(insert_skipping_active(session), in_index_order(rows))
+    insert_pending(session, rows)
 
 
 def progress(session: Session, run_id: uuid.UUID) -> dict[str, int]:
