@@ -26,6 +26,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -523,17 +524,32 @@ def _apply_to_teams(connection: Connection, completions: list[Completion]) -> li
         return []
     # INSERT ... RETURNING: the rows come back with their ids. (A SELECT after the
     # INSERT would scan the history table whenever its statistics say it is small.)
-    inserted = connection.execute(
-        insert(_CHANGES).returning(
-            _CHANGES.c.id,
-            _CHANGES.c.team_id,
-            _CHANGES.c.request_id,
-            _CHANGES.c.old_status,
-            _CHANGES.c.new_status,
-            _CHANGES.c.changed_at,
-        ),
-        changes,
+    returned = (
+        _CHANGES.c.id,
+        _CHANGES.c.team_id,
+        _CHANGES.c.request_id,
+        _CHANGES.c.old_status,
+        _CHANGES.c.new_status,
+        _CHANGES.c.changed_at,
     )
+    if connection.dialect.name == "postgresql":
+        # One statement whatever the number of rows: one array per column.
+        # (A multi-row VALUES list is a new, long statement for every size.)
+        names = list(changes[0])
+        arrays = [
+            bindparam(
+                None, [change[name] for change in changes], type_=ARRAY(_CHANGES.c[name].type)
+            )
+            for name in names
+        ]
+        given = func.unnest(*arrays).table_valued(*names).render_derived()
+        inserted = connection.execute(
+            insert(_CHANGES)
+            .from_select(names, select(*(given.c[name] for name in names)))
+            .returning(*returned)
+        )
+    else:
+        inserted = connection.execute(insert(_CHANGES).returning(*returned), changes)
     return sorted((StatusChange(*row) for row in inserted), key=lambda change: change.id)
 
 
