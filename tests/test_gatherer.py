@@ -137,3 +137,31 @@ def test_a_post_just_after_a_drain_ends_is_still_recorded(steps: int) -> None:
     views = asyncio.run(at_most_5_seconds())
 
     assert [view.team_id for view in views] == ["2-team0", "2-team1"]
+
+
+def test_groups_are_spaced_so_that_posts_under_load_share_one() -> None:
+    store, asks = SlowStore(seconds=0.0), _asks(4)
+    gatherer = Gatherer(store, parallel=1, spacing=0.2)  # type: ignore[arg-type]
+
+    async def timed(ask: Ask) -> float:
+        started = time.monotonic()
+        await gatherer.request(ask)
+        return time.monotonic() - started
+
+    async def steady_then_idle() -> list[float]:
+        began = time.monotonic()
+        first = await timed(asks[0])  # the API was idle: recorded at once
+        # Two more within the spacing: they wait for its end, and go as one group.
+        second = asyncio.create_task(timed(asks[1]))
+        await asyncio.sleep(0.05)
+        third = asyncio.create_task(timed(asks[2]))
+        waited = await asyncio.gather(second, third)
+        assert time.monotonic() - began >= 0.2
+        await asyncio.sleep(0.3)  # idle for longer than the spacing
+        return [first, *waited, await timed(asks[3])]
+
+    first, second, third, after_idle = asyncio.run(steady_then_idle())
+
+    assert store.groups == [["2-team0"], ["2-team1", "2-team2"], ["2-team3"]]
+    assert first < 0.1 and after_idle < 0.1
+    assert 0.1 < second < 0.3 and third < second

@@ -88,6 +88,8 @@ class ApiConfig:
 
     token: str | None
     max_wait: float
+    group_spacing: float = 0.0
+    """Seconds a group of POSTs may fill after the one before it began (`Gatherer`)."""
 
 
 CLIENT = web.AppKey("client", ValidationClient)
@@ -328,18 +330,29 @@ async def off_loop(call: Callable[[], T]) -> T:
 class Gatherer:
     """Records concurrent POSTs together: one INSERT, one commit and one message each group.
 
-    A POST that finds nothing being recorded is recorded at once, alone. POSTs
-    that arrive while `parallel` groups are being recorded wait for the next
-    group, so under load groups grow by themselves (group commit) and nothing is
-    ever held back on a timer. A group goes to the workers as one batch task.
+    POSTs that arrive while `parallel` groups are being recorded wait for the
+    next group, so under load groups grow by themselves (group commit). A group
+    goes to the workers as one batch task, and a worker's cost is mostly per
+    task, so the groups are also spaced: a group begins at least `spacing`
+    seconds after the one before it began. A POST that finds the API idle for
+    that long is recorded at once, alone; under load a POST waits at most
+    `spacing` for the POSTs that come after it.
     """
 
-    def __init__(self, client: ValidationClient, parallel: int = 1, largest: int = 100) -> None:
+    def __init__(
+        self,
+        client: ValidationClient,
+        parallel: int = 1,
+        largest: int = 100,
+        spacing: float = 0.0,
+    ) -> None:
         self.client = client
         self.parallel = parallel
         self.largest = largest
+        self.spacing = spacing
         self._waiting: list[tuple[Ask, asyncio.Future[RequestView]]] = []
         self._draining = 0
+        self._last_began = -math.inf
         self._tasks: set[asyncio.Task[None]] = set()  # referenced until done
 
     async def request(self, ask: Ask) -> RequestView:
@@ -355,8 +368,12 @@ class Gatherer:
     async def _drain(self) -> None:
         # `_draining` drops in the same step as the last look at `_waiting`: a POST
         # that comes after it starts a drain of its own, none is left waiting.
+        loop = asyncio.get_running_loop()
         try:
             while self._waiting:
+                if (pause := self._last_began + self.spacing - loop.time()) > 0:
+                    await asyncio.sleep(pause)  # the POSTs arriving meanwhile join
+                self._last_began = loop.time()
                 group = self._waiting[: self.largest]
                 del self._waiting[: self.largest]
                 await self._record(group)
@@ -547,7 +564,7 @@ def build_app(client: ValidationClient, config: ApiConfig) -> web.Application:
     )
     app[CLIENT] = client
     app[CONFIG] = config
-    app[GATHERER] = Gatherer(client)
+    app[GATHERER] = Gatherer(client, spacing=config.group_spacing)
     app[OPENAPI] = json.dumps(document()).encode()
     app.on_startup.append(_use_thread_pool)
     app.router.add_post("/v1/validations", post_validation)
@@ -568,7 +585,9 @@ def api_config(settings: Settings, host: str, insecure_local: bool) -> ApiConfig
         raise StartRefused(
             "OGV_API_TOKEN is not set; set it, or run with --insecure-local on this machine only"
         )
-    return ApiConfig(token=token, max_wait=settings.api_max_wait)
+    return ApiConfig(
+        token=token, max_wait=settings.api_max_wait, group_spacing=settings.api_group_spacing
+    )
 
 
 def serve(settings: Settings, host: str, port: int, insecure_local: bool = False) -> None:

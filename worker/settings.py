@@ -95,6 +95,7 @@ class Settings(BaseSettings):
     # The HTTP API (`ogv api`, worker/api.py).
     api_token: SecretStr | None = None
     api_max_wait: float = Field(default=30.0, gt=0)
+    api_group_spacing: float = Field(default=0.01, ge=0, le=1)
 
     # Monitoring (worker/flower.py, worker/metrics.py).
     flower_basic_auth: SecretStr | None = None
