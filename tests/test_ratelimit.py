@@ -323,26 +323,27 @@ def test_a_turn_too_far_off_goes_back_to_the_queue() -> None:
     asyncio.run(main())
 
 
-@pytest.mark.parametrize("rate", [0.5, 1, 2, 5, 10, 20, 50, 100, 1000])
-def test_the_turns_leave_room_for_the_calls_sent_late(rate: float) -> None:
+@pytest.mark.parametrize("rate", [0.5, 1, 1.5, 1.9, 2, 2.5, 5, 10, 10.9, 20, 50, 100, 1000])
+def test_calls_sent_late_never_put_an_account_over_its_rate(rate: float) -> None:
     pacing = Pacing(rate)
     interval = pacing.interval_us / 1_000_000
-    # The most turns any one-second window can hold, plus the calls of earlier turns
-    # that, sent up to the tolerance late, land in it.
-    most_in_a_second = math.floor(1 / interval) + math.ceil(pacing.late_tolerance / interval)
-    assert most_in_a_second <= max(rate, 2)
-    # At the usual rates a late call leaves half an interval for the network.
-    assert pacing.late_tolerance <= max(interval / 2, 0.02)
+    # A one-second window receives the calls whose turns fall in the second before
+    # it ends plus their lateness: up to the tolerance at the sender, and nearly as
+    # much again on the way (the network's half).
+    lateness = pacing.late_tolerance + 0.99 * pacing.late_tolerance
+    most_in_a_second = math.ceil((1 + lateness) / interval)
+    assert most_in_a_second <= max(1, math.floor(rate))
+    assert pacing.late_tolerance >= 0.025  # room enough for a busy worker
 
 
-def test_a_call_late_by_less_than_half_an_interval_keeps_its_turn() -> None:
+def test_a_call_late_by_less_than_the_tolerance_keeps_its_turn() -> None:
     async def main() -> None:
         gate = LocalGate(Pacing(rate=10))
-        assert gate.late_tolerance == pytest.approx(INTERVAL / 2, abs=1e-6)
+        assert gate.late_tolerance == pytest.approx((10 * INTERVAL - 1) / 2, abs=1e-5)
         loop = asyncio.get_running_loop()
         await gate.reserve({_target().gate_key: 1})  # the turn this call was given
         started = loop.time()
-        await wait_for_turn(_target(), gate, turn=started - INTERVAL / 3, max_wait=5)
+        await wait_for_turn(_target(), gate, turn=started - 0.06, max_wait=5)
         assert loop.time() - started < 0.02  # sent at once
         # It booked nothing more: the account's next turn is still one interval on.
         [delay] = (await gate.reserve({_target().gate_key: 1}))[_target().gate_key]

@@ -17,6 +17,7 @@ uses the same algorithm inside one process.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from typing import Protocol
@@ -46,10 +47,6 @@ class AccountGate(Protocol):
 PACING_MARGIN = 0.05
 """How much wider than strictly needed the turns are spaced (see `Pacing`)."""
 
-MIN_LATE_TOLERANCE = 0.02
-"""Seconds a call may always leave after its turn, however high the rate (see `Pacing`).
-At high rates the turns leave room for several late calls a second, not just one."""
-
 
 class Pacing:
     """GCRA parameters: one call per `interval`, `burst` calls at once.
@@ -61,11 +58,14 @@ class Pacing:
     `PACING_MARGIN` wider still), and one late arrival keeps a window within 10.
     Spaced at exactly 1/rate, 10 turns fit in a window and any late one made 11.
 
-    A call less than one interval late can only be that one late arrival: the
-    turn before it is a whole interval earlier. So a call may leave up to
-    `late_tolerance` after its turn, half an interval (the other half is for the
-    network and the receiver), and at least `MIN_LATE_TOLERANCE`. A call later
-    than that books a new turn instead.
+    How late may a call leave? A one-second window receives the calls whose turns
+    fall in it, and those whose turns came before it by less than their lateness.
+    `calls + 1` turns span `calls * interval` seconds (`calls`: the whole calls a
+    second allows, at least one), so while lateness stays under
+    `calls * interval - 1` seconds, no window receives more than `calls`: 167 ms
+    at 10/s, and 50 ms or more at any rate up to 1,000/s. A call may leave up to
+    half of that after its turn (`late_tolerance`); the other half is for the
+    network and the receiver. A call later than that books a new turn.
     """
 
     def __init__(self, rate: float, burst: int = 1) -> None:
@@ -74,7 +74,11 @@ class Pacing:
         room = max(rate - 1, rate / 2)  # one call a second of room; half the rate below 2
         self.interval_us = int(1_000_000 * (1 + PACING_MARGIN) / room)
         self.tolerance_us = (burst - 1) * self.interval_us
-        self.late_tolerance = max(MIN_LATE_TOLERANCE, self.interval_us / 2_000_000)
+        calls = max(1, math.floor(rate))
+        room_s = calls * self.interval_us / 1_000_000 - 1
+        # At thousands of calls a second the whole-microsecond interval rounds the
+        # room away; such a rate limits nothing real, so keep 20 ms there.
+        self.late_tolerance = max(room_s / 2, 0.02)
 
 
 class LocalGate:
