@@ -165,3 +165,20 @@ def test_groups_are_spaced_so_that_posts_under_load_share_one() -> None:
     assert store.groups == [["2-team0"], ["2-team1", "2-team2"], ["2-team3"]]
     assert first < 0.1 and after_idle < 0.1
     assert 0.1 < second < 0.3 and third < second
+
+
+def test_parallel_spaced_drains_record_no_empty_group() -> None:
+    store, asks = SlowStore(seconds=0.0), _asks(30)
+    gatherer = Gatherer(store, parallel=2, spacing=0.05)  # type: ignore[arg-type]
+
+    async def waves() -> list[RequestView]:
+        views = []
+        for wave in range(3):
+            batch = asks[wave * 10 : (wave + 1) * 10]
+            views += await asyncio.gather(*(gatherer.request(ask) for ask in batch))
+        return views
+
+    views = asyncio.run(waves())
+
+    assert [view.team_id for view in views] == [ask.team_id for ask in asks]
+    assert all(store.groups) and sum(map(len, store.groups)) == 30

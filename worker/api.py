@@ -373,6 +373,8 @@ class Gatherer:
             while self._waiting:
                 if (pause := self._last_began + self.spacing - loop.time()) > 0:
                     await asyncio.sleep(pause)  # the POSTs arriving meanwhile join
+                    if not self._waiting:
+                        break  # another drain (parallel > 1) took them
                 self._last_began = loop.time()
                 group = self._waiting[: self.largest]
                 del self._waiting[: self.largest]
