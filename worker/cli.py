@@ -236,7 +236,8 @@ def _follow(
                 return counts
             # Counting a big run's requests is work for the database that the run
             # needs too: ask at most a tenth of the time, and at least every 5 s.
-            time.sleep(min(max(FOLLOW_INTERVAL, 9 * took), 5.0))
+            pause = min(max(FOLLOW_INTERVAL, 9 * took), 5.0)
+            time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
 
 
 def _outcome_table(summary: dict[str, Any]) -> Table:
