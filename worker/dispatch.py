@@ -210,7 +210,7 @@ def _next_teams(
     account. Both walk the (account, label) unique index. The rows come back in
     label order within each account.
     """
-    after = select(Team.id, Team.label).order_by(Team.label).limit(take)
+    next_by_label = select(Team.id, Team.label).order_by(Team.label).limit(take)
     if session.get_bind().dialect.name == "postgresql":
         cursors = (
             func.unnest(
@@ -220,7 +220,7 @@ def _next_teams(
             .table_valued("link_id", "last_label")
             .render_derived()
         )
-        following = after.where(
+        following = next_by_label.where(
             Team.organization_integration_id == cursors.c.link_id,
             Team.label > cursors.c.last_label,
         ).lateral()
@@ -231,7 +231,7 @@ def _next_teams(
             .order_by(cursors.c.link_id, following.c.label)
         )
         return [(link_id, team_id, label) for link_id, team_id, label in rows]
-    one_account = after.where(
+    one_account = next_by_label.where(
         Team.organization_integration_id == bindparam("link_id"),
         Team.label > bindparam("last_label"),
     )
