@@ -13,7 +13,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, any_, bindparam, create_engine, event
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Connection,
+    Engine,
+    any_,
+    bindparam,
+    create_engine,
+    event,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import QueryableAttribute, Session, sessionmaker
@@ -111,5 +120,12 @@ def one_of(
     """
     dialect = on.dialect if isinstance(on, Connection) else on.get_bind().dialect
     if dialect.name == "postgresql":
-        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+        return column == any_(array_of(column, values))
     return column.in_(list(values))
+
+
+def array_of(
+    column: ColumnElement[Any] | QueryableAttribute[Any], values: Iterable[Any]
+) -> BindParameter[Any]:
+    """`values` as one PostgreSQL array parameter, typed like `column`'s values."""
+    return bindparam(None, list(values), type_=ARRAY(column.type))

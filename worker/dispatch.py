@@ -31,8 +31,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import BigInteger, String, bindparam, func, select, true, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import bindparam, func, select, true, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import (
@@ -44,6 +43,7 @@ from models import (
     ValidationRun,
     utcnow,
 )
+from models.db import array_of
 from worker.ratelimit import Pacing
 from worker.records import Ask, insert_pending, request_row
 
@@ -214,8 +214,8 @@ def _next_teams(
     if session.get_bind().dialect.name == "postgresql":
         cursors = (
             func.unnest(
-                bindparam("links", list(last_label), type_=ARRAY(BigInteger)),
-                bindparam("labels", list(last_label.values()), type_=ARRAY(String)),
+                array_of(Team.organization_integration_id, last_label),
+                array_of(Team.label, last_label.values()),
             )
             .table_valued("link_id", "last_label")
             .render_derived()

@@ -26,7 +26,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -44,7 +43,7 @@ from models import (
     utcnow,
 )
 from models.crypto import KeyVault
-from models.db import one_of
+from models.db import array_of, one_of
 from worker.baseurl import check_allowed
 from worker.rules import OPSGENIE_PROVIDER, Result, Target
 
@@ -537,10 +536,7 @@ def _apply_to_teams(connection: Connection, completions: list[Completion]) -> li
         # (A multi-row VALUES list is a new, long statement for every size.)
         names = list(changes[0])
         arrays = [
-            bindparam(
-                None, [change[name] for change in changes], type_=ARRAY(_CHANGES.c[name].type)
-            )
-            for name in names
+            array_of(_CHANGES.c[name], [change[name] for change in changes]) for name in names
         ]
         given = func.unnest(*arrays).table_valued(*names).render_derived()
         inserted = connection.execute(
