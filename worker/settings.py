@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     connect_timeout: float = Field(default=3.0, gt=0)
     total_timeout: float = Field(default=10.0, gt=0)
     max_response_bytes: int = Field(default=64 * 1024, ge=1024)
-    http_connections: int = Field(default=100, ge=1)
+    http_connections: int = Field(default=250, ge=1)
 
     max_attempts: int = Field(default=5, ge=1)
     backoff_base: float = Field(default=1.0, gt=0)
@@ -85,8 +85,8 @@ class Settings(BaseSettings):
     revalidate_interval: float = Field(default=86_400.0, gt=0)
     dispatch_window: float = Field(default=600.0, ge=0)
     dispatch_page_size: int = Field(default=20_000, ge=1)
-    batch_size: int = Field(default=100, ge=1, le=10_000)
-    batch_concurrency: int = Field(default=100, ge=1)
+    batch_size: int = Field(default=250, ge=1, le=10_000)
+    batch_concurrency: int = Field(default=250, ge=1)
 
     status_webhook_url: str | None = None
     webhook_timeout: float = Field(default=5.0, gt=0)
