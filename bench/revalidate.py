@@ -93,7 +93,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--naive-threads", type=int, default=64)
     parser.add_argument(
         "--configs",
-        default="prefork:4,prefork:8,threads:32",
+        default="prefork:3,prefork:4,prefork:6",
         help="worker configurations for (c), POOL:CONCURRENCY[xPROCESSES], comma-separated",
     )
     parser.add_argument(
