@@ -57,7 +57,7 @@ class Team(Base):
 
     id: Mapped[str] = mapped_column(String(300), primary_key=True)
     organization_integration_id: Mapped[int] = mapped_column(
-        ForeignKey("organization_integrations.id", ondelete="CASCADE"), index=True
+        ForeignKey("organization_integrations.id", ondelete="CASCADE")
     )
     label: Mapped[str] = mapped_column(String(LABEL_MAX))
     encrypted_key: Mapped[bytes] = mapped_column(LargeBinary)
@@ -71,7 +71,13 @@ class Team(Base):
 
     organization_integration: Mapped[OrganizationIntegration] = relationship(lazy="raise")
 
-    __table_args__ = (UniqueConstraint("organization_integration_id", "label"),)
+    __table_args__ = (
+        # Also the index for look-ups by organization integration alone.
+        UniqueConstraint("organization_integration_id", "label"),
+        # A check rewrites only columns that no index covers: with room left on the
+        # page, PostgreSQL keeps the new row version there without new index entries.
+        {"postgresql_with": {"fillfactor": 90}},
+    )
 
     @staticmethod
     def make_id(organization_integration_id: int, label: str) -> str:

@@ -50,7 +50,6 @@ class ValidationRequest(Base):
     batch_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
 
     __table_args__ = (
-        Index("ix_validation_requests_team_state", "team_id", "state"),
         Index("ix_validation_requests_state_created", "state", "created_at"),
         # Coalescing: at most one pending or running request per team.
         Index(

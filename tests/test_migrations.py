@@ -54,3 +54,15 @@ def test_upgrade_is_idempotent(tmp_path: Path) -> None:
     engine = create_engine(url)
     assert set(inspect(engine).get_table_names()) == TABLES
     engine.dispose()
+
+
+def test_postgres_team_pages_keep_room_for_status_writes(postgres_url: str) -> None:
+    # A check rewrites a team's status columns; with room on the page the new row
+    # version stays there and no index gets a new entry (a HOT update).
+    engine = create_engine(postgres_url)
+    with engine.connect() as connection:
+        options = connection.exec_driver_sql(
+            "SELECT reloptions FROM pg_class WHERE relname = 'teams'"
+        ).scalar_one()
+    engine.dispose()
+    assert options == ["fillfactor=90"]
