@@ -8,20 +8,25 @@ drops them without closing them, as SQLAlchemy's multiprocessing guide advises.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
     BindParameter,
+    ClauseElement,
     ColumnElement,
     Connection,
     Engine,
+    Select,
+    Table,
     any_,
     bindparam,
     create_engine,
     event,
+    func,
+    select,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
@@ -129,3 +134,24 @@ def array_of(
 ) -> BindParameter[Any]:
     """`values` as one PostgreSQL array parameter, typed like `column`'s values."""
     return bindparam(None, list(values), type_=ARRAY(column.type))
+
+
+def from_arrays(
+    table: Table, rows: Sequence[Mapping[str, Any]], **same: Any
+) -> tuple[list[str], Select[Any]]:
+    """`rows` (all with the same keys) as a PostgreSQL SELECT over one array per column,
+    in their order, for `insert(table).from_select(*from_arrays(table, rows))`.
+
+    `same` gives columns that every row shares, each as one parameter (or a SQL
+    expression, evaluated per row). One statement whatever the number of rows:
+    an executemany runs the statement once per row, and a multi-row VALUES list is
+    a new, long statement for every size.
+    """
+    names = list(rows[0])
+    arrays = [array_of(table.c[name], [row[name] for row in rows]) for name in names]
+    given = func.unnest(*arrays).table_valued(*names).render_derived()
+    shared = [
+        value if isinstance(value, ClauseElement) else bindparam(None, value, table.c[name].type)
+        for name, value in same.items()
+    ]
+    return [*names, *same], select(*(given.c[name] for name in names), *shared)

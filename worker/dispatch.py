@@ -45,7 +45,7 @@ from models import (
 )
 from models.db import array_of
 from worker.ratelimit import Pacing
-from worker.records import Ask, insert_pending, request_row
+from worker.records import insert_pending, pending_columns
 
 log = logging.getLogger("ogv.dispatch")
 
@@ -290,20 +290,21 @@ def _record(
     batches: list[tuple[uuid.UUID, float, Sequence[TeamRef]]],
 ) -> None:
     now = utcnow()
-    rows = [
-        request_row(
-            Ask(team.organization_id, team.integration_id, team.id),
-            requested_by,
-            now,
-            run_id=run_id,
-            batch_id=batch_id,
-            # The sweeper must not republish a batch before its countdown is due.
-            next_attempt_at=now + timedelta(seconds=countdown),
+    rows: list[dict[str, Any]] = []
+    for batch_id, countdown, teams in batches:
+        # The sweeper must not republish a batch before its countdown is due.
+        due_at = now + timedelta(seconds=countdown)
+        rows += (
+            {
+                "organization_id": team.organization_id,
+                "integration_id": team.integration_id,
+                "team_id": team.id,
+                "batch_id": batch_id,
+                "next_attempt_at": due_at,
+            }
+            for team in teams
         )
-        for batch_id, countdown, teams in batches
-        for team in teams
-    ]
-    insert_pending(session, rows)
+    insert_pending(session, rows, **pending_columns(requested_by, now), run_id=run_id)
 
 
 def progress(session: Session, run_id: uuid.UUID) -> dict[str, int]:

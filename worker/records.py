@@ -43,7 +43,7 @@ from models import (
     utcnow,
 )
 from models.crypto import KeyVault
-from models.db import array_of, one_of
+from models.db import from_arrays, one_of
 from worker.baseurl import check_allowed
 from worker.rules import OPSGENIE_PROVIDER, Result, Target
 
@@ -268,14 +268,26 @@ def insert_skipping_active(session: Session, into: Any = ValidationRequest) -> A
     return sqlite.insert(into).on_conflict_do_nothing()
 
 
-def insert_pending(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Insert `request_row`s in bulk, skipping the teams that have an active check.
+def insert_pending(session: Session, rows: list[dict[str, Any]], **same: Any) -> None:
+    """Insert new requests in bulk, skipping the teams that have an active check.
 
-    A Core executemany on the session's connection: the dispatcher inserts a page
-    at a time, and the ORM's bulk insert spent more CPU on the rows than the rest
-    of the dispatcher together.
+    `rows` hold what differs between the requests (`organization_id`,
+    `integration_id`, `team_id` and any other column), `same` the columns they
+    all share (`pending_columns`, say). The dispatcher inserts a page at a time:
+    on PostgreSQL one INSERT ... SELECT over one array per column that differs,
+    with ids from gen_random_uuid(); elsewhere a Core executemany.
     """
-    session.connection().execute(insert_skipping_active(session, _REQUESTS), in_index_order(rows))
+    if not rows:
+        return
+    ordered = in_index_order(rows)
+    skipping = insert_skipping_active(session, _REQUESTS)
+    if session.get_bind().dialect.name == "postgresql":
+        given = from_arrays(_REQUESTS, ordered, id=func.gen_random_uuid(), **same)
+        session.connection().execute(skipping.from_select(*given))
+    else:
+        session.connection().execute(
+            skipping, [{"id": uuid.uuid4(), **row, **same} for row in ordered]
+        )
 
 
 def request_row(ask: Ask, requested_by: Requester, now: datetime, **columns: Any) -> dict[str, Any]:
@@ -285,12 +297,19 @@ def request_row(ask: Ask, requested_by: Requester, now: datetime, **columns: Any
         "organization_id": ask.organization_id,
         "integration_id": ask.integration_id,
         "team_id": ask.team_id,
+        **pending_columns(requested_by, now),
+        **columns,
+    }
+
+
+def pending_columns(requested_by: Requester, now: datetime) -> dict[str, Any]:
+    """The columns every new pending request starts with."""
+    return {
         "requested_by": requested_by,
         "state": RequestState.PENDING,
         "attempts": 0,
         "created_at": now,
         "published_at": now,
-        **columns,
     }
 
 
@@ -532,17 +551,8 @@ def _apply_to_teams(connection: Connection, completions: list[Completion]) -> li
         _CHANGES.c.changed_at,
     )
     if connection.dialect.name == "postgresql":
-        # One statement whatever the number of rows: one array per column.
-        # (A multi-row VALUES list is a new, long statement for every size.)
-        names = list(changes[0])
-        arrays = [
-            array_of(_CHANGES.c[name], [change[name] for change in changes]) for name in names
-        ]
-        given = func.unnest(*arrays).table_valued(*names).render_derived()
         inserted = connection.execute(
-            insert(_CHANGES)
-            .from_select(names, select(*(given.c[name] for name in names)))
-            .returning(*returned)
+            insert(_CHANGES).from_select(*from_arrays(_CHANGES, changes)).returning(*returned)
         )
     else:
         inserted = connection.execute(insert(_CHANGES).returning(*returned), changes)
