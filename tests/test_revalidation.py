@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import uuid
 from collections import Counter
 from dataclasses import replace
@@ -118,17 +119,21 @@ def test_dispatch_streams_pages_and_records_in_bulk(settings: Settings, fake: Fa
     with Statements(engine_of(settings)) as sql:
         sent, published = run_dispatch(settings, org, dispatch.Plan(25, 100, window=10.0))
 
-    # Ten pages of 100 teams: five of each account per round, by label, one bulk
-    # INSERT per page; then a round that finds every account exhausted.
+    # Pages of at most 100 teams: each round takes the next few teams of every
+    # account by label, with one bulk INSERT per page. The first page holds about a
+    # batch (one team of each account), the second twice as many, then the five of
+    # each account a page of 100 allows, until the two left.
+    takes = [1, 2, 5, 5, 5, 5, 5, 5, 5, 5, 5, 2]
     inserts = sql.matching("INSERT INTO validation_requests")
-    assert len(inserts) == 10
+    assert len(inserts) == len(takes)
     rounds = [
         s for s in sql.matching("SELECT") if "FROM teams" in s and "ORDER BY teams.label" in s
     ]
     per_round = 1 if engine_of(settings).dialect.name == "postgresql" else 20
-    assert len(rounds) == 11 * per_round
+    assert len(rounds) == len(takes) * per_round
     assert all("LIMIT" in s for s in rounds)
-    assert sent.requests == 1000 and sent.batches == len(published) == 10 * 4
+    batches_per_page = [math.ceil(20 * take / 25) for take in takes]
+    assert sent.requests == 1000 and sent.batches == len(published) == sum(batches_per_page)
     countdowns = sorted(c for _, c in published)
     assert countdowns[0] == 0 and 9.0 < countdowns[-1] < 10.0
     with session_factory(settings.effective_database_url)() as session:
@@ -141,15 +146,16 @@ def test_dispatch_streams_pages_and_records_in_bulk(settings: Settings, fake: Fa
     teams_of: dict[uuid.UUID, list[str]] = {}
     for batch_id, team_id in rows:
         teams_of.setdefault(batch_id, []).append(team_id)
-    accounts_of = {
-        batch: {team.split("-")[0] for team in teams} for batch, teams in teams_of.items()
-    }
-    # Every page, in the order it was published, holds five teams of each account.
-    order = [batch_id for batch_id, _ in published]
-    for page in (order[i : i + 4] for i in range(0, len(order), 4)):
+    # Every page, in the order it was published, holds its round's take of each account.
+    order = iter(batch_id for batch_id, _ in published)
+    for take, count in zip(takes, batches_per_page, strict=True):
+        page = [next(order) for _ in range(count)]
         accounts = Counter(team.split("-")[0] for batch in page for team in teams_of[batch])
-        assert len(accounts) == 20 and set(accounts.values()) == {5}
-    assert all(len(accounts_of[batch]) == 20 for batch in order)  # 25 teams, 20 accounts
+        assert len(accounts) == 20 and set(accounts.values()) == {take}
+        for batch in page:  # no account twice in a batch while others have teams left
+            assert len({team.split("-")[0] for team in teams_of[batch]}) == min(
+                20, len(teams_of[batch])
+            )
 
 
 def test_dispatch_reads_few_teams_of_every_account_per_page(
@@ -181,7 +187,8 @@ def test_dispatch_reads_few_teams_of_every_account_per_page(
     for account in {team.split("-")[0] for team in team_ids}:
         mine = [team for team in by_batch if team.startswith(f"{account}-")]
         assert mine == sorted(mine)
-    assert len(sql.matching("INSERT INTO validation_requests")) == 4
+    # One INSERT per round: 1, 2, 4, 5, 5 and the 3 left of each account.
+    assert len(sql.matching("INSERT INTO validation_requests")) == 6
 
 
 def test_dispatch_skips_teams_with_an_active_check(settings: Settings, fake: FakeOpsgenie) -> None:

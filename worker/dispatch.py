@@ -23,7 +23,6 @@ teams out so that consecutive batches hold different accounts.
 from __future__ import annotations
 
 import logging
-import math
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -97,16 +96,16 @@ def dispatch(
         assert run is not None, "start_run() creates the run first"
         scope, requested_by = run.organization_id, run.requested_by
         total = session.scalar(select(func.count()).select_from(_teams(scope).subquery())) or 0
-    spacing = plan.window / max(1, math.ceil(total / plan.batch_size))
-    batches = 0
+    batches = teams = 0
     turns: Counter[int] = Counter()  # checks dispatched so far per account: O(accounts)
-    for page in _rounds(sessions, scope, plan.page_size):
+    for page in _rounds(sessions, scope, plan.page_size, first_page=plan.batch_size):
         groups = deal(page, plan.batch_size)
         ids = [uuid.uuid4() for _ in groups]
-        due = [
-            max((batches + i) * spacing, _paced(group, turns, plan))
-            for i, group in enumerate(groups)
-        ]
+        due = []
+        for group in groups:
+            # Spread over the window by the checks before it (batches differ in size).
+            due.append(max(plan.window * teams / max(1, total), _paced(group, turns, plan)))
+            teams += len(group)
         with sessions.begin() as session:
             _record(session, run_id, requested_by, list(zip(ids, due, groups, strict=True)))
         for batch_id, countdown in zip(ids, due, strict=True):
@@ -153,7 +152,7 @@ def _in_scope(organization_id: int | None) -> list[Any]:
 
 
 def _rounds(
-    sessions: sessionmaker[Session], organization_id: int | None, page_size: int
+    sessions: sessionmaker[Session], organization_id: int | None, page_size: int, first_page: int
 ) -> Iterator[list[TeamRef]]:
     """The teams in scope, a page at a time, each page taking a few teams of many accounts.
 
@@ -161,14 +160,19 @@ def _rounds(
     Their teams are then read in rounds: a round takes, for every account that
     still has teams, its next `page_size // accounts` teams by label. Memory holds
     one page of teams and one page of accounts with the last label read of each.
+
+    The run's first page holds `first_page` teams (or one of each account), and
+    each next page twice as many, up to `page_size`: the first batches go out as
+    soon as a small page is recorded, not after a whole page of `page_size` teams.
     """
-    after_link = 0
+    after_link, ramp = 0, first_page
     while accounts := _accounts(sessions, organization_id, after_link, page_size):
         after_link = accounts[-1][0]
         owners = {link_id: (org, integration) for link_id, org, integration in accounts}
         last_label = dict.fromkeys(owners, "")
         while last_label:
-            take = max(1, page_size // len(last_label))
+            take = max(1, min(ramp, page_size) // len(last_label))
+            ramp *= 2
             with sessions() as session:
                 found = _next_teams(session, last_label, take)
             read: Counter[int] = Counter()
