@@ -149,9 +149,12 @@ def from_arrays(
     """
     names = list(rows[0])
     arrays = [array_of(table.c[name], [row[name] for row in rows]) for name in names]
-    given = func.unnest(*arrays).table_valued(*names).render_derived()
+    given = func.unnest(*arrays).table_valued(*names, with_ordinality="position").render_derived()
     shared = [
         value if isinstance(value, ClauseElement) else bindparam(None, value, table.c[name].type)
         for name, value in same.items()
     ]
-    return [*names, *same], select(*(given.c[name] for name in names), *shared)
+    # WITH ORDINALITY: the rows go in in the order given (callers that lock in index
+    # order rely on it), which a plain unnest() keeps only in practice.
+    columns = select(*(given.c[name] for name in names), *shared).order_by(given.c.position)
+    return [*names, *same], columns
