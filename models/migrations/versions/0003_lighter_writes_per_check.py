@@ -13,6 +13,9 @@ revision takes away index work those writes did for nothing:
   (a HOT update) without new index entries. Pages written before this revision
   stay full until the table is rewritten (`VACUUM FULL teams`, say).
 
+On PostgreSQL the indexes are dropped (and, going down, built) CONCURRENTLY,
+so workers keep writing requests meanwhile.
+
 Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-29
@@ -20,7 +23,8 @@ Create Date: 2026-11-29
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from alembic import op
 
@@ -31,18 +35,45 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.drop_index("ix_validation_requests_team_state", table_name="validation_requests")
-    op.drop_index(op.f("ix_teams_organization_integration_id"), table_name="teams")
-    if op.get_context().dialect.name == "postgresql":
+    with _without_blocking_writes() as concurrently:
+        op.drop_index(
+            "ix_validation_requests_team_state",
+            table_name="validation_requests",
+            postgresql_concurrently=concurrently,
+        )
+        op.drop_index(
+            op.f("ix_teams_organization_integration_id"),
+            table_name="teams",
+            postgresql_concurrently=concurrently,
+        )
+    if concurrently:
         op.execute("ALTER TABLE teams SET (fillfactor = 90)")
 
 
 def downgrade() -> None:
-    if op.get_context().dialect.name == "postgresql":
-        op.execute("ALTER TABLE teams RESET (fillfactor)")
-    op.create_index(
-        op.f("ix_teams_organization_integration_id"), "teams", ["organization_integration_id"]
-    )
-    op.create_index(
-        "ix_validation_requests_team_state", "validation_requests", ["team_id", "state"]
-    )
+    with _without_blocking_writes() as concurrently:
+        if concurrently:
+            op.execute("ALTER TABLE teams RESET (fillfactor)")
+        op.create_index(
+            op.f("ix_teams_organization_integration_id"),
+            "teams",
+            ["organization_integration_id"],
+            postgresql_concurrently=concurrently,
+        )
+        op.create_index(
+            "ix_validation_requests_team_state",
+            "validation_requests",
+            ["team_id", "state"],
+            postgresql_concurrently=concurrently,
+        )
+
+
+@contextmanager
+def _without_blocking_writes() -> Iterator[bool]:
+    """On PostgreSQL, outside a transaction so that indexes are built and dropped
+    CONCURRENTLY: workers keep writing requests meanwhile. Yields whether it is."""
+    if op.get_context().dialect.name != "postgresql":
+        yield False
+        return
+    with op.get_context().autocommit_block():
+        yield True
