@@ -342,6 +342,13 @@ def test_team_import_reports_bad_lines_and_inserts_the_rest(
     assert secret not in repr(report)
 
 
+def test_an_import_line_never_shows_its_key() -> None:
+    from worker.importer import _Line
+
+    secret = "0f5c1f9e-import-line-key"
+    assert secret not in repr(_Line(1, 1000, 1, "ops", secret))
+
+
 def test_consecutive_batches_share_no_account() -> None:
     # A page as the dispatcher reads it: teams by id, so each account's teams in a run.
     page: list[Any] = [

@@ -44,7 +44,7 @@ class _Line:
     organization_id: int
     integration_id: int
     label: str
-    key: str
+    key: str = field(repr=False)  # never in a traceback or a debug dump
 
 
 def import_teams(
