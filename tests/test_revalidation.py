@@ -366,3 +366,11 @@ def test_consecutive_batches_share_no_account() -> None:
     # While every account still has teams to deal (the first five of each: 40 teams,
     # 13 batches of 3 out of 8 accounts), consecutive batches share no account.
     assert all(not accounts[i] & accounts[i + 1] for i in range(40 // 3 - 1))
+
+
+def test_countdowns_stay_within_the_window() -> None:
+    assert dispatch._spread(600.0, 0, 1000) == 0.0
+    assert dispatch._spread(600.0, 500, 1000) == 300.0
+    # Teams that came into scope after the count go at the end of the window.
+    assert dispatch._spread(600.0, 1500, 1000) == 600.0
+    assert dispatch._spread(600.0, 250, 0) == 0.0

@@ -103,8 +103,7 @@ def dispatch(
         ids = [uuid.uuid4() for _ in groups]
         due = []
         for group in groups:
-            # Spread over the window by the checks before it (batches differ in size).
-            due.append(max(plan.window * teams / max(1, total), _paced(group, turns, plan)))
+            due.append(max(_spread(plan.window, teams, total), _paced(group, turns, plan)))
             teams += len(group)
         with sessions.begin() as session:
             _record(session, run_id, requested_by, list(zip(ids, due, groups, strict=True)))
@@ -124,6 +123,13 @@ def dispatch(
         "dispatch.finished", extra={"run_id": str(run_id), "requests": requests, "batches": batches}
     )
     return Dispatched(run_id, requests, batches)
+
+
+def _spread(window: float, before: int, total: int) -> float:
+    """A batch's countdown within the window: the share of the run's checks before it
+    (batches differ in size). Teams that came into scope after the count go at the end
+    of the window, never past it: the broker's visibility timeout allows no more."""
+    return window * min(1.0, before / total) if total else 0.0
 
 
 class TeamRef(NamedTuple):
