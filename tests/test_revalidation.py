@@ -179,16 +179,19 @@ def test_dispatch_reads_few_teams_of_every_account_per_page(
         )
     order = {batch_id: n for n, (batch_id, _) in enumerate(published)}
     by_batch = sorted(team_ids, key=lambda team: order[batch_of[team]])
-    for page in (by_batch[i : i + 30] for i in range(0, len(by_batch), 30)):
-        assert Counter(team.split("-")[0] for team in page) == Counter(
-            {team.split("-")[0]: 5 for team in team_ids}
-        )
+    # One INSERT per page. The pages grow from one batch's worth (one team of each
+    # account) to the 30 a page holds (five of each), until the three left of each.
+    takes = [1, 2, 4, 5, 5, 3]
+    assert len(sql.matching("INSERT INTO validation_requests")) == len(takes)
+    accounts = {team.split("-")[0] for team in team_ids}
+    pages = iter(by_batch)
+    for take in takes:
+        page = [next(pages) for _ in range(take * len(accounts))]
+        assert Counter(team.split("-")[0] for team in page) == dict.fromkeys(accounts, take)
     # Each account's teams are dispatched in label order, one round after another.
-    for account in {team.split("-")[0] for team in team_ids}:
+    for account in accounts:
         mine = [team for team in by_batch if team.startswith(f"{account}-")]
         assert mine == sorted(mine)
-    # One INSERT per round: 1, 2, 4, 5, 5 and the 3 left of each account.
-    assert len(sql.matching("INSERT INTO validation_requests")) == 6
 
 
 def test_dispatch_skips_teams_with_an_active_check(settings: Settings, fake: FakeOpsgenie) -> None:

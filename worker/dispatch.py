@@ -167,9 +167,10 @@ def _rounds(
     still has teams, its next `page_size // accounts` teams by label. Memory holds
     one page of teams and one page of accounts with the last label read of each.
 
-    The run's first page holds `first_page` teams (or one of each account), and
-    each next page twice as many, up to `page_size`: the first batches go out as
-    soon as a small page is recorded, not after a whole page of `page_size` teams.
+    The run's first page holds `first_page` teams (or one team of each account,
+    if there are more accounts than that), and each next page twice as many, up
+    to `page_size`: the first batches go out as soon as a small page is recorded,
+    not after a whole page of `page_size` teams.
     """
     after_link, ramp = 0, first_page
     while accounts := _accounts(sessions, organization_id, after_link, page_size):
