@@ -28,6 +28,7 @@ from models.db import session_factory
 from worker import dispatch, records
 from worker.fake_opsgenie import FakeOpsgenie, KeyScenario
 from worker.pipeline import Collaborators, Finished, run_attempt, run_batch
+from worker.ratelimit import Pacing
 from worker.retries import RetryPolicy
 from worker.runtime import Runtime
 from worker.settings import Settings
@@ -369,6 +370,30 @@ def test_consecutive_batches_share_no_account() -> None:
     # While every account still has teams to deal (the first five of each: 40 teams,
     # 13 batches of 3 out of 8 accounts), consecutive batches share no account.
     assert all(not accounts[i] & accounts[i + 1] for i in range(40 // 3 - 1))
+
+
+def test_a_batch_holds_no_more_of_one_account_than_its_turns_in_the_wait() -> None:
+    # One account with most of the teams, as in an organization with one Opsgenie
+    # account: a batch books every check's turn at once, and a turn further off
+    # than OGV_MAX_INLINE_WAIT would send its check back to the queue alone.
+    page: list[Any] = [
+        SimpleNamespace(id=f"{account}-t{rank:03}", integration_id=account)
+        for account, teams in ((1, 200), (2, 10), (3, 10))
+        for rank in range(teams)
+    ]
+    plan = dispatch.Plan(batch_size=100, account_rate=10.0, max_wait=5.0)
+    per_account = dispatch._per_account(plan)
+    interval = Pacing(10.0).interval_us / 1_000_000
+    assert per_account == int(5.0 / interval) and 40 <= per_account <= 50
+
+    batches = dispatch.deal(page, plan.batch_size, per_account)
+
+    assert sorted(team.id for batch in batches for team in batch) == sorted(t.id for t in page)
+    most = [max(Counter(team.integration_id for team in batch).values()) for batch in batches]
+    assert max(most) == per_account
+    assert len(batches) == math.ceil(200 / per_account)  # cut by the big account, no more
+    assert dispatch._per_account(dispatch.Plan(account_rate=10.0)) == 0  # no wait given
+    assert len(dispatch.deal(page, 100)) == 3  # and without a limit, cut by size alone
 
 
 def test_countdowns_stay_within_the_window() -> None:

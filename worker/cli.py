@@ -188,9 +188,7 @@ def revalidate(
     settings = get_settings()
     sessions = session_factory()
     run_id = dispatch.start_run(sessions, Requester.CLI, org)
-    plan = dispatch.Plan(
-        settings.batch_size, settings.dispatch_page_size, window, settings.account_rate
-    )
+    plan = dispatch.Plan.from_settings(settings, window)
     sent = dispatch.dispatch(
         sessions, lambda batch, countdown: publish_batch(celery_app, batch, countdown), run_id, plan
     )

@@ -45,6 +45,7 @@ from models import (
 from models.db import array_of
 from worker.ratelimit import Pacing
 from worker.records import insert_pending, pending_columns
+from worker.settings import Settings
 
 log = logging.getLogger("ogv.dispatch")
 
@@ -54,12 +55,25 @@ PublishBatch = Callable[[uuid.UUID, float], None]
 
 @dataclass(frozen=True)
 class Plan:
-    batch_size: int = 100
+    batch_size: int = 250
     page_size: int = 5_000
     window: float = 0.0
     """Seconds over which the run's batches are spread; 0 sends them all at once."""
     account_rate: float = 0.0
     """Calls per second per account (OGV_ACCOUNT_RATE); 0 leaves pacing to the workers."""
+    max_wait: float | None = None
+    """The longest wait for a turn that a worker spends in place (OGV_MAX_INLINE_WAIT).
+    With `account_rate`, it bounds how many checks of one account a batch holds."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings, window: float | None = None) -> Plan:
+        return cls(
+            batch_size=settings.batch_size,
+            page_size=settings.dispatch_page_size,
+            window=settings.dispatch_window if window is None else window,
+            account_rate=settings.account_rate,
+            max_wait=settings.max_inline_wait,
+        )
 
 
 PACED_COUNTDOWN_CAP = 60.0
@@ -99,7 +113,7 @@ def dispatch(
     batches = teams = 0
     turns: Counter[int] = Counter()  # checks dispatched so far per account: O(accounts)
     for page in _rounds(sessions, scope, plan.page_size, first_page=plan.batch_size):
-        groups = deal(page, plan.batch_size)
+        groups = deal(page, plan.batch_size, _per_account(plan))
         ids = [uuid.uuid4() for _ in groups]
         due = []
         for group in groups:
@@ -272,7 +286,17 @@ def _paced(group: Sequence[TeamRef], turns: Counter[int], plan: Plan) -> float:
     return min(due, max(plan.window, PACED_COUNTDOWN_CAP))
 
 
-def deal(page: Sequence[TeamRef], batch_size: int) -> list[Sequence[TeamRef]]:
+def _per_account(plan: Plan) -> int:
+    """The most checks of one account a batch may hold (0: any number): the turns
+    that come within `max_wait`. A batch books all its turns at once, and a check
+    whose turn is further off than that goes back to the queue alone."""
+    if plan.account_rate <= 0 or plan.max_wait is None:
+        return 0
+    interval = Pacing(plan.account_rate).interval_us / 1_000_000
+    return max(1, int(plan.max_wait / interval))
+
+
+def deal(page: Sequence[TeamRef], batch_size: int, per_account: int = 0) -> list[list[TeamRef]]:
     """Cut a page into batches that keep each account's teams as far apart as they can.
 
     The teams are laid out by their rank within their account, then by account
@@ -281,7 +305,8 @@ def deal(page: Sequence[TeamRef], batch_size: int) -> list[Sequence[TeamRef]]:
     as many accounts as a batch holds teams still have teams to deal, so the
     batches that the workers run at the same time do not queue behind the same
     accounts' pacing. (An account with far more teams than the others ends the
-    page alone, as it must.)
+    page alone, as it must.) A batch is also cut when one account would have more
+    than `per_account` teams in it, if that is given.
     """
     ranks: Counter[int] = Counter()
     laid_out = []
@@ -290,8 +315,18 @@ def deal(page: Sequence[TeamRef], batch_size: int) -> list[Sequence[TeamRef]]:
         laid_out.append((ranks[account], account, team))
         ranks[account] += 1
     laid_out.sort(key=lambda entry: (entry[0], entry[1]))
-    ordered = [team for _, _, team in laid_out]
-    return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
+    batches: list[list[TeamRef]] = []
+    batch: list[TeamRef] = []
+    in_batch: Counter[int] = Counter()
+    for _, account, team in laid_out:
+        if len(batch) == batch_size or (per_account and in_batch[account] == per_account):
+            batches.append(batch)
+            batch, in_batch = [], Counter()
+        batch.append(team)
+        in_batch[account] += 1
+    if batch:
+        batches.append(batch)
+    return batches
 
 
 def _record(

@@ -113,12 +113,7 @@ def revalidate(organization_id: int | None = None, run_id: str | None = None) ->
         if run_id
         else dispatch.start_run(sessions, Requester.BEAT, organization_id)
     )
-    plan = dispatch.Plan(
-        settings.batch_size,
-        settings.dispatch_page_size,
-        settings.dispatch_window,
-        account_rate=settings.account_rate,
-    )
+    plan = dispatch.Plan.from_settings(settings)
     dispatch.dispatch(
         sessions, lambda batch, countdown: publish_batch(app, batch, countdown), run, plan
     )
