@@ -22,6 +22,7 @@ teams out so that consecutive batches hold different accounts.
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections import Counter
@@ -64,6 +65,11 @@ class Plan:
     max_wait: float | None = None
     """The longest wait for a turn that a worker spends in place (OGV_MAX_INLINE_WAIT).
     With `account_rate`, it bounds how many checks of one account a batch holds."""
+
+    @functools.cached_property
+    def turn_interval(self) -> float:
+        """Seconds between two turns of one account at the workers' pacing."""
+        return Pacing(self.account_rate).interval_us / 1_000_000
 
     @classmethod
     def from_settings(cls, settings: Settings, window: float | None = None) -> Plan:
@@ -112,8 +118,9 @@ def dispatch(
         total = session.scalar(select(func.count()).select_from(_teams(scope).subquery())) or 0
     batches = teams = 0
     turns: Counter[int] = Counter()  # checks dispatched so far per account: O(accounts)
+    per_account = _per_account(plan)
     for page in _rounds(sessions, scope, plan.page_size, first_page=plan.batch_size):
-        groups = deal(page, plan.batch_size, _per_account(plan))
+        groups = deal(page, plan.batch_size, per_account)
         ids = [uuid.uuid4() for _ in groups]
         due = []
         for group in groups:
@@ -280,8 +287,7 @@ def _paced(group: Sequence[TeamRef], turns: Counter[int], plan: Plan) -> float:
     if plan.account_rate <= 0:
         return 0.0
     accounts = Counter(team.integration_id for team in group)
-    interval = Pacing(plan.account_rate).interval_us / 1_000_000
-    due = max(turns[account] for account in accounts) * interval
+    due = max(turns[account] for account in accounts) * plan.turn_interval
     turns.update(accounts)
     return min(due, max(plan.window, PACED_COUNTDOWN_CAP))
 
@@ -292,8 +298,7 @@ def _per_account(plan: Plan) -> int:
     whose turn is further off than that goes back to the queue alone."""
     if plan.account_rate <= 0 or plan.max_wait is None:
         return 0
-    interval = Pacing(plan.account_rate).interval_us / 1_000_000
-    return max(1, int(plan.max_wait / interval))
+    return max(1, int(plan.max_wait / plan.turn_interval))
 
 
 def deal(page: Sequence[TeamRef], batch_size: int, per_account: int = 0) -> list[list[TeamRef]]:
