@@ -49,8 +49,8 @@ from bench.common import Sampler, cpu_used, database, free_port, ogv, serving
 from models import Integration, OrganizationIntegration, Team, ValidationRequest
 from models.crypto import KeyVault
 from models.db import session_factory
-from worker.local import LocalWorker
 from worker.settings import OFFICIAL_BASE_URLS
+from worker.testing.local import LocalWorker
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "enqueue.json"

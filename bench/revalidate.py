@@ -66,8 +66,8 @@ from bench.common import (
     ogv,
     serving,
 )
-from worker.local import LocalWorker
 from worker.settings import OFFICIAL_BASE_URLS
+from worker.testing.local import LocalWorker
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "revalidate.json"

@@ -26,11 +26,11 @@ from referencing.jsonschema import DRAFT202012
 from models.crypto import KeyVault
 from models.db import session_factory
 from tests.conftest import Stack, ogv_command
-from worker import records
-from worker.api import ApiConfig, build_app
-from worker.client import DEFAULT_QUEUE, ValidationClient
-from worker.fake_opsgenie import FakeOpsgenie, KeyScenario
-from worker.openapi import document
+from worker.checks import records
+from worker.testing.fake_opsgenie import FakeOpsgenie, KeyScenario
+from worker.web.api import ApiConfig, build_app
+from worker.web.client import DEFAULT_QUEUE, ValidationClient
+from worker.web.openapi import document
 
 TOKEN = "test-token-" + uuid.uuid4().hex
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -26,12 +26,12 @@ from sqlalchemy.engine import make_url
 from models.crypto import KeyVault
 from models.db import dispose_all, session_factory
 from models.migrate import upgrade
-from worker.fake_opsgenie import FakeOpsgenie
-from worker.local import LocalWorker
-from worker.pipeline import Collaborators
-from worker.retries import RetryPolicy
-from worker.runtime import Runtime
+from worker.checks.pipeline import Collaborators
+from worker.checks.retries import RetryPolicy
+from worker.checks.runtime import Runtime
 from worker.settings import OFFICIAL_BASE_URLS, Settings, get_settings
+from worker.testing.fake_opsgenie import FakeOpsgenie
+from worker.testing.local import LocalWorker
 
 if TYPE_CHECKING:
     from tests.monitoring import Flower

@@ -28,10 +28,10 @@ from sqlalchemy.orm import Session
 from models import Requester
 from models.crypto import KeyVault
 from tests.conftest import ARTIFACTS, NAMESPACE, Stack, ogv_command, open_stack
-from worker import records
-from worker.client import ValidationClient
-from worker.enqueue import RequestView
-from worker.fake_opsgenie import FakeOpsgenie, KeyScenario
+from worker.checks import records
+from worker.testing.fake_opsgenie import FakeOpsgenie, KeyScenario
+from worker.web.client import ValidationClient
+from worker.web.enqueue import RequestView
 
 FLOWER_USER = "operator"
 FLOWER_PASSWORD = f"pw-{uuid.uuid4().hex[:12]}"

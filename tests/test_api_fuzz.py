@@ -23,8 +23,8 @@ from sqlalchemy import func, select
 from models import ValidationRequest
 from models.db import session_factory
 from tests.api_support import JSON, TOKEN, Answer, ApiThread, call
-from worker.api import ApiConfig
-from worker.client import ValidationClient
+from worker.web.api import ApiConfig
+from worker.web.client import ValidationClient
 
 FUZZ = settings(
     max_examples=300,
@@ -51,7 +51,7 @@ def rows(postgres_url: str) -> Any:
 
 
 def is_valid_submission(body: Any) -> bool:
-    """The contract, restated independently of worker/api.py."""
+    """The contract, restated independently of worker/web/api.py."""
     if not isinstance(body, dict) or set(body) != set(FIELDS):
         return False
     org, integration, team = (body[f] for f in FIELDS)

@@ -13,7 +13,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from worker.cli import app
+from worker.operations.cli import app
 from worker.settings import get_settings
 
 runner = CliRunner()

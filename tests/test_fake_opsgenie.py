@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from worker.fake_opsgenie import FakeOpsgenie, KeyScenario, RecordedCall, Scenario
+from worker.testing.fake_opsgenie import FakeOpsgenie, KeyScenario, RecordedCall, Scenario
 
 AUTHENTICATE = "v2/integrations/authenticate"
 ALERTS = "v2/alerts?limit=1"
@@ -611,7 +611,8 @@ def test_serve_runs_until_sigterm(tmp_path: Path) -> None:
     scenario_file = tmp_path / "scenario.json"
     scenario_file.write_text(Scenario(keys={"good": KeyScenario()}).to_json())
     code = (
-        "import sys; from pathlib import Path; from worker.fake_opsgenie import Scenario, serve; "
+        "import sys; from pathlib import Path; "
+        "from worker.testing.fake_opsgenie import Scenario, serve; "
         "serve('127.0.0.1', 0, Scenario.from_json(Path(sys.argv[1]).read_text()))"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}

@@ -33,9 +33,9 @@ from tests.monitoring import (
     install_direct,
 )
 from tests.test_worker import validate
-from worker.fake_opsgenie import FakeOpsgenie, KeyScenario
-from worker.flower import plan
+from worker.operations.flower import plan
 from worker.settings import Settings
+from worker.testing.fake_opsgenie import FakeOpsgenie, KeyScenario
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 CHROMIUM = "/usr/bin/chromium"

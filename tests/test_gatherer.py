@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import exc as sa_exc
 
-from worker.api import ApiError, Gatherer
-from worker.enqueue import RequestView
-from worker.records import Ask
+from worker.checks.records import Ask
+from worker.web.api import ApiError, Gatherer
+from worker.web.enqueue import RequestView
 
 
 def _view(ask: Ask) -> RequestView:

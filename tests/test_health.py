@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from models import HealthCheck
 from tests.conftest import Stack, ogv_command, service_env
-from worker.fake_opsgenie import FakeOpsgenie
+from worker.testing.fake_opsgenie import FakeOpsgenie
 
 UNHEALTHY = 3
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from models import Requester, RequestState, Team, TeamStatus, ValidationRequest, utcnow
 from tests.conftest import Stack
 from tests.monitoring import Samples, check_all, install_direct, scrape, value
-from worker.fake_opsgenie import FakeOpsgenie, KeyScenario
+from worker.testing.fake_opsgenie import FakeOpsgenie, KeyScenario
 
 LATENCY = "ogv_opsgenie_request_duration_seconds_count"
 

@@ -16,8 +16,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from models.base import Outcome
-from worker.fake_opsgenie import FakeOpsgenie, KeyScenario, RecordedCall, Scenario
-from worker.opsgenie import (
+from worker.checks.opsgenie import (
     BaseUrlError,
     NetworkError,
     OpsgenieClient,
@@ -29,6 +28,7 @@ from worker.opsgenie import (
     classify,
 )
 from worker.settings import OFFICIAL_BASE_URLS, ProbeName
+from worker.testing.fake_opsgenie import FakeOpsgenie, KeyScenario, RecordedCall, Scenario
 
 NO_CONFIG_MESSAGE = "Integration is not allowed to use configuration API; enable its access."
 

@@ -27,12 +27,12 @@ from models import (
     ValidationRequest,
 )
 from models.crypto import KeyVault
-from worker import records
-from worker.fake_opsgenie import FakeOpsgenie, KeyScenario
-from worker.pipeline import AlreadyFinal, Collaborators, Finished, RetryLater, run_attempt
-from worker.ratelimit import LocalGate
-from worker.runtime import Runtime
+from worker.checks import records
+from worker.checks.pipeline import AlreadyFinal, Collaborators, Finished, RetryLater, run_attempt
+from worker.checks.ratelimit import LocalGate
+from worker.checks.runtime import Runtime
 from worker.settings import Settings
+from worker.testing.fake_opsgenie import FakeOpsgenie, KeyScenario
 
 _orgs = itertools.count(1_000_000 + uuid.uuid4().int % 1_000_000 * 1000)
 
@@ -361,7 +361,7 @@ def test_an_older_result_never_overwrites_a_newer_one(
     newer = row.last_checked_at
     assert newer is not None
     # A check that started before the one already written finishes now.
-    from worker.rules import Result, Target
+    from worker.checks.rules import Result, Target
 
     stale = Result(Outcome.VALID, "stale", 200)
     target = Target(team.team_id, team.label, "acct", team.integration_id, fake.url, "k", 1)
@@ -373,7 +373,7 @@ def test_an_older_result_never_overwrites_a_newer_one(
 
 def test_a_replaced_key_ignores_the_old_keys_answer(deps: Collaborators, install: Install) -> None:
     team = install(KeyScenario("valid"))
-    from worker.rules import Result, Target
+    from worker.checks.rules import Result, Target
 
     target = Target(team.team_id, team.label, "acct", team.integration_id, "", "k", 1)
     with deps.sessions.begin() as session:

@@ -15,10 +15,10 @@ import fakeredis
 import pytest
 import redis.asyncio as aioredis
 
-from worker import ratelimit
-from worker.opsgenie import AccountPaused
-from worker.ratelimit import AccountGate, LocalGate, Pacing, RedisGate
-from worker.rules import Target, wait_for_turn
+from worker.checks import ratelimit
+from worker.checks.opsgenie import AccountPaused
+from worker.checks.ratelimit import AccountGate, LocalGate, Pacing, RedisGate
+from worker.checks.rules import Target, wait_for_turn
 
 ClientFactory = Callable[[], aioredis.Redis]
 

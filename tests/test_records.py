@@ -11,8 +11,8 @@ from sqlalchemy import select, text
 from models import Integration, OrganizationIntegration, Team
 from models.crypto import KeyVault, UndecryptableKey
 from models.db import session_factory
-from worker import records
-from worker.baseurl import BaseUrlError
+from worker.checks import records
+from worker.checks.baseurl import BaseUrlError
 from worker.settings import OFFICIAL_BASE_URLS, Settings
 
 

@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, create_engine, insert
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from worker.opsgenie import NetworkError, ServerError, Throttled
-from worker.retries import THROTTLE_JITTER, RetryPolicy, is_retried_database_error
+from worker.checks.opsgenie import NetworkError, ServerError, Throttled
+from worker.checks.retries import THROTTLE_JITTER, RetryPolicy, is_retried_database_error
 from worker.settings import Settings
 
 DRAWS = 2000

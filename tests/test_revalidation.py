@@ -25,13 +25,14 @@ from models import (
 )
 from models.crypto import KeyVault
 from models.db import session_factory
-from worker import dispatch, records
-from worker.fake_opsgenie import FakeOpsgenie, KeyScenario
-from worker.pipeline import Collaborators, Finished, run_attempt, run_batch
-from worker.ratelimit import Pacing
-from worker.retries import RetryPolicy
-from worker.runtime import Runtime
+from worker.checks import records
+from worker.checks.pipeline import Collaborators, Finished, run_attempt, run_batch
+from worker.checks.ratelimit import Pacing
+from worker.checks.retries import RetryPolicy
+from worker.checks.runtime import Runtime
+from worker.periodic import dispatch
 from worker.settings import Settings
+from worker.testing.fake_opsgenie import FakeOpsgenie, KeyScenario
 
 _orgs = itertools.count(5_000_000 + uuid.uuid4().int % 10_000 * 1000)
 
@@ -308,7 +309,7 @@ def test_the_account_pacing_holds_inside_a_batch(settings: Settings, fake: FakeO
 def test_team_import_reports_bad_lines_and_inserts_the_rest(
     settings: Settings, fake: FakeOpsgenie, lines: bool
 ) -> None:
-    from worker.importer import import_teams
+    from worker.operations.importer import import_teams
 
     org, _, _ = add_teams(settings, fake, accounts=1, per_account=1)
     with session_factory(settings.effective_database_url)() as session:
@@ -347,7 +348,7 @@ def test_team_import_reports_bad_lines_and_inserts_the_rest(
 
 
 def test_an_import_line_never_shows_its_key() -> None:
-    from worker.importer import _Line
+    from worker.operations.importer import _Line
 
     secret = "0f5c1f9e-import-line-key"
     assert secret not in repr(_Line(1, 1000, 1, "ops", secret))

@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, text
 
 from tests.conftest import Stack, open_stack
 from tests.test_worker import install, ok_json, validate
-from worker.fake_opsgenie import FakeOpsgenie, KeyScenario
+from worker.testing.fake_opsgenie import FakeOpsgenie, KeyScenario
 
 
 class WebhookReceiver:

@@ -13,14 +13,14 @@ from typer.testing import CliRunner
 from models import Team
 from models.crypto import KeyVault, UndecryptableKey
 from models.db import session_factory
-from worker import records
-from worker.cli import app
-from worker.fake_opsgenie import FakeOpsgenie, KeyScenario
-from worker.pipeline import Collaborators, Finished, run_attempt
-from worker.retries import RetryPolicy
-from worker.rotation import rotate
-from worker.runtime import Runtime
+from worker.checks import records
+from worker.checks.pipeline import Collaborators, Finished, run_attempt
+from worker.checks.retries import RetryPolicy
+from worker.checks.runtime import Runtime
+from worker.operations.cli import app
+from worker.operations.rotation import rotate
 from worker.settings import Settings, get_settings
+from worker.testing.fake_opsgenie import FakeOpsgenie, KeyScenario
 
 
 def _org_with_teams(

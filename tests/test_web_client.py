@@ -18,8 +18,8 @@ import pytest
 
 from tests.api_support import Account, install, stack_client
 from tests.conftest import Stack
-from worker.client import ValidationClient
-from worker.fake_opsgenie import FakeOpsgenie, KeyScenario
+from worker.testing.fake_opsgenie import FakeOpsgenie, KeyScenario
+from worker.web.client import ValidationClient
 
 # The worker runs on Redis and PostgreSQL only: the client is for deployed web apps.
 redis_postgres = pytest.mark.parametrize("stack", ["redis-postgres"], indirect=True, scope="module")
@@ -127,7 +127,7 @@ def test_the_client_coalesces_and_reads(
 
 def test_the_client_needs_no_worker_code() -> None:
     probe = (
-        "import sys, worker.client; "
+        "import sys, worker.web.client; "
         "loaded = {'worker.celery', 'worker.tasks', 'celeryconfig'} & set(sys.modules); "
         "assert not loaded, loaded"
     )

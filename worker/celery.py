@@ -13,11 +13,11 @@ from celery import Celery, signals
 
 from models.db import reset_after_fork, session_factory
 from worker import metrics
+from worker.checks.runtime import close_runtime
 from worker.logs import configure_logging
-from worker.runtime import close_runtime
 from worker.settings import get_settings
 
-app = Celery("opsgenie-validator", include=["worker.tasks", "worker.canary"])
+app = Celery("opsgenie-validator", include=["worker.tasks", "worker.operations.canary"])
 app.config_from_object("celeryconfig")
 
 

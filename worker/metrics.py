@@ -48,15 +48,15 @@ from models.base import Outcome
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-    from worker.opsgenie import TransientError
-    from worker.rules import Result, Target
+    from worker.checks.opsgenie import TransientError
+    from worker.checks.rules import Result, Target
     from worker.settings import Settings
 
 log = logging.getLogger("ogv.metrics")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 THROTTLED = "throttled"
-"""The error code of a 429 (`worker.opsgenie.Throttled.code`): the account was paused."""
+"""The error code of a 429 (`worker.checks.opsgenie.Throttled.code`): the account was paused."""
 RETRY_REASONS = (
     THROTTLED,
     "account_paused",

@@ -92,12 +92,12 @@ class Settings(BaseSettings):
     webhook_timeout: float = Field(default=5.0, gt=0)
     webhook_max_attempts: int = Field(default=8, ge=1)
 
-    # The HTTP API (`ogv api`, worker/api.py).
+    # The HTTP API (`ogv api`, worker/web/api.py).
     api_token: SecretStr | None = None
     api_max_wait: float = Field(default=30.0, gt=0)
     api_group_spacing: float = Field(default=0.01, ge=0, le=1)
 
-    # Monitoring (worker/flower.py, worker/metrics.py).
+    # Monitoring (worker/operations/flower.py, worker/metrics.py).
     flower_basic_auth: SecretStr | None = None
     metrics_port: int = Field(default=9808, ge=0, le=65535)
     metrics_address: str = "0.0.0.0"
@@ -134,7 +134,7 @@ class Settings(BaseSettings):
     @field_validator("allowed_base_urls")
     @classmethod
     def _normalise_urls(cls, urls: list[str]) -> list[str]:
-        from worker.baseurl import normalise_base_url
+        from worker.checks.baseurl import normalise_base_url
 
         return [normalise_base_url(url) for url in urls]
 

@@ -18,9 +18,15 @@ from celery import Task
 from models import Requester
 from models.crypto import KeyVault
 from models.db import session_factory
-from worker import dispatch, events, outbox
 from worker.celery import app
-from worker.enqueue import (
+from worker.checks import events
+from worker.checks.pipeline import Collaborators, RetryLater, run_attempt, run_batch
+from worker.checks.records import StatusChange
+from worker.checks.retries import RetryPolicy, is_retried_database_error
+from worker.checks.runtime import get_runtime
+from worker.periodic import dispatch, outbox
+from worker.settings import Settings, get_settings
+from worker.web.enqueue import (
     BATCH_TASK,
     NOTIFY_TASK,
     REVALIDATE_TASK,
@@ -29,11 +35,6 @@ from worker.enqueue import (
     publish,
     publish_batch,
 )
-from worker.pipeline import Collaborators, RetryLater, run_attempt, run_batch
-from worker.records import StatusChange
-from worker.retries import RetryPolicy, is_retried_database_error
-from worker.runtime import get_runtime
-from worker.settings import Settings, get_settings
 
 MAX_DATABASE_RETRIES = 10
 

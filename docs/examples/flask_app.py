@@ -8,8 +8,8 @@ from typing import Any
 from flask import Flask, abort, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from worker.client import RequestView, ValidationClient
-from worker.records import IdempotencyConflict
+from worker.checks.records import IdempotencyConflict
+from worker.web.client import RequestView, ValidationClient
 
 
 def create_app(client: ValidationClient, check_timeout: float = 5.0) -> Flask:

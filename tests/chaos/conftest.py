@@ -9,7 +9,7 @@ import redis
 
 from tests.chaos.harness import CHAOS_REDIS_URL, ensure_redis, flush_chaos_redis
 from tests.conftest import require
-from worker.fake_opsgenie import FakeOpsgenie
+from worker.testing.fake_opsgenie import FakeOpsgenie
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ import os
 from collections.abc import Mapping
 
 from models.base import Outcome
-from worker import opsgenie
 from worker.celery import app
+from worker.checks import opsgenie
 
 MUTATION = os.environ.get("OGV_CHAOS_MUTATION", "")
 

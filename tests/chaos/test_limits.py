@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.chaos import harness
-from worker.client import ValidationClient
-from worker.fake_opsgenie import FakeOpsgenie, KeyScenario
-from worker.local import LocalWorker
+from worker.testing.fake_opsgenie import FakeOpsgenie, KeyScenario
+from worker.testing.local import LocalWorker
+from worker.web.client import ValidationClient
 
 pytestmark = [pytest.mark.chaos, pytest.mark.redis, pytest.mark.postgres, pytest.mark.timeout(120)]
 

@@ -19,7 +19,7 @@ import pytest
 
 from tests.chaos import harness
 from tests.chaos.harness import Faults, Population, Service
-from worker.fake_opsgenie import FakeOpsgenie
+from worker.testing.fake_opsgenie import FakeOpsgenie
 
 pytestmark = [pytest.mark.chaos, pytest.mark.redis, pytest.mark.postgres, pytest.mark.timeout(300)]
 

@@ -15,8 +15,8 @@ import pytest
 import redis
 
 from tests.chaos import harness
-from worker.client import ValidationClient
-from worker.fake_opsgenie import FakeOpsgenie
+from worker.testing.fake_opsgenie import FakeOpsgenie
+from worker.web.client import ValidationClient
 
 pytestmark = [pytest.mark.chaos, pytest.mark.redis, pytest.mark.postgres, pytest.mark.timeout(180)]
 

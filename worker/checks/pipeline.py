@@ -32,11 +32,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import Outcome, utcnow
 from models.crypto import KeyVault
-from worker import metrics, records
-from worker.opsgenie import AccountPaused, GateUnavailable, OpsgenieClient, TransientError
-from worker.ratelimit import AccountGate
-from worker.retries import RetryPolicy
-from worker.rules import Result, Target, give_up, probe, resolve_many
+from worker import metrics
+from worker.checks import records
+from worker.checks.opsgenie import AccountPaused, GateUnavailable, OpsgenieClient, TransientError
+from worker.checks.ratelimit import AccountGate
+from worker.checks.retries import RetryPolicy
+from worker.checks.rules import Result, Target, give_up, probe, resolve_many
 
 log = logging.getLogger("ogv.pipeline")
 

@@ -4,12 +4,12 @@
     GET  /v1/validations/{request_id}          a request's state and outcome
     GET  /v1/teams/{team_id}                   a team's status
     GET  /v1/organizations/{org}/teams         an organization's teams (?status, limit, cursor)
-    GET  /v1/openapi.json                      the OpenAPI document (worker/openapi.py)
+    GET  /v1/openapi.json                      the OpenAPI document (worker/web/openapi.py)
     GET  /healthz                              database and broker reachable
 
 Every /v1 route but the document needs `Authorization: Bearer $OGV_API_TOKEN`.
 Refused input is answered `{"error": {"code", "message"}}` by raising `ApiError`;
-the codes are listed in `worker.openapi.ERROR_CODES`. Messages never echo input
+the codes are listed in `worker.web.openapi.ERROR_CODES`. Messages never echo input
 (it could be a key pasted into the wrong field), and a bug is answered with a
 generic 500, logged as `api.unhandled` without the body.
 
@@ -40,14 +40,14 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 
 from models import TeamStatus
-from worker import teams
-from worker.client import ValidationClient
-from worker.enqueue import RequestView
+from worker.checks.records import Ask, IdempotencyConflict, RecordError
 from worker.logs import configure_logging
-from worker.openapi import BIGINT_MAX, IDEMPOTENCY_KEY_MAX, INTEGER_MAX, TEAM_ID_MAX, document
-from worker.records import Ask, IdempotencyConflict, RecordError
 from worker.settings import Settings
-from worker.teams import TeamRow
+from worker.web import teams
+from worker.web.client import ValidationClient
+from worker.web.enqueue import RequestView
+from worker.web.openapi import BIGINT_MAX, IDEMPOTENCY_KEY_MAX, INTEGER_MAX, TEAM_ID_MAX, document
+from worker.web.teams import TeamRow
 
 log = logging.getLogger("ogv.api")
 

@@ -22,9 +22,10 @@ from rich.table import Table
 from models.crypto import KeyVault
 from models.db import session_factory
 from models.migrate import upgrade
-from worker import records, teams
-from worker.baseurl import BaseUrlError
+from worker.checks import records
+from worker.checks.baseurl import BaseUrlError
 from worker.settings import get_settings
+from worker.web import teams
 
 app = typer.Typer(no_args_is_help=True, help="Validate stored Opsgenie integration keys.")
 db_app = typer.Typer(no_args_is_help=True, help="The database schema.")
@@ -148,7 +149,7 @@ def team_import(
     as_json: JsonOption = False,
 ) -> None:
     """Add teams in bulk from JSON lines; the keys never appear in the output."""
-    from worker.importer import import_teams
+    from worker.operations.importer import import_teams
 
     settings = get_settings()
     vault = KeyVault(settings.fernet_keys())
@@ -179,9 +180,9 @@ def revalidate(
 ) -> None:
     """Re-check every team (or one organization's) and follow the run to the end."""
     from models import Requester
-    from worker import dispatch
     from worker.celery import app as celery_app
-    from worker.enqueue import publish_batch
+    from worker.periodic import dispatch
+    from worker.web.enqueue import publish_batch
 
     if all_teams == (org is not None):
         fail("invalid", "give exactly one of --all or --org", as_json)
@@ -217,7 +218,7 @@ def _follow(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from worker.dispatch import progress
+    from worker.periodic.dispatch import progress
 
     deadline = time.monotonic() + timeout
     columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -258,7 +259,7 @@ def validate(
     """Queue a check of a team's key; with --wait, print its outcome."""
     from models import Requester
     from worker.celery import app as celery_app
-    from worker.enqueue import request_validation, wait_for
+    from worker.web.enqueue import request_validation, wait_for
 
     sessions = session_factory()
     request_id = request_validation(
@@ -322,7 +323,7 @@ def keys_rotate(
     """Re-encrypt every stored key under the first key of OGV_ENCRYPTION_KEYS."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress
 
-    from worker.rotation import count_teams, rotate
+    from worker.operations.rotation import count_teams, rotate
 
     settings = get_settings()
     sessions = session_factory()
@@ -356,11 +357,12 @@ def fake_opsgenie(
     port: Annotated[int, typer.Option(help="The port to listen on.")] = 8099,
     host: Annotated[str, typer.Option(help="The address to listen on.")] = "127.0.0.1",
     scenario: Annotated[
-        Path | None, typer.Option(help="A scenario JSON file (see worker/fake_opsgenie.py).")
+        Path | None,
+        typer.Option(help="A scenario JSON file (see worker/testing/fake_opsgenie.py)."),
     ] = None,
 ) -> None:
     """Serve the built-in fake Opsgenie for tests and demos."""
-    from worker.fake_opsgenie import Scenario, serve
+    from worker.testing.fake_opsgenie import Scenario, serve
 
     loaded = Scenario.from_json(scenario.read_text()) if scenario else Scenario(keys={})
     serve(host, port, loaded)
@@ -375,7 +377,7 @@ def api(
     ] = False,
 ) -> None:
     """Serve the HTTP API for web apps (docs/WEB_APPS.md)."""
-    from worker.api import StartRefused, serve
+    from worker.web.api import StartRefused, serve
 
     try:
         serve(get_settings(), host, port, insecure_local=insecure_local)
@@ -394,7 +396,7 @@ def flower(
 ) -> None:
     """Start Flower on the configured broker, behind OGV_FLOWER_BASIC_AUTH."""
     from worker.celery import app as celery_app
-    from worker.flower import FlowerRefused, plan, run
+    from worker.operations.flower import FlowerRefused, plan, run
 
     try:
         flower_plan = plan(get_settings(), port=port, host=host, insecure_local=insecure_local)
@@ -415,7 +417,7 @@ def health(
 ) -> None:
     """Check the database, the broker, and that a worker consumes; exit 3 if not."""
     from worker.celery import app as celery_app
-    from worker.health import run_checks
+    from worker.operations.health import run_checks
 
     report = run_checks(session_factory(), celery_app, timeout)
     emit(report.as_dict(), as_json, lambda: console.print(_health_table(report), highlight=False))
@@ -434,7 +436,7 @@ def _health_table(report: Any) -> Table:
 @app.command()
 def demo(as_json: JsonOption = False) -> None:
     """Run the whole pipeline once against the built-in fake Opsgenie."""
-    from worker.demo import run_demo
+    from worker.operations.demo import run_demo
 
     report = run_demo()
     emit(report, as_json, lambda: console.print(report.table()))

@@ -44,8 +44,8 @@ from models import (
 )
 from models.crypto import KeyVault
 from models.db import from_arrays, one_of
-from worker.baseurl import check_allowed
-from worker.rules import OPSGENIE_PROVIDER, Result, Target
+from worker.checks.baseurl import check_allowed
+from worker.checks.rules import OPSGENIE_PROVIDER, Result, Target
 
 FINAL_STATES = (RequestState.DONE, RequestState.FAILED)
 

@@ -11,7 +11,7 @@ of these errors, raised with the aiohttp cause chained:
     │   ├── NetworkError           timeout, refused or reset connection, DNS failure
     │   └── GateUnavailable        the account pacing store (Redis) failed: not called
 
-    BaseUrlError (a ValueError from worker.baseurl, not an OpsgenieError)
+    BaseUrlError (a ValueError from worker.checks.baseurl, not an OpsgenieError)
                                    the base URL is not an allowed Opsgenie host
 
 No message here ever contains the key: it travels only in the Authorization header.
@@ -29,7 +29,7 @@ from typing import Any
 import aiohttp
 
 from models.base import Outcome
-from worker.baseurl import BaseUrlError, check_allowed
+from worker.checks.baseurl import BaseUrlError, check_allowed
 from worker.settings import ProbeName
 
 __all__ = [

@@ -18,7 +18,7 @@ from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import Requester, ValidationRequest
-from worker import records
+from worker.checks import records
 
 VALIDATE_TASK = "ogv.validate_request"
 """The registered task name; part of the service's interface for producers."""

@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 document of the HTTP API (served at `GET /v1/openapi.json`).
 
-Written by hand, next to the code it describes (worker/api.py); the API tests
+Written by hand, next to the code it describes (worker/web/api.py); the API tests
 check every answer they get against it, so the two cannot drift apart unnoticed.
 """
 

@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 import aiohttp
 import redis.asyncio as aioredis
 
+from worker.checks.opsgenie import OpsgenieClient
+from worker.checks.ratelimit import AccountGate, LocalGate, Pacing, RedisGate
 from worker.metrics import opsgenie_call_observer
-from worker.opsgenie import OpsgenieClient
-from worker.ratelimit import AccountGate, LocalGate, Pacing, RedisGate
 from worker.settings import Settings, get_settings
 
 T = TypeVar("T")

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models import HealthCheck, utcnow
 
 CANARY_TASK = "ogv.canary"
-"""The registered name of the canary task (worker/canary.py)."""
+"""The registered name of the canary task (worker/operations/canary.py)."""
 POLL_INTERVAL = 0.05
 
 

@@ -21,10 +21,10 @@ from models import Requester
 from models.crypto import KeyVault
 from models.db import session_factory
 from models.migrate import upgrade
-from worker import records
-from worker.fake_opsgenie import FakeOpsgenie, KeyScenario, Scenario
-from worker.local import LocalWorker
+from worker.checks import records
 from worker.settings import Settings, get_settings
+from worker.testing.fake_opsgenie import FakeOpsgenie, KeyScenario, Scenario
+from worker.testing.local import LocalWorker
 
 # label → (what the fake answers for that team's key, the outcome we expect)
 CASES: dict[str, tuple[KeyScenario, str]] = {
@@ -134,7 +134,7 @@ def _validate_all(
     organization_id: int, integration_id: int, team_ids: dict[str, str], timeout: float
 ) -> list[DemoRow]:
     from worker.celery import app
-    from worker.enqueue import request_validation, wait_for
+    from worker.web.enqueue import request_validation, wait_for
 
     sessions = session_factory()
     wanted = [

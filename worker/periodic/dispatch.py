@@ -44,8 +44,8 @@ from models import (
     utcnow,
 )
 from models.db import array_of
-from worker.ratelimit import Pacing
-from worker.records import insert_pending, pending_columns
+from worker.checks.ratelimit import Pacing
+from worker.checks.records import insert_pending, pending_columns
 from worker.settings import Settings
 
 log = logging.getLogger("ogv.dispatch")

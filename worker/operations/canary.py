@@ -13,7 +13,7 @@ from celery import Task
 
 from models.db import session_factory
 from worker.celery import app
-from worker.health import CANARY_TASK, mark_seen
+from worker.operations.health import CANARY_TASK, mark_seen
 
 
 @app.task(name=CANARY_TASK, bind=True, ignore_result=True)

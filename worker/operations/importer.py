@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import OrganizationIntegration, Team
 from models.crypto import KeyVault
-from worker import records
+from worker.checks import records
 
 FIELDS = {"organization_id": int, "integration_id": int, "label": str, "integration_key": str}
 

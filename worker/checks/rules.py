@@ -26,9 +26,9 @@ from models import (
 )
 from models.crypto import KeyVault, UndecryptableKey
 from models.db import one_of
-from worker.baseurl import BaseUrlError
-from worker.opsgenie import AccountPaused, OpsgenieClient, OpsgenieError, Throttled, Verdict
-from worker.ratelimit import AccountGate
+from worker.checks.baseurl import BaseUrlError
+from worker.checks.opsgenie import AccountPaused, OpsgenieClient, OpsgenieError, Throttled, Verdict
+from worker.checks.ratelimit import AccountGate
 
 OPSGENIE_PROVIDER = "opsgenie"
 

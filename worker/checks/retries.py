@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from worker.opsgenie import Throttled, TransientError
+from worker.checks.opsgenie import Throttled, TransientError
 from worker.settings import Settings
 
 RETRIED_DATABASE_ERRORS: tuple[type[Exception], ...] = (OperationalError,)

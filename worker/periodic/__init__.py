@@ -1,0 +1,1 @@
+"""What beat runs: the re-validation dispatcher and the outbox sweeper."""
