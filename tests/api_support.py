@@ -26,8 +26,9 @@ from referencing.jsonschema import DRAFT202012
 from models.crypto import KeyVault
 from models.db import session_factory
 from tests.conftest import Stack, ogv_command
-from worker.checks import records
-from worker.testing.fake_opsgenie import FakeOpsgenie, KeyScenario
+from worker import inventory
+from worker.testing.fake_opsgenie import FakeOpsgenie
+from worker.testing.scenario import KeyScenario
 from worker.web.api import ApiConfig, build_app
 from worker.web.client import DEFAULT_QUEUE, ValidationClient
 from worker.web.openapi import document
@@ -240,7 +241,7 @@ def install(
     org = uuid.uuid4().int % 10**9 + 1
     teams, keys = {}, {}
     with session_factory(database_url).begin() as session:
-        integration, _ = records.add_integration(
+        integration, _ = inventory.add_integration(
             session,
             organization_id=org,
             account_name=f"acct-{org}",
@@ -250,7 +251,7 @@ def install(
         for label, scenario in cases.items():
             keys[label] = f"key-{uuid.uuid4()}"
             fake.set_key(keys[label], scenario)
-            team = records.add_team(
+            team = inventory.add_team(
                 session,
                 organization_id=org,
                 integration_id=integration.id,

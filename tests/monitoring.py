@@ -28,8 +28,9 @@ from sqlalchemy.orm import Session
 from models import Requester
 from models.crypto import KeyVault
 from tests.conftest import ARTIFACTS, NAMESPACE, Stack, ogv_command, open_stack
-from worker.checks import records
-from worker.testing.fake_opsgenie import FakeOpsgenie, KeyScenario
+from worker import inventory
+from worker.testing.fake_opsgenie import FakeOpsgenie
+from worker.testing.scenario import KeyScenario
 from worker.web.client import ValidationClient
 from worker.web.enqueue import RequestView
 
@@ -77,7 +78,7 @@ def install_direct(
     vault = KeyVault([stack.env["OGV_ENCRYPTION_KEYS"].encode()])
     engine = create_engine(stack.env["OGV_DATABASE_URL"])
     with Session(engine) as session, session.begin():
-        integration, _ = records.add_integration(
+        integration, _ = inventory.add_integration(
             session,
             organization_id=org,
             account_name=f"acct-{org}",
@@ -85,7 +86,7 @@ def install_direct(
             allowed_base_urls=[fake.url],
         )
         teams = {
-            label: records.add_team(
+            label: inventory.add_team(
                 session,
                 organization_id=org,
                 integration_id=integration.id,

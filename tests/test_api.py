@@ -36,7 +36,8 @@ from tests.api_support import (
     stack_client,
 )
 from tests.conftest import ARTIFACTS, Stack, ogv_command
-from worker.testing.fake_opsgenie import FakeOpsgenie, KeyScenario
+from worker.testing.fake_opsgenie import FakeOpsgenie
+from worker.testing.scenario import KeyScenario
 from worker.web.api import ApiConfig
 
 pytestmark = pytest.mark.parametrize("stack", ["redis-postgres"], indirect=True, scope="module")

@@ -21,7 +21,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from worker.testing.fake_opsgenie import FakeOpsgenie, KeyScenario, RecordedCall, Scenario
+from worker.testing.fake_opsgenie import FakeOpsgenie, RecordedCall
+from worker.testing.scenario import KeyScenario, Scenario
 
 AUTHENTICATE = "v2/integrations/authenticate"
 ALERTS = "v2/alerts?limit=1"
@@ -612,7 +613,8 @@ def test_serve_runs_until_sigterm(tmp_path: Path) -> None:
     scenario_file.write_text(Scenario(keys={"good": KeyScenario()}).to_json())
     code = (
         "import sys; from pathlib import Path; "
-        "from worker.testing.fake_opsgenie import Scenario, serve; "
+        "from worker.testing.fake_opsgenie import serve; "
+        "from worker.testing.scenario import Scenario; "
         "serve('127.0.0.1', 0, Scenario.from_json(Path(sys.argv[1]).read_text()))"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}

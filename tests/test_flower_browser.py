@@ -35,7 +35,8 @@ from tests.monitoring import (
 from tests.test_worker import validate
 from worker.operations.flower import plan
 from worker.settings import Settings
-from worker.testing.fake_opsgenie import FakeOpsgenie, KeyScenario
+from worker.testing.fake_opsgenie import FakeOpsgenie
+from worker.testing.scenario import KeyScenario
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 CHROMIUM = "/usr/bin/chromium"

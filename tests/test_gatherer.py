@@ -11,9 +11,10 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import exc as sa_exc
 
-from worker.checks.records import Ask
-from worker.web.api import ApiError, Gatherer
+from worker.checks.requests import Ask
 from worker.web.enqueue import RequestView
+from worker.web.errors import ApiError
+from worker.web.grouping import Gatherer
 
 
 def _view(ask: Ask) -> RequestView:

@@ -12,7 +12,8 @@ import pytest
 
 from tests.conftest import Stack
 from tests.monitoring import check_all, install_direct
-from worker.testing.fake_opsgenie import FakeOpsgenie, KeyScenario
+from worker.testing.fake_opsgenie import FakeOpsgenie
+from worker.testing.scenario import KeyScenario
 
 pytestmark = pytest.mark.parametrize("stack", ["redis-postgres"], indirect=True)
 

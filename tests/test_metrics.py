@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 from models import Requester, RequestState, Team, TeamStatus, ValidationRequest, utcnow
 from tests.conftest import Stack
 from tests.monitoring import Samples, check_all, install_direct, scrape, value
-from worker.testing.fake_opsgenie import FakeOpsgenie, KeyScenario
+from worker.testing.fake_opsgenie import FakeOpsgenie
+from worker.testing.scenario import KeyScenario
 
 LATENCY = "ogv_opsgenie_request_duration_seconds_count"
 

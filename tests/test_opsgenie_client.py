@@ -28,7 +28,8 @@ from worker.checks.opsgenie import (
     classify,
 )
 from worker.settings import OFFICIAL_BASE_URLS, ProbeName
-from worker.testing.fake_opsgenie import FakeOpsgenie, KeyScenario, RecordedCall, Scenario
+from worker.testing.fake_opsgenie import FakeOpsgenie, RecordedCall
+from worker.testing.scenario import KeyScenario, Scenario
 
 NO_CONFIG_MESSAGE = "Integration is not allowed to use configuration API; enable its access."
 

@@ -11,7 +11,7 @@ from sqlalchemy import func, select, update
 
 from models import Requester, RequestState, ValidationRequest, utcnow
 from models.db import session_factory
-from worker.checks import records
+from worker.checks import requests
 from worker.periodic import outbox
 from worker.settings import Settings
 from worker.web.enqueue import BATCH_TASK, VALIDATE_TASK, request_validations
@@ -21,7 +21,7 @@ def _submit(
     settings: Settings, team_id: str, key: str | None = None, org: int = 5
 ) -> tuple[uuid.UUID, bool]:
     with session_factory(settings.effective_database_url).begin() as session:
-        request, created = records.create_request(
+        request, created = requests.create_request(
             session,
             organization_id=org,
             integration_id=9,
@@ -62,7 +62,7 @@ def test_an_idempotency_key_returns_the_same_request(settings: Settings) -> None
             .values(state=RequestState.DONE)
         )
     assert _submit(settings, team, key) == (first, False)
-    with pytest.raises(records.IdempotencyConflict):
+    with pytest.raises(requests.IdempotencyConflict):
         _submit(settings, f"1-{uuid.uuid4().hex}", key)
 
 
@@ -167,10 +167,12 @@ def test_many_asks_are_recorded_together_as_one_batch(settings: Settings) -> Non
     active = f"1-{uuid.uuid4().hex}"
     earlier, _ = _submit(settings, active)
     fresh = [f"1-{uuid.uuid4().hex}" for _ in range(3)]
-    asks = [records.Ask(5, 9, team) for team in [*fresh, active, fresh[0]]]
+    asks = [requests.Ask(5, 9, team) for team in [*fresh, active, fresh[0]]]
     batch = uuid.uuid4()
     with session_factory(settings.effective_database_url).begin() as session:
-        answers = records.create_requests(session, asks, requested_by=Requester.API, batch_id=batch)
+        answers = requests.create_requests(
+            session, asks, requested_by=Requester.API, batch_id=batch
+        )
         got = {
             ask.team_id: (request.id, request.batch_id, created)
             for ask, (request, created) in answers.items()
@@ -196,19 +198,19 @@ def test_new_requests_asked_together_go_out_as_one_message(settings: Settings) -
     submitted = request_validations(
         sessions,
         app,  # type: ignore[arg-type]
-        [records.Ask(5, 9, team) for team in [*fresh, joined]],
+        [requests.Ask(5, 9, team) for team in [*fresh, joined]],
         requested_by=Requester.API,
     )
     alone = request_validations(
         sessions,
         app,  # type: ignore[arg-type]
-        [records.Ask(5, 9, f"1-{uuid.uuid4().hex}"), records.Ask(5, 9, joined)],
+        [requests.Ask(5, 9, f"1-{uuid.uuid4().hex}"), requests.Ask(5, 9, joined)],
         requested_by=Requester.API,
     )
     nothing_new = request_validations(
         sessions,
         app,  # type: ignore[arg-type]
-        [records.Ask(5, 9, joined)],
+        [requests.Ask(5, 9, joined)],
         requested_by=Requester.API,
     )
 
@@ -220,7 +222,7 @@ def test_new_requests_asked_together_go_out_as_one_message(settings: Settings) -
         }
     [new_alone] = [s for s in alone.values() if s.created]
     assert len(batch_ids) == 3 and len(batch) == 1 and None not in batch
-    assert not nothing_new[records.Ask(5, 9, joined)].created
+    assert not nothing_new[requests.Ask(5, 9, joined)].created
     assert app.messages == [
         (BATCH_TASK, [str(batch.pop())]),  # three new requests, one message
         (VALIDATE_TASK, [new_alone.view.id]),  # one new request: a plain check
@@ -233,16 +235,16 @@ def test_groups_of_overlapping_teams_recorded_at_once_do_not_deadlock(settings: 
     sessions = session_factory(settings.effective_database_url)
     errors: list[BaseException] = []
 
-    def record(asks: list[records.Ask], start: threading.Barrier) -> None:
+    def record(asks: list[requests.Ask], start: threading.Barrier) -> None:
         start.wait()
         try:
             with sessions.begin() as session:
-                records.create_requests(session, asks, requested_by=Requester.API)
+                requests.create_requests(session, asks, requested_by=Requester.API)
         except BaseException as exc:  # a deadlock is an OperationalError
             errors.append(exc)
 
     for _ in range(15):
-        asks = [records.Ask(5, 9, f"1-{uuid.uuid4().hex}") for _ in range(40)]
+        asks = [requests.Ask(5, 9, f"1-{uuid.uuid4().hex}") for _ in range(40)]
         start = threading.Barrier(2)
         threads = [
             threading.Thread(target=record, args=(order, start))

@@ -25,14 +25,17 @@ from models import (
     TeamStatus,
     TeamStatusChange,
     ValidationRequest,
+    utcnow,
 )
 from models.crypto import KeyVault
-from worker.checks import records
+from worker import inventory
+from worker.checks import records, requests
 from worker.checks.pipeline import AlreadyFinal, Collaborators, Finished, RetryLater, run_attempt
 from worker.checks.ratelimit import LocalGate
 from worker.checks.runtime import Runtime
 from worker.settings import Settings
-from worker.testing.fake_opsgenie import FakeOpsgenie, KeyScenario
+from worker.testing.fake_opsgenie import FakeOpsgenie
+from worker.testing.scenario import KeyScenario
 
 _orgs = itertools.count(1_000_000 + uuid.uuid4().int % 1_000_000 * 1000)
 
@@ -58,14 +61,14 @@ def install(deps: Collaborators, settings: Settings, fake: FakeOpsgenie) -> Inst
         key = f"key-{uuid.uuid4()}"
         fake.set_key(key, scenario)
         with deps.sessions.begin() as session:
-            integration, _ = records.add_integration(
+            integration, _ = inventory.add_integration(
                 session,
                 organization_id=org,
                 account_name=account or f"acct-{org}",
                 base_url=fake.url,
                 allowed_base_urls=settings.allowed_base_urls,
             )
-            team = records.add_team(
+            team = inventory.add_team(
                 session,
                 organization_id=org,
                 integration_id=integration.id,
@@ -87,7 +90,7 @@ def request_for(deps: Collaborators, installed: Installed, **overrides: object) 
     }
     fields.update(overrides)
     with deps.sessions.begin() as session:
-        request, _ = records.create_request(session, **fields)  # type: ignore[arg-type]
+        request, _ = requests.create_request(session, **fields)  # type: ignore[arg-type]
         return request.id
 
 
@@ -266,7 +269,7 @@ def test_429_pauses_the_whole_account(
     sibling_key = f"key-{uuid.uuid4()}"
     fake.set_key(sibling_key, KeyScenario("valid"))
     with deps.sessions.begin() as session:
-        sibling = records.add_team(
+        sibling = inventory.add_team(
             session,
             organization_id=throttled.organization_id,
             integration_id=throttled.integration_id,
@@ -381,7 +384,7 @@ def test_a_replaced_key_ignores_the_old_keys_answer(deps: Collaborators, install
     request_id = request_for(deps, team)
     with deps.sessions.begin() as session:
         records.finish(session, request_id, Result(Outcome.INVALID_KEY, "old"), target,
-                       records.utcnow())  # fmt: skip
+                       utcnow())  # fmt: skip
     _, row = load(deps, request_id)
     assert row is not None and row.status is TeamStatus.UNKNOWN
 

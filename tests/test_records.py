@@ -11,7 +11,7 @@ from sqlalchemy import select, text
 from models import Integration, OrganizationIntegration, Team
 from models.crypto import KeyVault, UndecryptableKey
 from models.db import session_factory
-from worker.checks import records
+from worker import inventory
 from worker.checks.baseurl import BaseUrlError
 from worker.settings import OFFICIAL_BASE_URLS, Settings
 
@@ -24,14 +24,14 @@ def test_one_account_is_one_row_however_many_organizations(settings: Settings) -
     sessions = session_factory(settings.effective_database_url)
     account = f"acme-{uuid.uuid4().hex[:8]}"
     with sessions.begin() as session:
-        first, link_a = records.add_integration(
+        first, link_a = inventory.add_integration(
             session,
             organization_id=_org(),
             account_name=account,
             base_url="https://API.eu.opsgenie.com",
             allowed_base_urls=OFFICIAL_BASE_URLS,
         )
-        second, link_b = records.add_integration(
+        second, link_b = inventory.add_integration(
             session,
             organization_id=_org(),
             account_name=account,
@@ -61,7 +61,7 @@ def test_base_urls_off_the_allowlist_are_refused_and_nothing_is_written(
     sessions = session_factory(settings.effective_database_url)
     account = f"refused-{uuid.uuid4().hex[:8]}"
     with pytest.raises(BaseUrlError), sessions.begin() as session:
-        records.add_integration(
+        inventory.add_integration(
             session,
             organization_id=_org(),
             account_name=account,
@@ -78,7 +78,7 @@ def test_base_urls_off_the_allowlist_are_refused_and_nothing_is_written(
 def _link(settings: Settings) -> tuple[int, int]:
     org = _org()
     with session_factory(settings.effective_database_url).begin() as session:
-        integration, _ = records.add_integration(
+        integration, _ = inventory.add_integration(
             session,
             organization_id=org,
             account_name=f"acct-{org}",
@@ -94,7 +94,7 @@ def test_keys_are_encrypted_at_rest(settings: Settings) -> None:
     key = f"sentinel-{uuid.uuid4()}"
     sessions = session_factory(settings.effective_database_url)
     with sessions.begin() as session:
-        team = records.add_team(
+        team = inventory.add_team(
             session,
             organization_id=org,
             integration_id=integration_id,
@@ -122,7 +122,7 @@ def test_a_duplicate_label_is_a_clear_error(settings: Settings) -> None:
     vault = KeyVault(settings.fernet_keys())
     sessions = session_factory(settings.effective_database_url)
     with sessions.begin() as session:
-        first = records.add_team(
+        first = inventory.add_team(
             session,
             organization_id=org,
             integration_id=integration_id,
@@ -131,8 +131,8 @@ def test_a_duplicate_label_is_a_clear_error(settings: Settings) -> None:
             vault=vault,
         )
         team_id = first.id
-    with pytest.raises(records.DuplicateTeam) as raised, sessions.begin() as session:
-        records.add_team(
+    with pytest.raises(inventory.DuplicateTeam) as raised, sessions.begin() as session:
+        inventory.add_team(
             session,
             organization_id=org,
             integration_id=integration_id,
@@ -150,10 +150,10 @@ def test_a_duplicate_label_is_a_clear_error(settings: Settings) -> None:
 def test_bad_labels_are_refused(settings: Settings, label: str) -> None:
     org, integration_id = _link(settings)
     with (
-        pytest.raises(records.RecordError),
+        pytest.raises(inventory.RecordError),
         session_factory(settings.effective_database_url).begin() as session,
     ):
-        records.add_team(
+        inventory.add_team(
             session,
             organization_id=org,
             integration_id=integration_id,
@@ -167,10 +167,10 @@ def test_bad_labels_are_refused(settings: Settings, label: str) -> None:
 def test_keys_that_no_header_can_carry_are_refused(settings: Settings, key: str) -> None:
     org, integration_id = _link(settings)
     with (
-        pytest.raises(records.RecordError) as raised,
+        pytest.raises(inventory.RecordError) as raised,
         session_factory(settings.effective_database_url).begin() as session,
     ):
-        records.add_team(
+        inventory.add_team(
             session,
             organization_id=org,
             integration_id=integration_id,
@@ -184,10 +184,10 @@ def test_keys_that_no_header_can_carry_are_refused(settings: Settings, key: str)
 
 def test_a_team_needs_an_installed_integration(settings: Settings) -> None:
     with (
-        pytest.raises(records.NotFound),
+        pytest.raises(inventory.NotFound),
         session_factory(settings.effective_database_url).begin() as session,
     ):
-        records.add_team(
+        inventory.add_team(
             session,
             organization_id=_org(),
             integration_id=999_999,

@@ -25,14 +25,16 @@ from models import (
 )
 from models.crypto import KeyVault
 from models.db import session_factory
-from worker.checks import records
+from worker import inventory
+from worker.checks import requests
 from worker.checks.pipeline import Collaborators, Finished, run_attempt, run_batch
 from worker.checks.ratelimit import Pacing
 from worker.checks.retries import RetryPolicy
 from worker.checks.runtime import Runtime
 from worker.periodic import dispatch
 from worker.settings import Settings
-from worker.testing.fake_opsgenie import FakeOpsgenie, KeyScenario
+from worker.testing.fake_opsgenie import FakeOpsgenie
+from worker.testing.scenario import KeyScenario
 
 _orgs = itertools.count(5_000_000 + uuid.uuid4().int % 10_000 * 1000)
 
@@ -52,7 +54,7 @@ def add_teams(
     with session_factory(settings.effective_database_url).begin() as session:
         rows = []
         for a in range(accounts):
-            _, link = records.add_integration(
+            _, link = inventory.add_integration(
                 session,
                 organization_id=org,
                 account_name=f"acct-{org}-{a}",
@@ -206,7 +208,7 @@ def test_dispatch_skips_teams_with_an_active_check(settings: Settings, fake: Fak
             )
         )
         assert integration_id is not None
-        records.create_request(
+        requests.create_request(
             session,
             organization_id=org,
             integration_id=integration_id,

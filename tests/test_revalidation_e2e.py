@@ -15,7 +15,8 @@ from sqlalchemy import create_engine, text
 
 from tests.conftest import Stack, open_stack
 from tests.test_worker import install, ok_json, validate
-from worker.testing.fake_opsgenie import FakeOpsgenie, KeyScenario
+from worker.testing.fake_opsgenie import FakeOpsgenie
+from worker.testing.scenario import KeyScenario
 
 
 class WebhookReceiver:

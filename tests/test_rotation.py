@@ -10,17 +10,19 @@ from cryptography.fernet import Fernet
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from models import Team
+from models import Requester, Team
 from models.crypto import KeyVault, UndecryptableKey
 from models.db import session_factory
-from worker.checks import records
+from worker import inventory
+from worker.checks import requests
 from worker.checks.pipeline import Collaborators, Finished, run_attempt
 from worker.checks.retries import RetryPolicy
 from worker.checks.runtime import Runtime
 from worker.operations.cli import app
 from worker.operations.rotation import rotate
 from worker.settings import Settings, get_settings
-from worker.testing.fake_opsgenie import FakeOpsgenie, KeyScenario
+from worker.testing.fake_opsgenie import FakeOpsgenie
+from worker.testing.scenario import KeyScenario
 
 
 def _org_with_teams(
@@ -28,7 +30,7 @@ def _org_with_teams(
 ) -> tuple[int, int, list[str]]:
     org = uuid.uuid4().int % 10**9 + 1
     with session_factory(settings.effective_database_url).begin() as session:
-        integration, _ = records.add_integration(
+        integration, _ = inventory.add_integration(
             session,
             organization_id=org,
             account_name=f"rot-{org}",
@@ -40,7 +42,7 @@ def _org_with_teams(
             key = f"rot-{uuid.uuid4()}"
             fake.set_key(key, KeyScenario("valid"))
             ids.append(
-                records.add_team(
+                inventory.add_team(
                     session,
                     organization_id=org,
                     integration_id=integration.id,
@@ -87,12 +89,12 @@ def test_rotation_moves_every_key_and_reports_the_undecryptable(
     try:
         for team_id in team_ids:
             with sessions.begin() as session:
-                request, _ = records.create_request(
+                request, _ = requests.create_request(
                     session,
                     organization_id=org,
                     integration_id=integration_id,
                     team_id=team_id,
-                    requested_by=records.Requester.CLI,
+                    requested_by=Requester.CLI,
                 )
                 request_id = request.id
             step = run_attempt(request_id, deps)

@@ -23,7 +23,8 @@ from sqlalchemy import create_engine, inspect, text
 from tests.conftest import NAMESPACE, Stack
 from tests.monitoring import Flower, scrape
 from tests.test_worker import install, ok_json, validate
-from worker.testing.fake_opsgenie import FakeOpsgenie, KeyScenario
+from worker.testing.fake_opsgenie import FakeOpsgenie
+from worker.testing.scenario import KeyScenario
 
 
 def database_text(url: str) -> str:

@@ -18,7 +18,8 @@ import pytest
 
 from tests.api_support import Account, install, stack_client
 from tests.conftest import Stack
-from worker.testing.fake_opsgenie import FakeOpsgenie, KeyScenario
+from worker.testing.fake_opsgenie import FakeOpsgenie
+from worker.testing.scenario import KeyScenario
 from worker.web.client import ValidationClient
 
 # The worker runs on Redis and PostgreSQL only: the client is for deployed web apps.

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import NAMESPACE, Stack
-from worker.testing.fake_opsgenie import FakeOpsgenie, KeyScenario
+from worker.testing.fake_opsgenie import FakeOpsgenie
+from worker.testing.scenario import KeyScenario
 
 
 def ok_json(stack: Stack, *args: str, stdin: str | None = None) -> Any:

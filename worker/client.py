@@ -1,5 +1,11 @@
-"""The client's original import path, kept for web apps: see `worker.web.client`."""
+"""The client's stable import path for web apps: a re-export of `worker.web.client`."""
 
-from worker.web.client import Ask, RequestView, ValidationClient, producer_app
+from worker.web.client import (
+    Ask,
+    IdempotencyConflict,
+    RequestView,
+    ValidationClient,
+    producer_app,
+)
 
-__all__ = ["Ask", "RequestView", "ValidationClient", "producer_app"]
+__all__ = ["Ask", "IdempotencyConflict", "RequestView", "ValidationClient", "producer_app"]

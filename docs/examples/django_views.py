@@ -14,7 +14,7 @@ from django.conf import settings
 from django.http import Http404, HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET, require_POST
 
-from worker.web.client import RequestView, ValidationClient
+from worker.client import RequestView, ValidationClient
 
 CHECK_TIMEOUT = 5.0
 

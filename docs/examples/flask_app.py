@@ -8,8 +8,7 @@ from typing import Any
 from flask import Flask, abort, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from worker.checks.records import IdempotencyConflict
-from worker.web.client import RequestView, ValidationClient
+from worker.client import IdempotencyConflict, RequestView, ValidationClient
 
 
 def create_app(client: ValidationClient, check_timeout: float = 5.0) -> Flask:

@@ -40,11 +40,12 @@ from models import Requester, Team
 from models.crypto import KeyVault
 from models.db import session_factory
 from tests.conftest import ARTIFACTS, FAST_RETRIES, NAMESPACE, REDIS_URL
-from worker.checks import records
+from worker import inventory
 from worker.periodic import dispatch
 from worker.settings import OFFICIAL_BASE_URLS
-from worker.testing.fake_opsgenie import FakeOpsgenie, KeyScenario, Scenario
+from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.local import LocalWorker
+from worker.testing.scenario import KeyScenario, Scenario
 from worker.web.client import producer_app
 from worker.web.enqueue import REVALIDATE_TASK
 
@@ -201,7 +202,7 @@ def populate(
         rows = []
         for a in range(accounts):
             account = f"chaos-{org}-{a}"
-            integration, link = records.add_integration(
+            integration, link = inventory.add_integration(
                 session,
                 organization_id=org,
                 account_name=account,

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.chaos import harness
-from worker.testing.fake_opsgenie import FakeOpsgenie, KeyScenario
+from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.local import LocalWorker
+from worker.testing.scenario import KeyScenario
 from worker.web.client import ValidationClient
 
 pytestmark = [pytest.mark.chaos, pytest.mark.redis, pytest.mark.postgres, pytest.mark.timeout(120)]

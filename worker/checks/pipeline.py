@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models import Outcome, utcnow
 from models.crypto import KeyVault
 from worker import metrics
-from worker.checks import records
+from worker.checks import claims, records
 from worker.checks.opsgenie import AccountPaused, GateUnavailable, OpsgenieClient, TransientError
 from worker.checks.ratelimit import AccountGate
 from worker.checks.retries import RetryPolicy
@@ -110,16 +110,16 @@ class _Claimed:
 
 def run_attempt(request_id: uuid.UUID, deps: Collaborators) -> Step:
     """Run one attempt of one request and say what should happen next."""
-    report = _run(lambda session: records.claim_one(session, request_id, deps.lease), deps)
+    report = _run(lambda session: claims.claim_one(session, request_id, deps.lease), deps)
     return report.steps.get(request_id, AlreadyFinal())
 
 
 def run_batch(batch_id: uuid.UUID, deps: Collaborators) -> Report:
     """Run every pending request of a batch concurrently; retries are left to the caller."""
-    return _run(lambda session: records.claim_batch(session, batch_id, deps.lease), deps)
+    return _run(lambda session: claims.claim_batch(session, batch_id, deps.lease), deps)
 
 
-def _run(claim: Callable[[Session], Sequence[records.Claim]], deps: Collaborators) -> Report:
+def _run(claim: Callable[[Session], Sequence[claims.Claim]], deps: Collaborators) -> Report:
     with deps.sessions.begin() as session:
         requests = claim(session)
         found = resolve_many(session, requests, deps.vault)
@@ -184,7 +184,7 @@ def _write(
     with deps.sessions.begin() as session:
         written = records.finish_many(session, completions)
         for request_id, _, error, attempts, delay in retries:
-            records.note_retry(session, request_id, _retry_note(error, delay), attempts, delay)
+            claims.note_retry(session, request_id, _retry_note(error, delay), attempts, delay)
     finished = set(written.finished)
     for completion in completions:
         if completion.request_id in finished:

@@ -22,7 +22,7 @@ from rich.table import Table
 from models.crypto import KeyVault
 from models.db import session_factory
 from models.migrate import upgrade
-from worker.checks import records
+from worker import inventory
 from worker.checks.baseurl import BaseUrlError
 from worker.settings import get_settings
 from worker.web import teams
@@ -97,7 +97,7 @@ def integration_add(
     settings = get_settings()
     try:
         with session_factory().begin() as session:
-            integration, link = records.add_integration(
+            integration, link = inventory.add_integration(
                 session,
                 organization_id=org,
                 account_name=account,
@@ -105,7 +105,7 @@ def integration_add(
                 allowed_base_urls=settings.allowed_base_urls,
             )
             result = {"integration_id": integration.id, "organization_integration_id": link.id}
-    except (records.RecordError, BaseUrlError) as exc:
+    except (inventory.RecordError, BaseUrlError) as exc:
         fail(getattr(exc, "code", "invalid_base_url"), str(exc), as_json)
     emit(
         result,
@@ -129,7 +129,7 @@ def team_add(
     settings = get_settings()
     try:
         with session_factory().begin() as session:
-            team = records.add_team(
+            team = inventory.add_team(
                 session,
                 organization_id=org,
                 integration_id=integration,
@@ -138,7 +138,7 @@ def team_add(
                 vault=KeyVault(settings.fernet_keys()),
             )
             team_id = team.id
-    except records.RecordError as exc:
+    except inventory.RecordError as exc:
         fail(exc.code, str(exc), as_json)
     emit({"team_id": team_id}, as_json, lambda: console.print(f"team {team_id}"))
 
@@ -362,7 +362,8 @@ def fake_opsgenie(
     ] = None,
 ) -> None:
     """Serve the built-in fake Opsgenie for tests and demos."""
-    from worker.testing.fake_opsgenie import Scenario, serve
+    from worker.testing.fake_opsgenie import serve
+    from worker.testing.scenario import Scenario
 
     loaded = Scenario.from_json(scenario.read_text()) if scenario else Scenario(keys={})
     serve(host, port, loaded)

@@ -21,10 +21,11 @@ from models import Requester
 from models.crypto import KeyVault
 from models.db import session_factory
 from models.migrate import upgrade
-from worker.checks import records
+from worker import inventory
 from worker.settings import Settings, get_settings
-from worker.testing.fake_opsgenie import FakeOpsgenie, KeyScenario, Scenario
+from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.local import LocalWorker
+from worker.testing.scenario import KeyScenario, Scenario
 
 # label → (what the fake answers for that team's key, the outcome we expect)
 CASES: dict[str, tuple[KeyScenario, str]] = {
@@ -109,7 +110,7 @@ def _install(
     settings = get_settings()
     vault = KeyVault(settings.fernet_keys())
     with session_factory().begin() as session:
-        integration, _ = records.add_integration(
+        integration, _ = inventory.add_integration(
             session,
             organization_id=organization_id,
             account_name="demo",
@@ -117,7 +118,7 @@ def _install(
             allowed_base_urls=settings.allowed_base_urls,
         )
         team_ids = {
-            label: records.add_team(
+            label: inventory.add_team(
                 session,
                 organization_id=organization_id,
                 integration_id=integration.id,

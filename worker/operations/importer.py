@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import OrganizationIntegration, Team
 from models.crypto import KeyVault
-from worker.checks import records
+from worker import inventory
 
 FIELDS = {"organization_id": int, "integration_id": int, "label": str, "integration_key": str}
 
@@ -91,9 +91,9 @@ def _parse(number: int, text: str, report: ImportReport) -> _Line | None:
         data["integration_key"],
     )
     try:
-        records.check_label(line.label)
-        records.check_key_format(line.key)
-    except records.RecordError as exc:
+        inventory.check_label(line.label)
+        inventory.check_key_format(line.key)
+    except inventory.RecordError as exc:
         report.errors.append(LineError(number, exc.code, str(exc)))
         return None
     return line

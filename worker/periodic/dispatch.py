@@ -45,7 +45,7 @@ from models import (
 )
 from models.db import array_of
 from worker.checks.ratelimit import Pacing
-from worker.checks.records import insert_pending, pending_columns
+from worker.checks.requests import insert_pending, pending_columns
 from worker.settings import Settings
 
 log = logging.getLogger("ogv.dispatch")

@@ -33,19 +33,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-import kombu.exceptions
 from aiohttp import web
 from multidict import MultiMapping
-from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 
 from models import TeamStatus
-from worker.checks.records import Ask, IdempotencyConflict, RecordError
+from worker.checks.requests import Ask, IdempotencyConflict
+from worker.inventory import RecordError
 from worker.logs import configure_logging
 from worker.settings import Settings
 from worker.web import teams
 from worker.web.client import ValidationClient
 from worker.web.enqueue import RequestView
+from worker.web.errors import ApiError, off_loop
+from worker.web.grouping import Gatherer
 from worker.web.openapi import BIGINT_MAX, IDEMPOTENCY_KEY_MAX, INTEGER_MAX, TEAM_ID_MAX, document
 from worker.web.teams import TeamRow
 
@@ -61,19 +62,6 @@ LOCAL_HOSTS = frozenset({"127.0.0.1", "::1"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 T = TypeVar("T")
-
-
-class ApiError(Exception):
-    """Raised by a handler to refuse a request with a stable code."""
-
-    def __init__(
-        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = dict(headers or {})
 
 
 class StartRefused(RuntimeError):
@@ -301,103 +289,6 @@ def parse_organization_id(raw: str) -> int:
     if not _is_decimal(raw) or not 1 <= int(raw) <= BIGINT_MAX:
         raise invalid(f"the organization id must be an integer from 1 to {BIGINT_MAX}")
     return int(raw)
-
-
-# -- the database, off the loop ----------------------------------------------------------
-
-_UNAVAILABLE: dict[type[BaseException], tuple[str, str]] = {
-    sa_exc.OperationalError: ("database_unavailable", "the database is unreachable"),
-    sa_exc.InterfaceError: ("database_unavailable", "the database is unreachable"),
-    sa_exc.TimeoutError: ("database_unavailable", "no database connection was free in time"),
-    kombu.exceptions.OperationalError: (
-        "broker_unavailable",
-        "the request is recorded but could not be queued yet; it will be, and asking "
-        "again returns it",
-    ),
-}
-
-
-async def off_loop(call: Callable[[], T]) -> T:
-    """Run a blocking call on the thread pool; unreachable services become a 503."""
-    try:
-        return await asyncio.to_thread(call)
-    except tuple(_UNAVAILABLE) as exc:
-        code, message = next(v for k, v in _UNAVAILABLE.items() if isinstance(exc, k))
-        log.warning("api.unavailable", extra={"code": code, "error": type(exc).__name__})
-        raise ApiError(503, code, message, {"Retry-After": "1"}) from exc
-
-
-class Gatherer:
-    """Records concurrent POSTs together: one INSERT, one commit and one message each group.
-
-    POSTs that arrive while `parallel` groups are being recorded wait for the
-    next group, so under load groups grow by themselves (group commit). A group
-    goes to the workers as one batch task, and a worker's cost is mostly per
-    task, so the groups are also spaced: a group begins at least `spacing`
-    seconds after the one before it began. A POST that finds the API idle for
-    that long is recorded at once, alone; under load a POST waits at most
-    `spacing` for the POSTs that come after it.
-    """
-
-    def __init__(
-        self,
-        client: ValidationClient,
-        parallel: int = 1,
-        largest: int = 100,
-        spacing: float = 0.0,
-    ) -> None:
-        self.client = client
-        self.parallel = parallel
-        self.largest = largest
-        self.spacing = spacing
-        self._waiting: list[tuple[Ask, asyncio.Future[RequestView]]] = []
-        self._draining = 0
-        self._last_began = -math.inf
-        self._tasks: set[asyncio.Task[None]] = set()  # referenced until done
-
-    async def request(self, ask: Ask) -> RequestView:
-        answer: asyncio.Future[RequestView] = asyncio.get_running_loop().create_future()
-        self._waiting.append((ask, answer))
-        if self._draining < self.parallel:
-            self._draining += 1
-            drain = asyncio.create_task(self._drain())
-            self._tasks.add(drain)
-            drain.add_done_callback(self._tasks.discard)
-        return await answer
-
-    async def _drain(self) -> None:
-        # `_draining` drops in the same step as the last look at `_waiting`: a POST
-        # that comes after it starts a drain of its own, none is left waiting.
-        loop = asyncio.get_running_loop()
-        try:
-            while self._waiting:
-                if (pause := self._last_began + self.spacing - loop.time()) > 0:
-                    await asyncio.sleep(pause)  # the POSTs arriving meanwhile join
-                    if not self._waiting:
-                        break  # another drain (parallel > 1) took them
-                self._last_began = loop.time()
-                group = self._waiting[: self.largest]
-                del self._waiting[: self.largest]
-                await self._record(group)
-        finally:
-            self._draining -= 1
-
-    async def _record(self, group: list[tuple[Ask, asyncio.Future[RequestView]]]) -> None:
-        asks = [ask for ask, _ in group]
-        try:
-            views = await off_loop(functools.partial(self.client.request_many, asks))
-        except Exception as exc:
-            for _, answer in group:
-                if not answer.done():
-                    answer.set_exception(exc)
-            return
-        except BaseException:
-            for _, answer in group:
-                answer.cancel()  # the server is stopping: its POSTs are cancelled too
-            raise
-        for ask, answer in group:
-            if not answer.done():
-                answer.set_result(views[ask])
 
 
 GATHERER = web.AppKey("gatherer", Gatherer)

@@ -9,7 +9,7 @@ request, with the same outcomes, as one asked for through the CLI or the HTTP AP
 
 Errors reach the caller unchanged:
 
-- `worker.checks.records.IdempotencyConflict` when an idempotency key was used for
+- `worker.checks.requests.IdempotencyConflict` when an idempotency key was used for
   another team;
 - the broker's error when publishing failed; the request is committed by then,
   and the outbox sweeper publishes it later (asking again returns it).
@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models import Requester
 from models.db import session_factory
 from worker import embedded_broker
-from worker.checks.records import Ask
+from worker.checks.requests import Ask, IdempotencyConflict
 from worker.settings import Settings, get_settings, sqlalchemy_url
 from worker.web.enqueue import (
     RequestView,
@@ -37,7 +37,7 @@ from worker.web.enqueue import (
     wait_for,
 )
 
-__all__ = ["Ask", "RequestView", "ValidationClient", "producer_app"]
+__all__ = ["Ask", "IdempotencyConflict", "RequestView", "ValidationClient", "producer_app"]
 
 DEFAULT_QUEUE = "ogv"
 """The queue workers consume by default (`OGV_NAMESPACE`, celeryconfig.task_default_queue)."""

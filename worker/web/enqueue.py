@@ -18,7 +18,7 @@ from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import Requester, ValidationRequest
-from worker.checks import records
+from worker.checks import requests
 
 VALIDATE_TASK = "ogv.validate_request"
 """The registered task name; part of the service's interface for producers."""
@@ -112,7 +112,7 @@ def request_validation(
     and the outbox sweeper publishes it later; the error still reaches the caller.
     """
     with sessions.begin() as session:
-        request, created = records.create_request(
+        request, created = requests.create_request(
             session,
             organization_id=organization_id,
             integration_id=integration_id,
@@ -129,10 +129,10 @@ def request_validation(
 def request_validations(
     sessions: sessionmaker[Session],
     app: Celery,
-    asks: Sequence[records.Ask],
+    asks: Sequence[requests.Ask],
     *,
     requested_by: Requester,
-) -> dict[records.Ask, Submitted]:
+) -> dict[requests.Ask, Submitted]:
     """`request_validation` for many teams: one transaction, and one message for the new ones.
 
     The new requests share a batch id and go out as one batch task, checked
@@ -141,7 +141,7 @@ def request_validations(
     """
     batch_id = uuid.uuid4() if len(set(asks)) > 1 else None
     with sessions.begin() as session:
-        answers = records.create_requests(
+        answers = requests.create_requests(
             session, asks, requested_by=requested_by, batch_id=batch_id
         )
         submitted = {

@@ -1,0 +1,136 @@
+"""Integrations and teams as rows: installing an account, storing a team's key.
+
+Functions take a session and never commit. Refusals are `RecordError`s whose
+`code` is stable for scripts and the API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import (
+    select,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from models import (
+    Integration,
+    IntegrationStatus,
+    OrganizationIntegration,
+    Team,
+)
+from models.crypto import KeyVault
+from worker.checks.baseurl import check_allowed
+from worker.checks.rules import OPSGENIE_PROVIDER
+
+
+class RecordError(ValueError):
+    """Raised when a write is refused; `code` is stable for scripts and the API."""
+
+    code = "invalid"
+
+
+class NotFound(RecordError):
+    """Raised when a referenced organization integration does not exist."""
+
+    code = "not_found"
+
+
+class DuplicateTeam(RecordError):
+    """Raised when a label is already used in the organization integration."""
+
+    code = "duplicate_team"
+
+
+def add_integration(
+    session: Session,
+    *,
+    organization_id: int,
+    account_name: str,
+    base_url: str,
+    allowed_base_urls: Sequence[str],
+) -> tuple[Integration, OrganizationIntegration]:
+    """Install an Opsgenie account for an organization; one row per account."""
+    url = check_allowed(base_url, allowed_base_urls)
+    account = account_name.strip()
+    if not account or len(account) > 255 or not account.isprintable():
+        raise RecordError("the account name must be 1 to 255 printable characters")
+    integration = session.scalars(
+        select(Integration).where(
+            Integration.provider == OPSGENIE_PROVIDER,
+            Integration.account_name == account,
+            Integration.base_url == url,
+        )
+    ).first()
+    if integration is None:
+        integration = Integration(provider=OPSGENIE_PROVIDER, account_name=account, base_url=url)
+        session.add(integration)
+        session.flush()
+    link = session.scalars(
+        select(OrganizationIntegration).where(
+            OrganizationIntegration.organization_id == organization_id,
+            OrganizationIntegration.integration_id == integration.id,
+        )
+    ).first()
+    if link is None:
+        link = OrganizationIntegration(organization_id=organization_id, integration=integration)
+        session.add(link)
+    link.status = IntegrationStatus.ACTIVE
+    session.flush()
+    return integration, link
+
+
+def add_team(
+    session: Session,
+    *,
+    organization_id: int,
+    integration_id: int,
+    label: str,
+    integration_key: str,
+    vault: KeyVault,
+) -> Team:
+    """Store a team's key, encrypted; refuses a label already used in the link."""
+    link = find_link(session, organization_id, integration_id)
+    if link is None:
+        raise NotFound(
+            f"integration {integration_id} is not installed for organization {organization_id}"
+        )
+    check_label(label)
+    check_key_format(integration_key)
+    team = Team(
+        id=Team.make_id(link.id, label),
+        organization_integration_id=link.id,
+        label=label,
+        encrypted_key=vault.encrypt(integration_key),
+    )
+    try:
+        with session.begin_nested():
+            session.add(team)
+    except IntegrityError as exc:
+        raise DuplicateTeam(f"a team labelled {label!r} already exists") from exc
+    return team
+
+
+def find_link(
+    session: Session, organization_id: int, integration_id: int
+) -> OrganizationIntegration | None:
+    return session.scalars(
+        select(OrganizationIntegration).where(
+            OrganizationIntegration.organization_id == organization_id,
+            OrganizationIntegration.integration_id == integration_id,
+        )
+    ).first()
+
+
+def check_label(label: str) -> None:
+    if not label or len(label) > 255 or not label.isprintable() or label != label.strip():
+        raise RecordError(
+            "a team label must be 1 to 255 printable characters without surrounding spaces"
+        )
+
+
+def check_key_format(key: str) -> None:
+    # Opsgenie keys are UUIDs; we only insist on what an HTTP header can carry.
+    if not key or len(key) > 200 or not key.isascii() or not key.isprintable() or " " in key:
+        raise RecordError("an integration key must be 1 to 200 visible ASCII characters")

@@ -1,0 +1,176 @@
+"""What the fake Opsgenie answers: a scenario of per-key behaviours and server-wide settings.
+
+Scenario format (JSON, as read by :meth:`Scenario.from_json` and the CLI's ``--scenario``)::
+
+    {
+      "keys": {
+        "good-key":   {"behaviour": "valid", "account": "acme"},
+        "slow-key":   {"behaviour": "valid", "latency_ms": 200},
+        "busy-key":   {"behaviour": "throttle", "times": 2, "period_seconds": 1},
+        "flaky-key":  {"behaviour": "server_error", "times": -1, "status": 502},
+        "short-form": "no_access"
+      },
+      "default": {"behaviour": "invalid_key"},
+      "latency_ms": 0,
+      "hang_seconds": 30.0,
+      "large_body_bytes": 8388608,
+      "account_rate_per_second": null
+    }
+
+Every field is optional; a key's entry may be just its behaviour. Unknown keys get
+``default``. The behaviours:
+
+``valid``          200 with an Opsgenie-like success body.
+``invalid_key``    401 (key unknown, or its integration disabled).
+``no_access``      403 with ``"code": 40301`` (no configuration access).
+``no_config_access`` 403 with ``"code": 40301`` on authenticate, but 200 on alerts: a key
+                   whose integration has configuration access turned off can still
+                   read alerts (spec section 4).
+``unprocessable``  422 with a message.
+``throttle``       429 with the ``X-RateLimit-*`` headers, ``times`` times, then 200.
+``server_error``   ``status`` (a 5xx), ``times`` times, then 200.
+``hang``           sleeps ``hang_seconds`` (scenario-wide) and answers 200; after
+                   ``times`` hangs (if given) answers 200 at once.
+``reset``          aborts the TCP connection without any HTTP response; after ``times``
+                   resets (if given) answers 200.
+``large_body``     200 with a body of ``large_body_bytes`` bytes.
+
+``times`` counts the key's attempts across both endpoints; ``-1`` means forever, and
+leaving it out means once for ``throttle`` and ``server_error``, forever for ``hang`` and
+``reset``. Every
+answer waits ``latency_ms`` (scenario) plus the key's ``latency_ms`` first, is JSON and
+carries ``X-Request-ID``. If ``account_rate_per_second`` is set, the fake itself throttles
+each account beyond that many admitted calls in any 1-second window, as Opsgenie's
+per-account buckets do; such a 429 does not consume the key's ``times``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+Behaviour = Literal[
+    "valid",
+    "invalid_key",
+    "no_access",
+    "no_config_access",
+    "unprocessable",
+    "throttle",
+    "server_error",
+    "hang",
+    "reset",
+    "large_body",
+]
+BEHAVIOURS: tuple[str, ...] = get_args(Behaviour)
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_number(name: str, value: object) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+
+
+def _reject_unknown_fields(cls: type[Any], data: Mapping[str, Any]) -> None:
+    unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(sorted(unknown))}")
+
+
+@dataclass(frozen=True)
+class KeyScenario:
+    """How the fake answers probes made with one integration key."""
+
+    behaviour: Behaviour = "valid"
+    account: str = "default"
+    times: int | None = None
+    """Failures before 200; None: once for throttle/server_error, forever for hang/reset."""
+    period_seconds: int = 1
+    latency_ms: int = 0
+    status: int = 503
+
+    def __post_init__(self) -> None:
+        if self.behaviour not in BEHAVIOURS:
+            raise ValueError(f"behaviour must be one of {BEHAVIOURS}, got {self.behaviour!r}")
+        if not isinstance(self.account, str) or not self.account:
+            raise ValueError(f"account must be a non-empty string, got {self.account!r}")
+        if self.times is not None:
+            _check_int("times", self.times, -1)
+        _check_int("period_seconds", self.period_seconds, 1)
+        _check_int("latency_ms", self.latency_ms, 0)
+        _check_int("status", self.status, 500)
+        if self.status > 599:
+            raise ValueError(f"status must be a 5xx, got {self.status}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | str) -> KeyScenario:
+        """Build from a JSON object, or from a bare behaviour name."""
+        if isinstance(data, str):
+            return cls(behaviour=data)  # type: ignore[arg-type]  # validated in __post_init__
+        _reject_unknown_fields(cls, data)
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _default_key_scenario() -> KeyScenario:
+    return KeyScenario(behaviour="invalid_key")
+
+
+@dataclass
+class Scenario:
+    """The whole fake account landscape: per-key behaviours plus server-wide settings."""
+
+    keys: dict[str, KeyScenario] = field(default_factory=dict)
+    default: KeyScenario = field(default_factory=_default_key_scenario)
+    latency_ms: int = 0
+    hang_seconds: float = 30.0
+    large_body_bytes: int = 8 * 1024 * 1024
+    account_rate_per_second: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_int("latency_ms", self.latency_ms, 0)
+        _check_number("hang_seconds", self.hang_seconds)
+        _check_int("large_body_bytes", self.large_body_bytes, 0)
+        if self.account_rate_per_second is not None:
+            _check_int("account_rate_per_second", self.account_rate_per_second, 1)
+
+    def for_key(self, key: str) -> KeyScenario:
+        return self.keys.get(key, self.default)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Scenario:
+        _reject_unknown_fields(cls, data)
+        fields = dict(data)
+        fields["keys"] = {k: KeyScenario.from_dict(v) for k, v in data.get("keys", {}).items()}
+        if "default" in data:
+            fields["default"] = KeyScenario.from_dict(data["default"])
+        return cls(**fields)
+
+    @classmethod
+    def from_json(cls, source: str | bytes | Mapping[str, Any]) -> Scenario:
+        """Build from JSON text or an already decoded JSON object."""
+        data = json.loads(source) if isinstance(source, str | bytes) else source
+        if not isinstance(data, Mapping):
+            raise ValueError("a scenario must be a JSON object")
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "keys": {k: v.to_dict() for k, v in self.keys.items()},
+            "default": self.default.to_dict(),
+            "latency_ms": self.latency_ms,
+            "hang_seconds": self.hang_seconds,
+            "large_body_bytes": self.large_body_bytes,
+            "account_rate_per_second": self.account_rate_per_second,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
