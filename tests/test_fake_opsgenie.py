@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,12 +22,28 @@ from typing import Any
 import aiohttp
 import pytest
 
-from worker.testing.fake_opsgenie import FakeOpsgenie, RecordedCall
-from worker.testing.scenario import KeyScenario, Scenario
+from worker.testing import scenario as scenario_module
+from worker.testing.fake_opsgenie import HOST_PREFIXES, FakeOpsgenie, RecordedCall
+from worker.testing.scenario import (
+    BEHAVIOURS,
+    HOST_BEHAVIOURS,
+    HOSTS,
+    Host,
+    KeyScenario,
+    Scenario,
+)
 
 AUTHENTICATE = "v2/integrations/authenticate"
 ALERTS = "v2/alerts?limit=1"
 ENDPOINTS = [AUTHENTICATE, ALERTS]
+# Every probe every host serves: JSM Ops has no authenticate (SPEC section 7).
+HOST_ENDPOINTS = [
+    ("opsgenie", AUTHENTICATE),
+    ("opsgenie", ALERTS),
+    ("opsgenie-eu", AUTHENTICATE),
+    ("opsgenie-eu", ALERTS),
+    ("jsm-ops", ALERTS),
+]
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -39,6 +56,16 @@ class Answer:
     @property
     def json(self) -> Any:
         return json.loads(self.body)
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Hand a 3xx back as it came, as the validator does (SPEC section 4)."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
 
 
 def http(
@@ -56,7 +83,7 @@ def http(
         base_url + path, data=data, method=method, headers={**all_headers, **(headers or {})}
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _OPENER.open(request, timeout=timeout) as response:
             return Answer(response.status, response.headers, response.read())
     except urllib.error.HTTPError as error:
         with error:
@@ -472,6 +499,7 @@ def test_admin_api_drives_the_fake(fake: Callable[..., FakeOpsgenie]) -> None:
     assert http(og.url, "_fake/stats").json == {
         "calls_by_key": {"a": 2, "b": 1, "x": 1},
         "calls_by_account": {"acme": 3, "default": 1},
+        "calls_by_host": {"opsgenie": 4},
         "max_calls_per_second_by_account": {"acme": 3, "default": 1},
         "total": 4,
     }
@@ -479,6 +507,7 @@ def test_admin_api_drives_the_fake(fake: Callable[..., FakeOpsgenie]) -> None:
     assert http(og.url, "_fake/stats").json == {
         "calls_by_key": {},
         "calls_by_account": {},
+        "calls_by_host": {},
         "max_calls_per_second_by_account": {},
         "total": 0,
     }
@@ -526,6 +555,432 @@ def test_unknown_route_answers_json_404(fake: Callable[..., FakeOpsgenie]) -> No
     assert answer.json["message"] == "Not Found"
 
 
+# --- three hosts -----------------------------------------------------------------------
+
+
+def host_probe(og: FakeOpsgenie, host: Host, path: str, key: str | None) -> Answer:
+    return probe(og.base_url_for(host), path, key)
+
+
+def assert_success(answer: Answer, path: str) -> None:
+    """Opsgenie's success body for ``path`` (SPEC sections 4 and 6), whole."""
+    body = answer.json
+    success: dict[str, Any] = {"result": "Integration authenticated"}
+    if path != AUTHENTICATE:
+        success = {"data": [], "paging": {}}
+    assert answer.status == 200
+    assert body == success | {"took": 0.01, "requestId": body["requestId"]}
+    assert answer.headers["X-Request-ID"] == body["requestId"]
+    assert answer.headers["Content-Type"].startswith("application/json")
+
+
+def test_each_host_has_its_base_url(server: FakeOpsgenie) -> None:
+    root = server.url
+
+    assert HOST_PREFIXES == {
+        "opsgenie": "/",
+        "opsgenie-eu": "/eu/",
+        "jsm-ops": "/jsm/ops/integration/",
+    }
+    assert server.base_url == server.base_url_for("opsgenie") == root
+    assert server.base_urls() == {
+        "opsgenie": root,
+        "opsgenie-eu": root + "eu/",
+        "jsm-ops": root + "jsm/ops/integration/",
+    }
+
+
+def test_base_url_needs_a_running_fake() -> None:
+    with pytest.raises(RuntimeError, match="not started"):
+        FakeOpsgenie().base_url_for("jsm-ops")
+
+
+@pytest.mark.parametrize(("host", "path"), HOST_ENDPOINTS)
+def test_valid_key_succeeds_on_every_host(
+    fake: Callable[..., FakeOpsgenie], host: Host, path: str
+) -> None:
+    og = fake({"good": KeyScenario(account="acme")})
+
+    assert_success(host_probe(og, host, path, "good"), path)
+
+    [call] = og.requests()
+    prefix = HOST_PREFIXES[host]
+    route = AUTHENTICATE if path == AUTHENTICATE else "v2/alerts"
+    assert call == RecordedCall(
+        key="good",
+        account="acme",
+        method="POST" if path == AUTHENTICATE else "GET",
+        path=prefix + route,
+        query={} if path == AUTHENTICATE else {"limit": "1"},
+        body={"type": "sentry"} if path == AUTHENTICATE else None,
+        headers={"Accept": "application/json"}
+        | ({"Content-Type": "application/json"} if path == AUTHENTICATE else {}),
+        at=call.at,
+        status=200,
+        host=host,
+    )
+
+
+def test_jsm_ops_has_no_authenticate(fake: Callable[..., FakeOpsgenie]) -> None:
+    og = fake({"k": KeyScenario("server_error", times=1, account="acme")})
+
+    answer = host_probe(og, "jsm-ops", AUTHENTICATE, "k")
+
+    assert_error_answer(answer, 404, "Not Found")
+    assert [(c.key, c.account, c.host, c.path, c.status) for c in og.requests()] == [
+        ("k", "acme", "jsm-ops", "/jsm/ops/integration/v2/integrations/authenticate", 404)
+    ]
+    # The key was never looked at: its one server error is still to come.
+    assert [host_probe(og, "jsm-ops", ALERTS, "k").status for _ in range(2)] == [503, 200]
+
+
+def test_jsm_ops_serves_nothing_else_under_its_prefix(fake: Callable[..., FakeOpsgenie]) -> None:
+    og = fake({"k": KeyScenario()})
+
+    answer = http(og.base_url_for("jsm-ops"), "v2/heartbeats")
+
+    assert answer.status == 404
+    assert answer.json["message"] == "Not Found"
+
+
+@pytest.mark.parametrize(("host", "path"), HOST_ENDPOINTS)
+@pytest.mark.parametrize(
+    ("behaviour", "status", "message"),
+    [
+        ("malformed_key", 422, "Key format is not valid!"),
+        ("retired", 410, "This API is deprecated and no longer available"),
+        ("invalid_key", 401, "Integration key is not recognised."),
+    ],
+)
+def test_opsgenie_json_answers_on_every_host(
+    fake: Callable[..., FakeOpsgenie],
+    host: Host,
+    path: str,
+    behaviour: str,
+    status: int,
+    message: str,
+) -> None:
+    og = fake({"k": KeyScenario.from_dict(behaviour)})
+
+    assert_error_answer(host_probe(og, host, path, "k"), status, message)
+    assert [(c.host, c.status) for c in og.requests()] == [(host, status)]
+
+
+def assert_html_answer(answer: Answer, status: int, marker: str) -> None:
+    """An intermediary's page: HTML, and nothing that passes for Opsgenie's."""
+    assert answer.status == status
+    assert answer.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert "X-Request-ID" not in answer.headers
+    assert answer.body.lstrip().startswith(b"<")
+    assert marker in answer.body.decode()
+
+
+@pytest.mark.parametrize(("host", "path"), HOST_ENDPOINTS)
+@pytest.mark.parametrize(
+    ("behaviour", "status", "marker"),
+    [
+        ("redirect", 302, 'href="https://id.atlassian.com/login"'),
+        ("html_404", 404, "<center>nginx</center>"),
+        ("gateway_timeout", 408, "408 Request Time-out"),
+        ("captive_portal", 200, 'type="password"'),
+    ],
+)
+def test_intermediaries_answer_html_on_every_host(
+    fake: Callable[..., FakeOpsgenie],
+    host: Host,
+    path: str,
+    behaviour: str,
+    status: int,
+    marker: str,
+) -> None:
+    og = fake({"k": KeyScenario.from_dict(behaviour)})
+
+    answer = host_probe(og, host, path, "k")
+
+    assert_html_answer(answer, status, marker)
+    if behaviour == "redirect":
+        assert answer.headers["Location"] == "https://id.atlassian.com/login"
+    assert [(c.host, c.status) for c in og.requests()] == [(host, status)]
+
+
+@pytest.mark.parametrize(("host", "path"), HOST_ENDPOINTS)
+def test_empty_200_has_an_empty_body(
+    fake: Callable[..., FakeOpsgenie], host: Host, path: str
+) -> None:
+    og = fake({"k": KeyScenario("empty_200")})
+
+    answer = host_probe(og, host, path, "k")
+
+    assert (answer.status, answer.body) == (200, b"")
+    assert answer.headers["Content-Length"] == "0"
+    assert "X-Request-ID" not in answer.headers
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "valid_on"), [("eu_only", "opsgenie-eu"), ("jsm_only", "jsm-ops")]
+)
+@pytest.mark.parametrize(("host", "path"), HOST_ENDPOINTS)
+def test_eu_only_and_jsm_only_are_valid_on_their_host_alone(
+    fake: Callable[..., FakeOpsgenie], host: Host, path: str, behaviour: str, valid_on: str
+) -> None:
+    og = fake({"k": KeyScenario.from_dict(behaviour)})
+
+    answer = host_probe(og, host, path, "k")
+
+    if host == valid_on:
+        assert_success(answer, path)
+    else:
+        assert_error_answer(answer, 401, "Integration key is not recognised.")
+
+
+def test_times_counts_attempts_across_hosts(fake: Callable[..., FakeOpsgenie]) -> None:
+    og = fake({"k": KeyScenario("throttle", times=2)})
+
+    statuses = [
+        host_probe(og, "opsgenie", ALERTS, "k").status,
+        host_probe(og, "jsm-ops", ALERTS, "k").status,
+        host_probe(og, "opsgenie-eu", AUTHENTICATE, "k").status,
+    ]
+
+    assert statuses == [429, 429, 200]
+
+
+def test_missing_authorization_is_recorded_on_its_host(
+    fake: Callable[..., FakeOpsgenie],
+) -> None:
+    og = fake()
+
+    answer = host_probe(og, "opsgenie-eu", ALERTS, None)
+
+    assert_error_answer(answer, 401, "Integration key is not recognised.")
+    assert [(c.key, c.account, c.host) for c in og.requests()] == [("", "unknown", "opsgenie-eu")]
+
+
+def test_counts_calls_per_host(fake: Callable[..., FakeOpsgenie]) -> None:
+    og = fake({"a": KeyScenario(account="acme"), "b": KeyScenario("jsm_only", account="beta")})
+    calls: list[tuple[Host, str, str]] = [
+        ("opsgenie", ALERTS, "a"),
+        ("opsgenie-eu", AUTHENTICATE, "a"),
+        ("jsm-ops", ALERTS, "b"),
+        ("jsm-ops", ALERTS, "a"),
+        ("jsm-ops", AUTHENTICATE, "b"),
+    ]
+    for host, path, key in calls:
+        host_probe(og, host, path, key)
+
+    assert [og.host_calls(host) for host in HOST_PREFIXES] == [1, 1, 3]
+    assert http(og.url, "_fake/stats").json == {
+        "calls_by_key": {"a": 3, "b": 2},
+        "calls_by_account": {"acme": 3, "beta": 2},
+        "calls_by_host": {"opsgenie": 1, "opsgenie-eu": 1, "jsm-ops": 3},
+        "max_calls_per_second_by_account": {"acme": 3, "beta": 2},
+        "total": 5,
+    }
+
+
+# --- host-wide overrides ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "status"),
+    [
+        ("retired", 410),
+        ("invalid_key", 401),
+        ("server_error", 503),
+        ("redirect", 302),
+        ("html_404", 404),
+        ("gateway_timeout", 408),
+        ("empty_200", 200),
+        ("captive_portal", 200),
+    ],
+)
+def test_a_host_override_answers_for_every_key(
+    fake: Callable[..., FakeOpsgenie], behaviour: str, status: int
+) -> None:
+    og = fake(
+        {"good": KeyScenario(account="acme"), "flaky": KeyScenario("server_error", status=502)},
+        hosts={"opsgenie": behaviour},
+    )
+
+    answers = [
+        host_probe(og, "opsgenie", AUTHENTICATE, "good"),
+        host_probe(og, "opsgenie", ALERTS, "flaky"),
+        host_probe(og, "opsgenie", ALERTS, "nobody"),
+        host_probe(og, "opsgenie", ALERTS, None),
+    ]
+
+    assert [answer.status for answer in answers] == [status] * 4
+    assert [(c.key, c.account, c.host, c.status) for c in og.requests()] == [
+        ("good", "acme", "opsgenie", status),
+        ("flaky", "default", "opsgenie", status),
+        ("nobody", "default", "opsgenie", status),
+        ("", "unknown", "opsgenie", status),
+    ]
+    # The other hosts still answer per key.
+    assert host_probe(og, "opsgenie-eu", ALERTS, "good").status == 200
+    assert host_probe(og, "jsm-ops", ALERTS, "good").status == 200
+
+
+def test_a_retired_host_answers_opsgenie_json(fake: Callable[..., FakeOpsgenie]) -> None:
+    og = fake({"good": KeyScenario()}, hosts={"jsm-ops": "retired"})
+
+    for path in ENDPOINTS:  # even the authenticate JSM Ops never had
+        answer = host_probe(og, "jsm-ops", path, "good")
+        assert_error_answer(answer, 410, "This API is deprecated and no longer available")
+
+
+def test_a_host_override_uses_none_of_the_keys_times_or_rate(
+    fake: Callable[..., FakeOpsgenie],
+) -> None:
+    og = fake(
+        {"k": KeyScenario("server_error", times=1, account="acme")},
+        hosts={"opsgenie": "html_404"},
+        account_rate_per_second=1,
+    )
+
+    assert [host_probe(og, "opsgenie", ALERTS, "k").status for _ in range(3)] == [404] * 3
+    assert host_probe(og, "opsgenie-eu", ALERTS, "k").status == 503
+    assert og.calls("k") == 4
+
+
+def test_a_host_gone_dark_drops_the_connection_after_hanging(
+    fake: Callable[..., FakeOpsgenie],
+) -> None:
+    og = fake({"good": KeyScenario()}, hosts={"opsgenie-eu": "hang"}, hang_seconds=0.2)
+
+    started = time.monotonic()
+    with pytest.raises((ConnectionError, urllib.error.URLError)):
+        host_probe(og, "opsgenie-eu", ALERTS, "good")
+
+    assert time.monotonic() - started >= 0.2
+    assert [(c.host, c.status) for c in og.requests()] == [("opsgenie-eu", None)]
+
+
+def test_a_reset_host_drops_every_connection(fake: Callable[..., FakeOpsgenie]) -> None:
+    og = fake({"good": KeyScenario()}, hosts={"opsgenie": "reset"})
+
+    for path in ENDPOINTS:
+        with pytest.raises((ConnectionError, urllib.error.URLError)):
+            host_probe(og, "opsgenie", path, "good")
+    assert host_probe(og, "opsgenie-eu", ALERTS, "good").status == 200
+
+
+def test_a_host_retires_mid_run_through_the_admin_api(fake: Callable[..., FakeOpsgenie]) -> None:
+    og = fake()
+    scenario = {"keys": {"a": {"behaviour": "valid", "account": "acme"}}}
+    assert http(og.url, "_fake/scenario", "PUT", scenario).status == 200
+    assert host_probe(og, "opsgenie", ALERTS, "a").status == 200
+
+    retired = {**scenario, "hosts": {"opsgenie": "retired"}}
+    put = http(og.url, "_fake/scenario", "PUT", retired)
+
+    assert put.json["hosts"] == {"opsgenie": "retired"}
+    assert http(og.url, "_fake/scenario").json["hosts"] == {"opsgenie": "retired"}
+    assert host_probe(og, "opsgenie", ALERTS, "a").status == 410
+    assert host_probe(og, "opsgenie-eu", ALERTS, "a").status == 200
+    # Replacing the scenario starts the call log afresh, as it always has.
+    assert [(c.host, c.status) for c in og.requests()] == [("opsgenie", 410), ("opsgenie-eu", 200)]
+
+    assert http(og.url, "_fake/scenario", "PUT", scenario).status == 200
+    assert host_probe(og, "opsgenie", ALERTS, "a").status == 200
+
+
+def test_set_host_keeps_the_call_log(fake: Callable[..., FakeOpsgenie]) -> None:
+    og = fake({"k": KeyScenario("throttle", times=1)})
+    assert host_probe(og, "opsgenie", ALERTS, "k").status == 429
+
+    og.set_host("opsgenie", "captive_portal")
+    assert host_probe(og, "opsgenie", ALERTS, "k").status == 200
+    assert og.scenario.hosts == {"opsgenie": "captive_portal"}
+
+    og.set_host("opsgenie", None)
+    answer = host_probe(og, "opsgenie", ALERTS, "k")
+    assert_success(answer, ALERTS)  # the key's one 429 was already spent
+    assert [c.status for c in og.requests()] == [429, 200, 200]
+    assert og.scenario.hosts == {}
+
+
+def test_admin_api_sets_and_lifts_a_host_override(fake: Callable[..., FakeOpsgenie]) -> None:
+    og = fake({"a": KeyScenario()})
+    assert host_probe(og, "jsm-ops", ALERTS, "a").status == 200
+
+    put = http(og.url, "_fake/hosts/jsm-ops", "PUT", {"behaviour": "gateway_timeout"})
+
+    assert put.status == 200
+    assert put.json == {"hosts": {"jsm-ops": "gateway_timeout"}}
+    assert host_probe(og, "jsm-ops", ALERTS, "a").status == 408
+    assert http(og.url, "_fake/hosts/jsm-ops", "PUT", {"behaviour": None}).json == {"hosts": {}}
+    assert host_probe(og, "jsm-ops", ALERTS, "a").status == 200
+    assert og.host_calls("jsm-ops") == 3
+
+
+@pytest.mark.parametrize(
+    ("host", "payload", "message"),
+    [
+        ("opsgenie-us", {"behaviour": "retired"}, "unknown host 'opsgenie-us'"),
+        ("opsgenie", {"behaviour": "sunset"}, "behaviour must be one of"),
+        ("opsgenie", {"behaviour": "eu_only"}, "'eu_only' describes a key, not a host"),
+        ("opsgenie", "retired", 'the body must be {"behaviour"'),
+        ("opsgenie", {"behaviour": "retired", "x": 1}, 'the body must be {"behaviour"'),
+    ],
+)
+def test_admin_api_rejects_bad_host_overrides(
+    fake: Callable[..., FakeOpsgenie], host: str, payload: Any, message: str
+) -> None:
+    og = fake({"a": KeyScenario()}, hosts={"jsm-ops": "retired"})
+
+    answer = http(og.url, f"_fake/hosts/{host}", "PUT", payload)
+
+    assert answer.status == 400
+    assert message in answer.json["message"]
+    assert og.scenario.hosts == {"jsm-ops": "retired"}
+
+
+@pytest.mark.parametrize(
+    ("hosts", "message"),
+    [
+        ({"api.opsgenie.com": "retired"}, "hosts: unknown host 'api.opsgenie.com'"),
+        ({"opsgenie": "gone"}, "hosts['opsgenie']: behaviour must be one of"),
+        ({"opsgenie": "eu_only"}, "'eu_only' describes a key, not a host"),
+        ({"jsm-ops": "jsm_only"}, "'jsm_only' describes a key, not a host"),
+        ({"opsgenie": "throttle"}, "'throttle' describes a key, not a host"),
+        ({"opsgenie": "valid"}, "'valid' describes a key, not a host"),
+        (["opsgenie"], "hosts must map a host to a behaviour"),
+    ],
+)
+def test_bad_host_overrides_are_refused(hosts: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Scenario.from_json({"hosts": hosts})
+
+
+def test_admin_api_refuses_a_scenario_with_a_bad_host(fake: Callable[..., FakeOpsgenie]) -> None:
+    og = fake({"a": KeyScenario()})
+
+    answer = http(og.url, "_fake/scenario", "PUT", {"hosts": {"opsgenie": "eu_only"}})
+
+    assert answer.status == 400
+    assert "'eu_only' describes a key, not a host" in answer.json["message"]
+    assert og.scenario == Scenario(keys={"a": KeyScenario()})
+
+
+# --- the documentation -----------------------------------------------------------------
+
+
+def test_every_behaviour_and_host_is_documented() -> None:
+    from typer.testing import CliRunner
+
+    from worker.operations.cli import app
+
+    result = CliRunner().invoke(app, ["fake-opsgenie", "--help"], env={"COLUMNS": "120"})
+
+    assert result.exit_code == 0
+    docstring = scenario_module.__doc__ or ""
+    for name in [*BEHAVIOURS, *HOSTS, *HOST_PREFIXES.values(), '"hosts"']:
+        assert name in result.output, name
+        assert name.strip('"') in docstring, name
+    assert set(HOST_BEHAVIOURS) < set(BEHAVIOURS)
+
+
 # --- scenarios as JSON -----------------------------------------------------------------
 
 
@@ -536,6 +991,7 @@ def test_scenario_json_round_trip() -> None:
             "b": KeyScenario("server_error", status=502, latency_ms=20, times=2),
         },
         default=KeyScenario("no_access"),
+        hosts={"opsgenie": "retired", "jsm-ops": "captive_portal"},
         latency_ms=5,
         hang_seconds=1.5,
         large_body_bytes=10,
@@ -551,6 +1007,7 @@ def test_scenario_json_defaults_and_short_form() -> None:
 
     assert scenario == Scenario(keys={"a": KeyScenario("hang"), "b": KeyScenario()})
     assert scenario.default == KeyScenario("invalid_key")
+    assert scenario.hosts == {}
     assert (scenario.latency_ms, scenario.hang_seconds) == (0, 30.0)
     assert scenario.large_body_bytes == 8 * 1024 * 1024
     assert scenario.account_rate_per_second is None
@@ -628,8 +1085,11 @@ def test_serve_runs_until_sigterm(tmp_path: Path) -> None:
         line = process.stdout.readline()
         assert line.startswith("fake-opsgenie listening on http://127.0.0.1:")
         url = line.rsplit(" ", 1)[1].strip()
+        hosts = dict(process.stdout.readline().split() for _ in HOSTS)
 
+        assert hosts == {host: url.rstrip("/") + prefix for host, prefix in HOST_PREFIXES.items()}
         assert probe(url, ALERTS, "good").status == 200
+        assert probe(hosts["jsm-ops"], ALERTS, "good").status == 200
 
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=5) == 0

@@ -358,10 +358,49 @@ def fake_opsgenie(
     host: Annotated[str, typer.Option(help="The address to listen on.")] = "127.0.0.1",
     scenario: Annotated[
         Path | None,
-        typer.Option(help="A scenario JSON file (see worker/testing/fake_opsgenie.py)."),
+        typer.Option(help="A scenario JSON file (format: worker/testing/scenario.py)."),
     ] = None,
 ) -> None:
-    """Serve the built-in fake Opsgenie for tests and demos."""
+    """Serve the built-in fake Opsgenie for tests and demos.
+
+    One server stands for three hosts, by path prefix:
+
+      opsgenie      /                       authenticate and alerts
+      opsgenie-eu   /eu/                    authenticate and alerts
+      jsm-ops       /jsm/ops/integration/   alerts only (authenticate is 404)
+
+    A scenario gives each key a behaviour, e.g. {"keys": {"k1": "valid", "k2":
+    {"behaviour": "throttle", "times": 2, "account": "acme"}}, "default": "invalid_key",
+    "hosts": {"opsgenie": "retired"}}.
+
+    Opsgenie's own answers (JSON, with X-Request-ID):
+      valid             200 success body ({"result"} / {"data": []})
+      invalid_key       401
+      no_access         403, code 40301
+      no_config_access  403 on authenticate, 200 on alerts
+      unprocessable     422
+      malformed_key     422 "Key format is not valid!"
+      retired           410 "This API is deprecated and no longer available"
+      throttle          429 + X-RateLimit-* headers, `times` times, then 200
+      server_error      `status` (5xx), `times` times, then 200
+      large_body        200, large_body_bytes long
+      eu_only           valid on opsgenie-eu, invalid_key elsewhere
+      jsm_only          valid on jsm-ops, invalid_key elsewhere
+    Intermediaries (HTML or empty, no X-Request-ID):
+      redirect          302 to https://id.atlassian.com/login
+      html_404          404 nginx page
+      gateway_timeout   408 load balancer page
+      empty_200         200, empty body
+      captive_portal    200 HTML login page
+    The network:
+      hang              sleeps hang_seconds, then 200
+      reset             drops the connection, no answer
+
+    "hosts" overrides a whole host, whatever the key, with one of: invalid_key, retired,
+    server_error (503), redirect, html_404, gateway_timeout, empty_200, captive_portal,
+    hang (then drops the connection), reset. The admin API (/_fake/scenario, /_fake/keys/KEY,
+    /_fake/hosts/HOST, /_fake/stats, /_fake/reset) changes it while running.
+    """
     from worker.testing.fake_opsgenie import serve
     from worker.testing.scenario import Scenario
 

@@ -1,20 +1,25 @@
 """A fake Opsgenie: a real aiohttp HTTP server for tests, the demo and benchmarks.
 
-It answers the two probes of the domain spec (section 4) the way Opsgenie does:
+It stands for three hosts at once, each under its own path prefix (:data:`HOST_PREFIXES`),
+and answers the probes of the domain spec (sections 4 and 7) the way each host does:
 
-- ``POST /v2/integrations/authenticate`` (the "authenticate" probe);
-- ``GET /v2/alerts?limit=1`` (the "alerts" probe).
+- ``opsgenie`` (Opsgenie US) at ``/``: ``POST /v2/integrations/authenticate`` (the
+  "authenticate" probe) and ``GET /v2/alerts?limit=1`` (the "alerts" probe);
+- ``opsgenie-eu`` at ``/eu/``: the same two;
+- ``jsm-ops`` (JSM Operations) at ``/jsm/ops/integration/``: the alerts probe only; its
+  authenticate path answers 404, as JSM Ops has no such endpoint.
 
-Both read the key from ``Authorization: GenieKey <key>`` and answer according to that key's
-:class:`KeyScenario`. A request without a well-formed header gets 401, and is counted under
-key ``""`` and account ``"unknown"``.
+Probes read the key from ``Authorization: GenieKey <key>`` and answer according to the
+host's override if the scenario has one, else that key's :class:`KeyScenario`. A request
+without a well-formed header gets 401, and is counted under key ``""`` and account
+``"unknown"``. Every probe is recorded as a :class:`RecordedCall`, naming its host.
 
-Scenarios (which key answers what) are `worker.testing.scenario`'s.
+Scenarios (which key and host answer what) are `worker.testing.scenario`'s.
 
 An admin API lets other processes drive a running fake: ``GET``/``PUT /_fake/scenario``,
-``PUT /_fake/keys/{key}``, ``POST /_fake/reset`` and ``GET /_fake/stats``.
-:class:`FakeOpsgenie` runs the server on a background thread for in-process use;
-:func:`serve` runs it in the foreground for ``ogv fake-opsgenie``.
+``PUT /_fake/keys/{key}``, ``PUT /_fake/hosts/{host}``, ``POST /_fake/reset`` and
+``GET /_fake/stats``. :class:`FakeOpsgenie` runs the server on a background thread for
+in-process use; :func:`serve` runs it in the foreground for ``ogv fake-opsgenie``.
 """
 
 from __future__ import annotations
@@ -39,18 +44,37 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from worker.testing.scenario import Behaviour, KeyScenario, Scenario
+from worker.testing.scenario import HOSTS, Behaviour, Host, KeyScenario, Scenario
 
 __all__ = [
+    "HOST_PREFIXES",
     "FakeOpsgenie",
     "RecordedCall",
     "build_app",
     "serve",
 ]
 
-AUTHENTICATE_PATH = "/v2/integrations/authenticate"
-ALERTS_PATH = "/v2/alerts"
+# Where each host lives in the fake: its base URL is the fake's URL plus this prefix.
+HOST_PREFIXES: dict[Host, str] = {
+    "opsgenie": "/",
+    "opsgenie-eu": "/eu/",
+    "jsm-ops": "/jsm/ops/integration/",
+}
+assert tuple(HOST_PREFIXES) == HOSTS, "every host of the scenario has a prefix"
+
+_Endpoint = Literal["authenticate", "alerts"]
+ENDPOINT_PATHS: dict[_Endpoint, str] = {
+    "authenticate": "v2/integrations/authenticate",
+    "alerts": "v2/alerts",
+}
+# JSM Ops has no authenticate endpoint (spec section 7); the fake answers it 404.
+ENDPOINTS_BY_HOST: dict[Host, tuple[_Endpoint, ...]] = {
+    "opsgenie": ("authenticate", "alerts"),
+    "opsgenie-eu": ("authenticate", "alerts"),
+    "jsm-ops": ("alerts",),
+}
 UNKNOWN_ACCOUNT = "unknown"
+LOGIN_URL = "https://id.atlassian.com/login"
 
 # How long stop() lets in-flight requests (e.g. a "hang") finish before cancelling them.
 SHUTDOWN_GRACE_SECONDS = 0.25
@@ -59,10 +83,18 @@ STATUS_BY_BEHAVIOUR: dict[str, int] = {
     "invalid_key": 401,
     "no_access": 403,
     "unprocessable": 422,
+    "malformed_key": 422,
+    "retired": 410,
     "throttle": 429,
     "hang": 200,
     "large_body": 200,
+    "redirect": 302,
+    "html_404": 404,
+    "gateway_timeout": 408,
+    "empty_200": 200,
+    "captive_portal": 200,
 }
+HOST_SERVER_ERROR_STATUS = 503  # what a host-wide ``server_error`` answers
 TOOK = 0.01
 # Behaviours that stop failing after the key's `times` attempts.
 _FAILS_THEN_ANSWERS = ("throttle", "server_error", "hang", "reset")
@@ -84,26 +116,43 @@ class RecordedCall:
     headers: dict[str, str]  # Accept and Content-Type, when sent
     at: float  # time.monotonic() on arrival
     status: int | None  # the status answered; None for "reset"
+    # The host the call was made to. Last and defaulted so that a US call can be
+    # compared without naming it.
+    host: Host = "opsgenie"
+
+
+# What the fake may answer: a behaviour, or the 404 of an endpoint the host lacks.
+_Answer = Behaviour | Literal["not_found"]
 
 
 @dataclass(frozen=True)
 class _Plan:
     """What to answer to one probe, decided when it arrives."""
 
-    behaviour: Behaviour
+    behaviour: _Answer
     status: int | None
     delay_seconds: float
-    period_seconds: int
+    period_seconds: int = 1
 
 
-def _status(behaviour: Behaviour, key_scenario: KeyScenario, path: str) -> int | None:
+def _status(behaviour: Behaviour, endpoint: _Endpoint, server_error_status: int) -> int | None:
+    """The status ``behaviour`` answers (None: no answer); host-dependent ones resolved."""
     if behaviour == "reset":
         return None
     if behaviour == "server_error":
-        return key_scenario.status
+        return server_error_status
     if behaviour == "no_config_access":
-        return 403 if path == AUTHENTICATE_PATH else 200
+        return 403 if endpoint == "authenticate" else 200
     return STATUS_BY_BEHAVIOUR[behaviour]
+
+
+def _host_plan(behaviour: Behaviour, endpoint: _Endpoint, delay: float, hang: float) -> _Plan:
+    """The answer of a host overridden by ``behaviour``, whatever the key."""
+    if behaviour == "hang":
+        # A host gone dark answers nothing; answering 200 afterwards, as a key's
+        # "hang" does, would vouch for every key.
+        return _Plan("reset", None, delay + hang)
+    return _Plan(behaviour, _status(behaviour, endpoint, HOST_SERVER_ERROR_STATUS), delay)
 
 
 def _max_in_window(times: list[float], window: float = 1.0) -> int:
@@ -153,27 +202,43 @@ class _State:
         with self._lock:
             return list(self._calls)
 
-    def plan(self, key: str | None, request: web.Request, body: Any) -> _Plan:
+    def set_host(self, host: str, behaviour: str | None) -> None:
+        with self._lock:
+            self._scenario = self._scenario.with_host(host, behaviour)
+
+    def plan(
+        self, key: str | None, host: Host, endpoint: _Endpoint, request: web.Request, body: Any
+    ) -> _Plan:
         """Decide the answer to a probe and record the call."""
         with self._lock:
             now = time.monotonic()
-            scenario = self._scenario
-            if key is None:
-                plan = _Plan("invalid_key", 401, scenario.latency_ms / 1000, 1)
-                self._record("", UNKNOWN_ACCOUNT, request, body, now, plan)
-                return plan
-            key_scenario = scenario.for_key(key)
-            plan = self._plan_for_key(key, key_scenario, now, request.path)
-            self._record(key, key_scenario.account, request, body, now, plan)
+            account = UNKNOWN_ACCOUNT if key is None else self._scenario.for_key(key).account
+            plan = self._decide(key, host, endpoint, now)
+            self._record(key or "", account, host, request, body, now, plan)
             return plan
 
-    def _plan_for_key(self, key: str, key_scenario: KeyScenario, now: float, path: str) -> _Plan:
+    def _decide(self, key: str | None, host: Host, endpoint: _Endpoint, now: float) -> _Plan:
+        """The answer, in the order a request meets them: host, endpoint, key."""
+        scenario = self._scenario
+        network_delay = scenario.latency_ms / 1000
+        override = scenario.for_host(host)
+        if override is not None:
+            return _host_plan(override, endpoint, network_delay, scenario.hang_seconds)
+        if endpoint not in ENDPOINTS_BY_HOST[host]:
+            return _Plan("not_found", 404, network_delay)
+        if key is None:
+            return _Plan("invalid_key", 401, network_delay)
+        return self._plan_for_key(key, scenario.for_key(key), now, host, endpoint)
+
+    def _plan_for_key(
+        self, key: str, key_scenario: KeyScenario, now: float, host: Host, endpoint: _Endpoint
+    ) -> _Plan:
         scenario = self._scenario
         delay = (scenario.latency_ms + key_scenario.latency_ms) / 1000
         if not self._admit(key_scenario.account, now):
-            return _Plan("throttle", 429, delay, 1)
+            return _Plan("throttle", 429, delay)
         self._attempts[key] += 1
-        behaviour = key_scenario.behaviour
+        behaviour = key_scenario.behaviour_on(host)
         repeats = key_scenario.times
         if repeats is None:
             repeats = -1 if behaviour in ("hang", "reset") else 1
@@ -181,7 +246,7 @@ class _State:
             behaviour = "valid"
         if behaviour == "hang":
             delay += scenario.hang_seconds
-        status = _status(behaviour, key_scenario, path)
+        status = _status(behaviour, endpoint, key_scenario.status)
         return _Plan(behaviour, status, delay, key_scenario.period_seconds)
 
     def _admit(self, account: str, now: float) -> bool:
@@ -198,7 +263,14 @@ class _State:
         return True
 
     def _record(
-        self, key: str, account: str, request: web.Request, body: Any, now: float, plan: _Plan
+        self,
+        key: str,
+        account: str,
+        host: Host,
+        request: web.Request,
+        body: Any,
+        now: float,
+        plan: _Plan,
     ) -> None:
         headers = {
             h: request.headers[h] for h in ("Accept", "Content-Type") if h in request.headers
@@ -213,6 +285,7 @@ class _State:
             headers=headers,
             at=now,
             status=plan.status,
+            host=host,
         )
         self._calls.append(call)
 
@@ -224,6 +297,7 @@ class _State:
         return {
             "calls_by_key": dict(Counter(call.key for call in calls)),
             "calls_by_account": {a: len(times) for a, times in by_account.items()},
+            "calls_by_host": dict(Counter(call.host for call in calls)),
             "max_calls_per_second_by_account": {
                 a: _max_in_window(times) for a, times in by_account.items()
             },
@@ -234,7 +308,7 @@ class _State:
 # --- HTTP: the probes ------------------------------------------------------------------
 
 _STATE = web.AppKey("fake_opsgenie_state", _State)
-_Endpoint = Literal["authenticate", "alerts"]
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _parse_key(authorization: str | None) -> str | None:
@@ -299,26 +373,73 @@ def _throttled(period_seconds: int) -> web.Response:
     return _json_response(429, {"message": message}, headers)
 
 
+def _error(status: int, message: str) -> Callable[[], web.Response]:
+    """An Opsgenie error answer that depends on nothing but its status and message."""
+    return lambda: _json_response(status, {"message": message})
+
+
+# Pages of what stands between a client and Opsgenie (spec section 6), as seen in the wild.
+NGINX_404_PAGE = (
+    "<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>\r\n"
+    "<center><h1>404 Not Found</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    "</body>\r\n</html>\r\n"
+)
+LOAD_BALANCER_408_PAGE = (
+    "<html><body><h1>408 Request Time-out</h1>\n"
+    "Your browser didn't send a complete request in time.\n</body></html>\n"
+)
+LOGIN_PAGE = (
+    "<!DOCTYPE html><html><head><title>Log in to continue</title></head><body>"
+    '<form method="post" action="/login"><input name="username">'
+    '<input name="password" type="password"><button>Log in</button></form>'
+    "</body></html>"
+)
+REDIRECT_PAGE = f'<html><body>You are being <a href="{LOGIN_URL}">redirected</a>.</body></html>'
+
+
+def _html(status: int, page: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    """An HTML answer without Opsgenie's X-Request-ID: it is not Opsgenie that answers."""
+    return web.Response(status=status, text=page, content_type="text/html", headers=headers)
+
+
+def _empty_200() -> web.Response:
+    # Labelled JSON, as some proxies do, to catch a client that trusts the label.
+    return web.Response(status=200, body=b"", content_type="application/json")
+
+
+# The answers that depend on neither the endpoint nor the scenario.
+_FIXED_ANSWERS: dict[str, Callable[[], web.Response]] = {
+    "invalid_key": _error(401, "Integration key is not recognised."),
+    "no_access": _no_configuration_access,
+    "unprocessable": _error(422, "Request could not be processed."),
+    "malformed_key": _error(422, "Key format is not valid!"),
+    "retired": _error(410, "This API is deprecated and no longer available"),
+    "not_found": _error(404, "Not Found"),
+    "redirect": lambda: _html(302, REDIRECT_PAGE, {"Location": LOGIN_URL}),
+    "html_404": lambda: _html(404, NGINX_404_PAGE, {"Server": "nginx"}),
+    "gateway_timeout": lambda: _html(408, LOAD_BALANCER_408_PAGE),
+    "empty_200": _empty_200,
+    "captive_portal": lambda: _html(200, LOGIN_PAGE),
+}
+
+
 def _answer(plan: _Plan, endpoint: _Endpoint, large_body_bytes: int) -> web.Response:
-    status = plan.status or 500  # "reset" never gets here
+    fixed = _FIXED_ANSWERS.get(plan.behaviour)
+    if fixed is not None:
+        return fixed()
     match plan.behaviour:
         case "valid" | "hang":
             return _success(endpoint)
-        case "large_body":
-            return _large_body(large_body_bytes)
-        case "invalid_key":
-            return _json_response(401, {"message": "Integration key is not recognised."})
-        case "no_access":
-            return _no_configuration_access()
         case "no_config_access":
             if endpoint == "authenticate":
                 return _no_configuration_access()
             return _success(endpoint)
-        case "unprocessable":
-            return _json_response(422, {"message": "Request could not be processed."})
+        case "large_body":
+            return _large_body(large_body_bytes)
         case "throttle":
             return _throttled(plan.period_seconds)
         case _:
+            status = plan.status or 500  # "reset" never gets here
             return _json_response(status, {"message": "Service is temporarily unavailable."})
 
 
@@ -334,11 +455,11 @@ def _abort_connection(request: web.Request) -> None:
     transport.abort()
 
 
-async def _probe(request: web.Request, endpoint: _Endpoint) -> web.StreamResponse:
+async def _probe(request: web.Request, host: Host, endpoint: _Endpoint) -> web.StreamResponse:
     state = request.app[_STATE]
     body = await _read_json(request)
     key = _parse_key(request.headers.get("Authorization"))
-    plan = state.plan(key, request, body)
+    plan = state.plan(key, host, endpoint, request, body)
     if plan.delay_seconds > 0:
         await asyncio.sleep(plan.delay_seconds)
     if plan.behaviour == "reset":
@@ -348,12 +469,19 @@ async def _probe(request: web.Request, endpoint: _Endpoint) -> web.StreamRespons
     return _answer(plan, endpoint, state.scenario.large_body_bytes)
 
 
-async def _authenticate(request: web.Request) -> web.StreamResponse:
-    return await _probe(request, "authenticate")
+def _probe_handler(host: Host, endpoint: _Endpoint) -> _Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await _probe(request, host, endpoint)
+
+    return handle
 
 
-async def _alerts(request: web.Request) -> web.StreamResponse:
-    return await _probe(request, "alerts")
+def _add_probe_routes(app: web.Application) -> None:
+    """Every probe on every host, even those a host lacks: their calls are recorded too."""
+    for host, prefix in HOST_PREFIXES.items():
+        for endpoint, path in ENDPOINT_PATHS.items():
+            method = "POST" if endpoint == "authenticate" else "GET"
+            app.router.add_route(method, prefix + path, _probe_handler(host, endpoint))
 
 
 # --- HTTP: the admin API ---------------------------------------------------------------
@@ -390,6 +518,19 @@ async def _put_key(request: web.Request) -> web.Response:
     return web.json_response(key_scenario.to_dict())
 
 
+async def _put_host(request: web.Request) -> web.Response:
+    """``{"behaviour": "retired"}`` overrides the host; ``{"behaviour": null}`` lifts it."""
+    data = await _read_admin_json(request)
+    if not isinstance(data, dict) or set(data) != {"behaviour"}:
+        raise web.HTTPBadRequest(reason='the body must be {"behaviour": <behaviour or null>}')
+    state = request.app[_STATE]
+    try:
+        state.set_host(request.match_info["host"], data["behaviour"])
+    except (TypeError, ValueError) as exc:
+        raise web.HTTPBadRequest(reason=str(exc)) from exc
+    return web.json_response({"hosts": dict(state.scenario.hosts)})
+
+
 async def _post_reset(request: web.Request) -> web.Response:
     request.app[_STATE].reset()
     return web.json_response({"reset": True})
@@ -397,9 +538,6 @@ async def _post_reset(request: web.Request) -> web.Response:
 
 async def _get_stats(request: web.Request) -> web.Response:
     return web.json_response(request.app[_STATE].stats())
-
-
-_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @web.middleware
@@ -416,11 +554,11 @@ async def _json_errors(request: web.Request, handler: _Handler) -> web.StreamRes
 def _make_app(state: _State) -> web.Application:
     app = web.Application(middlewares=[_json_errors])
     app[_STATE] = state
-    app.router.add_post(AUTHENTICATE_PATH, _authenticate)
-    app.router.add_get(ALERTS_PATH, _alerts)
+    _add_probe_routes(app)
     app.router.add_get("/_fake/scenario", _get_scenario)
     app.router.add_put("/_fake/scenario", _put_scenario)
     app.router.add_put("/_fake/keys/{key}", _put_key)
+    app.router.add_put("/_fake/hosts/{host}", _put_host)
     app.router.add_post("/_fake/reset", _post_reset)
     app.router.add_get("/_fake/stats", _get_stats)
     return app
@@ -434,8 +572,8 @@ def build_app(scenario: Scenario) -> web.Application:
 # --- running it ------------------------------------------------------------------------
 
 
-def _base_url(host: str, port: int) -> str:
-    return f"http://{host}:{port}/"
+def _base_url(address: str, port: int, prefix: str = "/") -> str:
+    return f"http://{address}:{port}{prefix}"
 
 
 async def _start(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
@@ -464,10 +602,23 @@ class FakeOpsgenie:
 
     @property
     def url(self) -> str:
-        """The Opsgenie base URL of the running fake, with a trailing slash."""
+        """The Opsgenie US base URL of the running fake, with a trailing slash."""
+        return self.base_url_for("opsgenie")
+
+    @property
+    def base_url(self) -> str:
+        """The Opsgenie US base URL of the running fake (the same as :attr:`url`)."""
+        return self.base_url_for("opsgenie")
+
+    def base_url_for(self, host: Host) -> str:
+        """The base URL of ``host`` on the running fake, with a trailing slash."""
         if self._thread is None:
             raise RuntimeError("FakeOpsgenie is not started")
-        return _base_url(self._host, self._port)
+        return _base_url(self._host, self._port, HOST_PREFIXES[host])
+
+    def base_urls(self) -> dict[Host, str]:
+        """Every host's base URL on the running fake, by host."""
+        return {host: self.base_url_for(host) for host in HOST_PREFIXES}
 
     def start(self) -> FakeOpsgenie:
         """Start serving; returns once the server is listening."""
@@ -530,6 +681,14 @@ class FakeOpsgenie:
         """Add or replace one key's scenario; resets that key's attempt counter."""
         self._state.set_key(key, scenario)
 
+    def set_host(self, host: Host, behaviour: Behaviour | None) -> None:
+        """Make every call to ``host`` answer ``behaviour`` from now on (None: lift it).
+
+        Unlike :meth:`set_scenario`, keeps every counter and the call log, so a test can
+        retire a host in the middle of a run and still count the whole run's calls.
+        """
+        self._state.set_host(host, behaviour)
+
     def reset(self) -> None:
         """Forget every call and attempt."""
         self._state.reset()
@@ -545,6 +704,10 @@ class FakeOpsgenie:
     def account_calls(self, account: str) -> int:
         """Probe requests received for any key of ``account``."""
         return sum(1 for call in self._state.calls() if call.account == account)
+
+    def host_calls(self, host: Host) -> int:
+        """Probe requests received by ``host``, whatever their key."""
+        return sum(1 for call in self._state.calls() if call.host == host)
 
     def max_calls_per_second(self, account: str) -> int:
         """The most calls ``account`` received within any sliding 1-second window."""
@@ -563,6 +726,8 @@ async def _serve_until_signalled(host: str, port: int, scenario: Scenario) -> No
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
     sys.stdout.write(f"fake-opsgenie listening on {_base_url(host, bound_port)}\n")
+    for name, prefix in HOST_PREFIXES.items():
+        sys.stdout.write(f"  {name:<12} {_base_url(host, bound_port, prefix)}\n")
     sys.stdout.flush()
     freezing = asyncio.create_task(_freeze_what_is_kept())
     try:

@@ -1,5 +1,13 @@
 """What the fake Opsgenie answers: a scenario of per-key behaviours and server-wide settings.
 
+One fake server stands for three hosts at once, told apart by the path prefix (the
+platform's base URL is the fake's URL plus the prefix):
+
+    host         prefix                  probes
+    opsgenie     /                       POST v2/integrations/authenticate, GET v2/alerts
+    opsgenie-eu  /eu/                    the same two
+    jsm-ops      /jsm/ops/integration/   GET v2/alerts only (authenticate answers 404)
+
 Scenario format (JSON, as read by :meth:`Scenario.from_json` and the CLI's ``--scenario``)::
 
     {
@@ -8,9 +16,11 @@ Scenario format (JSON, as read by :meth:`Scenario.from_json` and the CLI's ``--s
         "slow-key":   {"behaviour": "valid", "latency_ms": 200},
         "busy-key":   {"behaviour": "throttle", "times": 2, "period_seconds": 1},
         "flaky-key":  {"behaviour": "server_error", "times": -1, "status": 502},
+        "moved-key":  "eu_only",
         "short-form": "no_access"
       },
       "default": {"behaviour": "invalid_key"},
+      "hosts": {"opsgenie": "retired"},
       "latency_ms": 0,
       "hang_seconds": 30.0,
       "large_body_bytes": 8388608,
@@ -18,30 +28,55 @@ Scenario format (JSON, as read by :meth:`Scenario.from_json` and the CLI's ``--s
     }
 
 Every field is optional; a key's entry may be just its behaviour. Unknown keys get
-``default``. The behaviours:
+``default``. The behaviours, first Opsgenie's own answers (JSON, with ``X-Request-ID``):
 
-``valid``          200 with an Opsgenie-like success body.
-``invalid_key``    401 (key unknown, or its integration disabled).
-``no_access``      403 with ``"code": 40301`` (no configuration access).
+``valid``            200 with Opsgenie's success body: ``{"result": ...}`` on
+                     authenticate, ``{"data": [], ...}`` on alerts.
+``invalid_key``      401 (key unknown, or its integration disabled).
+``no_access``        403 with ``"code": 40301`` (no configuration access).
 ``no_config_access`` 403 with ``"code": 40301`` on authenticate, but 200 on alerts: a key
-                   whose integration has configuration access turned off can still
-                   read alerts (spec section 4).
-``unprocessable``  422 with a message.
-``throttle``       429 with the ``X-RateLimit-*`` headers, ``times`` times, then 200.
-``server_error``   ``status`` (a 5xx), ``times`` times, then 200.
-``hang``           sleeps ``hang_seconds`` (scenario-wide) and answers 200; after
-                   ``times`` hangs (if given) answers 200 at once.
-``reset``          aborts the TCP connection without any HTTP response; after ``times``
-                   resets (if given) answers 200.
-``large_body``     200 with a body of ``large_body_bytes`` bytes.
+                     whose integration has configuration access turned off can still
+                     read alerts (spec section 4).
+``unprocessable``    422 with a message.
+``malformed_key``    422 ``"Key format is not valid!"``.
+``retired``          410 ``"This API is deprecated and no longer available"``.
+``throttle``         429 with the ``X-RateLimit-*`` headers, ``times`` times, then 200.
+``server_error``     ``status`` (a 5xx), ``times`` times, then 200.
+``large_body``       200 with a body of ``large_body_bytes`` bytes.
+``eu_only``          ``valid`` on ``opsgenie-eu``, ``invalid_key`` on the other hosts.
+``jsm_only``         ``valid`` on ``jsm-ops``, ``invalid_key`` on the other hosts.
 
-``times`` counts the key's attempts across both endpoints; ``-1`` means forever, and
-leaving it out means once for ``throttle`` and ``server_error``, forever for ``hang`` and
-``reset``. Every
-answer waits ``latency_ms`` (scenario) plus the key's ``latency_ms`` first, is JSON and
-carries ``X-Request-ID``. If ``account_rate_per_second`` is set, the fake itself throttles
+then what stands between a client and Opsgenie (no ``X-Request-ID``; spec section 6):
+
+``redirect``         302 to ``https://id.atlassian.com/login``, with an HTML body.
+``html_404``         404 with nginx's HTML page.
+``gateway_timeout``  408 with a load balancer's HTML page.
+``empty_200``        200 with an empty body (labelled JSON, as some proxies do).
+``captive_portal``   200 with an HTML login page.
+
+and the network:
+
+``hang``             sleeps ``hang_seconds`` (scenario-wide) and answers 200; after
+                     ``times`` hangs (if given) answers 200 at once.
+``reset``            aborts the TCP connection without any HTTP response; after ``times``
+                     resets (if given) answers 200.
+
+Apart from ``eu_only`` and ``jsm_only``, a behaviour answers the same on every host.
+``times`` counts the key's attempts across both endpoints and every host; ``-1`` means
+forever, and leaving it out means once for ``throttle`` and ``server_error``, forever for
+``hang`` and ``reset``. Every answer waits ``latency_ms`` (scenario) plus the key's
+``latency_ms`` first. If ``account_rate_per_second`` is set, the fake itself throttles
 each account beyond that many admitted calls in any 1-second window, as Opsgenie's
 per-account buckets do; such a 429 does not consume the key's ``times``.
+
+``hosts`` maps a host to a behaviour that answers every call made to that host, whatever
+the key (and on ``jsm-ops`` even the missing authenticate): a host that has been
+retired, or sits behind a proxy or portal. Only behaviours that can describe a host are
+allowed there (:data:`HOST_BEHAVIOURS`); ``server_error`` answers 503, and ``hang``
+never answers: after ``hang_seconds`` it drops the connection, since a host gone dark
+says nothing about any key. Such calls are recorded but never reach the key: they use
+none of its ``times`` nor of its account's rate, and wait only the scenario's
+``latency_ms``.
 """
 
 from __future__ import annotations
@@ -52,19 +87,49 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+Host = Literal["opsgenie", "opsgenie-eu", "jsm-ops"]
+HOSTS: tuple[str, ...] = get_args(Host)
+
 Behaviour = Literal[
     "valid",
     "invalid_key",
     "no_access",
     "no_config_access",
     "unprocessable",
+    "malformed_key",
+    "retired",
     "throttle",
     "server_error",
+    "large_body",
+    "eu_only",
+    "jsm_only",
+    "redirect",
+    "html_404",
+    "gateway_timeout",
+    "empty_200",
+    "captive_portal",
     "hang",
     "reset",
-    "large_body",
 ]
 BEHAVIOURS: tuple[str, ...] = get_args(Behaviour)
+
+# What a whole host can answer, whatever the key: its retirement, what stands in front of
+# it, its going dark, or a blanket refusal. The rest are about one key or one account.
+HOST_BEHAVIOURS: tuple[str, ...] = (
+    "invalid_key",
+    "retired",
+    "server_error",
+    "redirect",
+    "html_404",
+    "gateway_timeout",
+    "empty_200",
+    "captive_portal",
+    "hang",
+    "reset",
+)
+
+# The behaviours that answer like ``valid`` on one host and like ``invalid_key`` elsewhere.
+_VALID_ONLY_ON: dict[str, Host] = {"eu_only": "opsgenie-eu", "jsm_only": "jsm-ops"}
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:
@@ -119,9 +184,34 @@ class KeyScenario:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def behaviour_on(self, host: Host) -> Behaviour:
+        """The behaviour this key shows on ``host``: its own, unless it is host-dependent."""
+        only_on = _VALID_ONLY_ON.get(self.behaviour)
+        if only_on is None:
+            return self.behaviour
+        return "valid" if host == only_on else "invalid_key"
+
 
 def _default_key_scenario() -> KeyScenario:
     return KeyScenario(behaviour="invalid_key")
+
+
+def _check_hosts(hosts: object) -> None:
+    """Refuse a ``hosts`` mapping that names an unknown host or a key-only behaviour."""
+    if not isinstance(hosts, Mapping):
+        raise ValueError(f"hosts must map a host to a behaviour, got {hosts!r}")
+    for host, behaviour in hosts.items():
+        if host not in HOSTS:
+            raise ValueError(f"hosts: unknown host {host!r}; the hosts are {HOSTS}")
+        if behaviour in BEHAVIOURS and behaviour not in HOST_BEHAVIOURS:
+            raise ValueError(
+                f"hosts[{host!r}]: {behaviour!r} describes a key, not a host; "
+                f"a host-wide behaviour is one of {HOST_BEHAVIOURS}"
+            )
+        if behaviour not in HOST_BEHAVIOURS:
+            raise ValueError(
+                f"hosts[{host!r}]: behaviour must be one of {HOST_BEHAVIOURS}, got {behaviour!r}"
+            )
 
 
 @dataclass
@@ -130,12 +220,15 @@ class Scenario:
 
     keys: dict[str, KeyScenario] = field(default_factory=dict)
     default: KeyScenario = field(default_factory=_default_key_scenario)
+    hosts: dict[Host, Behaviour] = field(default_factory=dict)
+    """Host-wide overrides: every call to such a host answers its behaviour."""
     latency_ms: int = 0
     hang_seconds: float = 30.0
     large_body_bytes: int = 8 * 1024 * 1024
     account_rate_per_second: int | None = None
 
     def __post_init__(self) -> None:
+        _check_hosts(self.hosts)
         _check_int("latency_ms", self.latency_ms, 0)
         _check_number("hang_seconds", self.hang_seconds)
         _check_int("large_body_bytes", self.large_body_bytes, 0)
@@ -145,6 +238,18 @@ class Scenario:
     def for_key(self, key: str) -> KeyScenario:
         return self.keys.get(key, self.default)
 
+    def for_host(self, host: Host) -> Behaviour | None:
+        """The host-wide override of ``host``, or None if its calls reach the keys."""
+        return self.hosts.get(host)
+
+    def with_host(self, host: str, behaviour: str | None) -> Scenario:
+        """A copy with ``host`` overridden by ``behaviour`` (None: no override); validated."""
+        # Typed loosely because both come from outside; __post_init__ validates them.
+        hosts: dict[Any, Any] = {h: b for h, b in self.hosts.items() if h != host}
+        if behaviour is not None:
+            hosts[host] = behaviour
+        return dataclasses.replace(self, hosts=hosts)
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Scenario:
         _reject_unknown_fields(cls, data)
@@ -152,6 +257,8 @@ class Scenario:
         fields["keys"] = {k: KeyScenario.from_dict(v) for k, v in data.get("keys", {}).items()}
         if "default" in data:
             fields["default"] = KeyScenario.from_dict(data["default"])
+        if isinstance(data.get("hosts"), Mapping):
+            fields["hosts"] = dict(data["hosts"])  # a copy: the caller's stays theirs
         return cls(**fields)
 
     @classmethod
@@ -166,6 +273,7 @@ class Scenario:
         return {
             "keys": {k: v.to_dict() for k, v in self.keys.items()},
             "default": self.default.to_dict(),
+            "hosts": dict(self.hosts),
             "latency_ms": self.latency_ms,
             "hang_seconds": self.hang_seconds,
             "large_body_bytes": self.large_body_bytes,
