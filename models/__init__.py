@@ -9,7 +9,7 @@ from models.base import (
     TeamStatus,
     utcnow,
 )
-from models.history import TeamStatusChange
+from models.history import IntegrationMove, PlatformHealth, TeamStatusChange
 from models.integration import Integration, OrganizationIntegration, Team
 from models.validation import HealthCheck, ValidationRequest, ValidationRun
 
@@ -17,9 +17,11 @@ __all__ = [
     "Base",
     "HealthCheck",
     "Integration",
+    "IntegrationMove",
     "IntegrationStatus",
     "OrganizationIntegration",
     "Outcome",
+    "PlatformHealth",
     "RequestState",
     "Requester",
     "Team",

@@ -1,11 +1,11 @@
-"""Team status transitions: one row each time what we know of a key changes."""
+"""History: team status transitions, integrations moved between platforms, platform alarms."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String, Uuid
+from sqlalchemy import Boolean, ForeignKey, Integer, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, TeamStatus, enum_column, utcnow
@@ -31,3 +31,41 @@ class TeamStatusChange(Base):
     # Delivery of the status-change event to OGV_STATUS_WEBHOOK_URL.
     notified_at: Mapped[datetime | None]
     notify_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class IntegrationMove(Base):
+    """An integration moved to another platform (`ogv integration migrate`)."""
+
+    __tablename__ = "integration_moves"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    integration_id: Mapped[int] = mapped_column(
+        ForeignKey("integrations.id", ondelete="CASCADE"), index=True
+    )
+    from_platform: Mapped[str] = mapped_column(String(32))
+    to_platform: Mapped[str] = mapped_column(String(32))
+    from_base_url: Mapped[str] = mapped_column(String(255))
+    to_base_url: Mapped[str] = mapped_column(String(255))
+    teams: Mapped[int] = mapped_column(Integer)
+    teams_ready: Mapped[int] = mapped_column(Integer)
+    forced: Mapped[bool] = mapped_column(Boolean)
+    moved_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PlatformHealth(Base):
+    """How one base URL has been answering: the window that decides it is unavailable.
+
+    Most answers in a window not being the platform's own (a retired host, a proxy
+    in the way) makes it unavailable; `unavailable_since` is set once, and cleared
+    once when a later window answers like the platform again.
+    """
+
+    __tablename__ = "platform_health"
+
+    base_url: Mapped[str] = mapped_column(String(255), primary_key=True)
+    platform: Mapped[str] = mapped_column(String(32))
+    window_started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    answers: Mapped[int] = mapped_column(Integer, default=0)
+    unrecognised: Mapped[int] = mapped_column(Integer, default=0)
+    unavailable_since: Mapped[datetime | None]
+    changed_at: Mapped[datetime | None]

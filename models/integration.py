@@ -14,7 +14,12 @@ ACCOUNT_MAX = 255
 
 
 class Integration(Base):
-    """One Opsgenie account, however many organizations installed it."""
+    """One Opsgenie account, however many organizations installed it.
+
+    `platform` names where the account lives (`worker.platforms`: `opsgenie`,
+    `opsgenie-eu`, `jsm-ops`), `probe` the probe its checks use; None follows the
+    platform's default (`OGV_PROBE` on Opsgenie).
+    """
 
     __tablename__ = "integrations"
 
@@ -22,6 +27,8 @@ class Integration(Base):
     provider: Mapped[str] = mapped_column(String(32), default="opsgenie")
     account_name: Mapped[str] = mapped_column(String(ACCOUNT_MAX))
     base_url: Mapped[str] = mapped_column(String(255))
+    platform: Mapped[str] = mapped_column(String(32), server_default="opsgenie")
+    probe: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (UniqueConstraint("provider", "account_name", "base_url"),)
@@ -49,8 +56,11 @@ class Team(Base):
     """A labelled integration key of one organization integration.
 
     `encrypted_key` is a Fernet token; nothing else in the database holds the key.
-    `key_version` grows whenever the key is replaced, so a check of an old key
-    cannot overwrite what is known about the new one.
+    `key_version` grows whenever the key is replaced or its integration moves to
+    another platform, so a check of the old key (or host) cannot overwrite what is
+    known about the new one. `works_on` lists the other platforms where a key that
+    turned invalid works (comma-separated), and `jsm_ops` whether the key works on
+    JSM Operations (`works`, `fails`, `unknown`), as last probed.
     """
 
     __tablename__ = "teams"
@@ -67,6 +77,9 @@ class Team(Base):
     last_checked_at: Mapped[datetime | None]
     last_error_code: Mapped[str | None] = mapped_column(String(64))
     last_http_status: Mapped[int | None]
+    works_on: Mapped[str | None] = mapped_column(String(100))
+    jsm_ops: Mapped[str | None] = mapped_column(String(16))
+    jsm_ops_checked_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     organization_integration: Mapped[OrganizationIntegration] = relationship(lazy="raise")

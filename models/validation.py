@@ -31,6 +31,11 @@ class ValidationRequest(Base):
     message: Mapped[str | None] = mapped_column(Text)
     http_status: Mapped[int | None]
     error_code: Mapped[str | None] = mapped_column(String(64))
+    # Where else the key works, when it turned invalid here (comma-separated platforms).
+    works_on: Mapped[str | None] = mapped_column(String(100))
+    # X-RateLimit-State and X-RateLimit-Reason of the last 429.
+    rate_limit_state: Mapped[str | None] = mapped_column(String(32))
+    rate_limit_reason: Mapped[str | None] = mapped_column(String(32))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]

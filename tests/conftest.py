@@ -28,7 +28,9 @@ from models.db import dispose_all, session_factory
 from models.migrate import upgrade
 from worker.checks.pipeline import Collaborators
 from worker.checks.retries import RetryPolicy
+from worker.checks.rules import CheckOptions
 from worker.checks.runtime import Runtime
+from worker.platforms import PLATFORMS
 from worker.settings import OFFICIAL_BASE_URLS, Settings, get_settings
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.local import LocalWorker
@@ -133,8 +135,10 @@ def settings(database_url: str, fernet_key: str, fake: FakeOpsgenie) -> Settings
     return Settings(
         database_url=database_url,
         encryption_keys=[fernet_key],
-        allowed_base_urls=[*OFFICIAL_BASE_URLS, fake.url],
-        **{name.removeprefix("OGV_").lower(): value for name, value in FAST_RETRIES.items()},
+        **{
+            name.removeprefix("OGV_").lower(): value
+            for name, value in {**FAST_RETRIES, **platform_env(fake)}.items()
+        },
     )
 
 
@@ -149,6 +153,7 @@ def deps(settings: Settings) -> Iterator[Collaborators]:
         vault=KeyVault(settings.fernet_keys()),
         policy=RetryPolicy.from_settings(settings),
         run=runtime.run,
+        options=CheckOptions.from_settings(settings),
     )
     runtime.close()
 
@@ -204,6 +209,20 @@ class Stack:
             worker.stop()
 
 
+def platform_env(fake: FakeOpsgenie) -> dict[str, str]:
+    """The fake stands for every platform: Opsgenie US at its root, EU and JSM Ops under
+    their prefixes, all allowed. Looking keys up elsewhere is off unless a test wants it."""
+    return {
+        "OGV_OPSGENIE_BASE_URL": fake.url,
+        "OGV_OPSGENIE_EU_BASE_URL": fake.base_url_for("opsgenie-eu"),
+        "OGV_JSM_OPS_BASE_URL": fake.base_url_for("jsm-ops"),
+        "OGV_ALLOWED_BASE_URLS": ",".join(
+            [*OFFICIAL_BASE_URLS, *(fake.base_url_for(name) for name in PLATFORMS)]
+        ),
+        "OGV_LOCATE_KEYS": "off",
+    }
+
+
 def service_env(data_dir: Path, fake: FakeOpsgenie, **extra: str) -> dict[str, str]:
     env = {name: value for name, value in os.environ.items() if not name.startswith("OGV_")}
     env.update(FAST_RETRIES)
@@ -211,8 +230,8 @@ def service_env(data_dir: Path, fake: FakeOpsgenie, **extra: str) -> dict[str, s
     env.update(
         OGV_DATA_DIR=str(data_dir),
         OGV_NAMESPACE=NAMESPACE,
-        OGV_ALLOWED_BASE_URLS=",".join([*OFFICIAL_BASE_URLS, fake.url]),
         OGV_LOG_FORMAT="json",
+        **platform_env(fake),
     )
     env.update(extra)
     return env

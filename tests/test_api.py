@@ -53,6 +53,9 @@ REQUEST_FIELDS = {
     "message",
     "http_status",
     "error_code",
+    "works_on",
+    "rate_limit_state",
+    "rate_limit_reason",
     "attempts",
     "created_at",
     "finished_at",
@@ -226,12 +229,17 @@ def test_get_team_and_unknown_ids(api: ApiProcess, stack: Stack, fake: FakeOpsge
         "organization_id": acct.org,
         "integration_id": acct.integration,
         "account": f"acct-{acct.org}",
+        "platform": "opsgenie",
+        "probe": "authenticate",
         "label": "pay/ments é",
         "status": "invalid_key",
         "status_changed_at": team.body["last_checked_at"],
         "last_checked_at": team.body["last_checked_at"],
         "last_error_code": None,
         "last_http_status": 401,
+        "works_on": [],
+        "jsm_ops": None,
+        "jsm_ops_checked_at": None,
     }
     assert acct.keys["pay/ments é"] not in team.text
     for path in (

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from worker.checks.baseurl import BaseUrlError, check_allowed, normalise_base_url
 from worker.settings import OFFICIAL_BASE_URLS
 
-US, EU = OFFICIAL_BASE_URLS
+US, EU, JSM = OFFICIAL_BASE_URLS
 
 
 @pytest.mark.parametrize(
@@ -94,7 +94,7 @@ def test_malformed_urls_are_refused(url: str, reason: str) -> None:
     ],
 )
 def test_lookalikes_and_other_hosts_are_not_on_the_allowlist(url: str) -> None:
-    with pytest.raises(BaseUrlError, match="not one of the allowed Opsgenie API hosts"):
+    with pytest.raises(BaseUrlError, match="not one of the allowed API hosts"):
         check_allowed(url, OFFICIAL_BASE_URLS)
 
 

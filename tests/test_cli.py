@@ -14,14 +14,14 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from worker.operations.cli import app
-from worker.settings import get_settings
+from worker.settings import OFFICIAL_BASE_URLS, get_settings
 
 runner = CliRunner()
 
 
 @pytest.fixture
 def cli_env(ogv_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, fake: Any) -> None:
-    monkeypatch.setenv("OGV_ALLOWED_BASE_URLS", f"https://api.opsgenie.com/,{fake.url}")
+    monkeypatch.setenv("OGV_ALLOWED_BASE_URLS", ",".join([*OFFICIAL_BASE_URLS, fake.url]))
     get_settings.cache_clear()
     assert runner.invoke(app, ["db", "upgrade", "--json"]).exit_code == 0
 
@@ -61,12 +61,17 @@ def test_integration_team_and_status_round_trip(cli_env: None) -> None:
             "organization_id": 41,
             "integration_id": integration,
             "account": "acme",
+            "platform": "opsgenie",
+            "probe": "authenticate",
             "label": "payments",
             "status": "unknown",
             "status_changed_at": None,
             "last_checked_at": None,
             "last_error_code": None,
             "last_http_status": None,
+            "works_on": [],
+            "jsm_ops": None,
+            "jsm_ops_checked_at": None,
         }
     ]
 
@@ -79,11 +84,56 @@ def test_base_url_off_the_allowlist_is_refused(cli_env: None) -> None:
         "1",
         "--account",
         "acme",
+        "--platform",
+        "opsgenie",
         "--base-url",
         "https://collector.example/",
     )
     assert code == 1
     assert out["error"]["code"] == "invalid_base_url"
+    assert "add it to OGV_ALLOWED_BASE_URLS" in out["error"]["message"]
+
+
+def test_a_platform_alone_gives_its_official_base_url_and_probe(cli_env: None) -> None:
+    code, out = call(
+        "integration", "add", "--org", "5", "--account", "acme", "--platform", "jsm-ops"
+    )
+
+    assert code == 0, out
+    assert {k: out[k] for k in ("platform", "base_url", "probe")} == {
+        "platform": "jsm-ops",
+        "base_url": "https://api.atlassian.com/jsm/ops/integration/",
+        "probe": "alerts",
+    }
+
+
+def test_an_official_base_url_names_its_platform_and_a_probe_is_kept(cli_env: None) -> None:
+    code, out = call(
+        "integration", "add", "--org", "6", "--account", "acme",
+        "--base-url", "https://api.opsgenie.com", "--probe", "alerts",
+    )  # fmt: skip
+
+    assert code == 0, out
+    assert (out["platform"], out["probe"]) == ("opsgenie", "alerts")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--base-url", "https://collector.example/"], "say which platform it serves"),
+        (["--platform", "jsm-ops", "--probe", "authenticate"], "only the alerts probe"),
+        (["--platform", "opsgenie", "--probe", "ping"], "not 'ping'"),
+        (["--platform", "bigpanda"], "unknown platform 'bigpanda'"),
+    ],
+)
+def test_a_platform_that_does_not_fit_is_refused_in_one_line(
+    cli_env: None, args: list[str], message: str
+) -> None:
+    result = runner.invoke(app, ["integration", "add", "--org", "7", "--account", "acme", *args])
+
+    assert result.exit_code == 1
+    assert message in result.stderr
+    assert "invalid_platform" in result.stderr and "Traceback" not in result.output
 
 
 def test_duplicate_label_is_refused_with_a_stable_code(cli_env: None) -> None:
@@ -236,7 +286,11 @@ def test_base_urls_off_the_allowlist_write_nothing(cli_env: None, url: str, acco
     )
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
     assert result.exit_code == 1
-    assert json.loads(result.stdout)["error"]["code"] in {"invalid_base_url", "invalid"}
+    assert json.loads(result.stdout)["error"]["code"] in {
+        "invalid_base_url",
+        "invalid",
+        "invalid_platform",
+    }
     assert _row_counts() == before
     assert "Traceback" not in result.output
 

@@ -57,6 +57,8 @@ def test_each_finished_validation_is_one_json_line(stack: Stack, fake: FakeOpsge
             "request_id": view["id"],
             "team_id": view["team_id"],
             "account": f"acct-{account['org']}",
+            "platform": "opsgenie",
+            "probe": "authenticate",
             "outcome": view["outcome"],
             "http_status": view["http_status"],
             "error_code": view["error_code"],

@@ -68,10 +68,18 @@ def test_the_metrics_match_a_real_run(watched: Stack, fake: FakeOpsgenie) -> Non
         "missing": "invalid_team",
     }
     counts = {
-        outcome: delta(before, after, "ogv_validations_total", outcome=outcome)
+        (outcome, platform): delta(
+            before, after, "ogv_validations_total", outcome=outcome, platform=platform
+        )
         for outcome in ("valid", "invalid_key", "error", "invalid_team", "rejected")
+        for platform in ("opsgenie", "none")  # none: decided without a call
     }
-    assert counts == {"valid": 4, "invalid_key": 1, "error": 1, "invalid_team": 1, "rejected": 0}
+    assert {k: v for k, v in counts.items() if v} == {
+        ("valid", "opsgenie"): 4,
+        ("invalid_key", "opsgenie"): 1,
+        ("error", "opsgenie"): 1,
+        ("invalid_team", "none"): 1,
+    }
     # flaky: one 503 then 200; down: 503 on all 3 attempts (2 retries); busy: one 429.
     retries = {
         reason: delta(before, after, "ogv_retries_total", reason=reason)
@@ -80,7 +88,9 @@ def test_the_metrics_match_a_real_run(watched: Stack, fake: FakeOpsgenie) -> Non
     assert retries == {"server_error": 3, "throttled": 1, "timeout": 0, "account_paused": 0}
     assert delta(before, after, "ogv_rate_limit_pauses_total", account=busy_account) == 1
     calls = {
-        status: delta(before, after, LATENCY, probe="authenticate", status_class=status)
+        status: delta(
+            before, after, LATENCY, platform="opsgenie", probe="authenticate", status_class=status
+        )
         for status in ("2xx", "4xx", "429", "5xx", "error")
     }
     assert calls == {"2xx": 4, "4xx": 1, "429": 1, "5xx": 4, "error": 0}

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, create_engine, inspect, make_url
+from sqlalchemy import Engine, create_engine, inspect, make_url, text
 
 from models import Base
 from models.db import dispose_all
@@ -24,6 +24,8 @@ TABLES = {
     "validation_requests",
     "validation_runs",
     "health_checks",
+    "integration_moves",
+    "platform_health",
 }
 
 
@@ -35,6 +37,38 @@ def test_sqlite_from_empty_to_head_and_back(tmp_path: Path) -> None:
     downgrade(url, "base")
     assert set(inspect(engine).get_table_names()) == {"alembic_version"}
     engine.dispose()
+
+
+def test_0004_fills_in_each_integrations_platform_from_its_base_url(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    upgrade(url, "0003")
+    engine = create_engine(url)
+    hosts = {
+        "us": "https://api.opsgenie.com/",
+        "eu": "https://api.eu.opsgenie.com/",
+        "jsm": "https://api.atlassian.com/jsm/ops/integration/",
+        "proxy": "https://opsgenie-proxy.example.com/",
+    }
+    with engine.begin() as connection:
+        for account, base_url in hosts.items():
+            connection.execute(
+                text(
+                    "INSERT INTO integrations (provider, account_name, base_url, created_at) "
+                    "VALUES ('opsgenie', :account, :base_url, '2026-11-01 00:00:00')"
+                ),
+                {"account": account, "base_url": base_url},
+            )
+    upgrade(url)
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT account_name, platform, probe FROM integrations"))
+        platforms = {account: (platform, probe) for account, platform, probe in rows}
+    engine.dispose()
+    assert platforms == {
+        "us": ("opsgenie", None),
+        "eu": ("opsgenie-eu", None),
+        "jsm": ("jsm-ops", None),
+        "proxy": ("opsgenie", None),
+    }
 
 
 @pytest.mark.parametrize("backend", ["sqlite_url", "postgres_url"])

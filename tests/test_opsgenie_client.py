@@ -8,6 +8,8 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Any
 
 import aiohttp
@@ -16,6 +18,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from models.base import Outcome
+from worker.checks import opsgenie
 from worker.checks.opsgenie import (
     BaseUrlError,
     NetworkError,
@@ -24,10 +27,11 @@ from worker.checks.opsgenie import (
     ServerError,
     Throttled,
     TransientError,
+    UnrecognisedAnswer,
     Verdict,
-    classify,
 )
-from worker.settings import OFFICIAL_BASE_URLS, ProbeName
+from worker.platforms import OPSGENIE, Platform, ProbeName
+from worker.settings import OFFICIAL_BASE_URLS
 from worker.testing.fake_opsgenie import FakeOpsgenie, RecordedCall
 from worker.testing.scenario import KeyScenario, Scenario
 
@@ -43,6 +47,7 @@ async def _check(
     key: str,
     *,
     probe: ProbeName = "authenticate",
+    platform: Platform = OPSGENIE,
     allowed: Iterable[str] | None = None,
     client_timeout: aiohttp.ClientTimeout | None = None,
     max_response_bytes: int = 64 * 1024,
@@ -51,11 +56,10 @@ async def _check(
         client = OpsgenieClient(
             session,
             allowed_base_urls=[base_url] if allowed is None else allowed,
-            probe=probe,
             timeout=client_timeout,
             max_response_bytes=max_response_bytes,
         )
-        return await client.check_key(base_url, key)
+        return await client.check_key(base_url, key, platform=platform, probe=probe)
 
 
 def check(base_url: str, key: str, **options: Any) -> Verdict:
@@ -181,7 +185,8 @@ def test_the_key_travels_only_in_the_genie_key_header(
     key = new_key("exact")
 
     async def ok(request: web.Request) -> web.Response:
-        return web.json_response({"result": "ok", "took": 0.0, "requestId": "r-1"})
+        success = {"result": "ok"} if probe == "authenticate" else {"data": []}
+        return web.json_response({**success, "took": 0.0, "requestId": "r-1"})
 
     async def main() -> tuple[Verdict, list[web.Request], bytes]:
         async with tiny_server(ok) as (url, seen):
@@ -352,24 +357,29 @@ def test_every_call_is_reported_with_its_status_or_as_a_failure(fake: FakeOpsgen
     fake.set_key(good, KeyScenario(account="acme"))
     fake.set_key(revoked, KeyScenario("invalid_key", account="acme"))
     nobody = f"http://127.0.0.1:{unused_port()}/"
-    answers: list[tuple[int | None, float]] = []
+    answers: list[tuple[str, str, int | None, float]] = []
 
     async def main() -> None:
         async with aiohttp.ClientSession() as session:
             client = OpsgenieClient(
                 session,
                 allowed_base_urls=[fake.url, nobody],
-                on_answer=lambda status, seconds: answers.append((status, seconds)),
+                on_answer=lambda *answer: answers.append(answer),
             )
-            await client.check_key(fake.url, good)
-            await client.check_key(fake.url, revoked)
+            options: dict[str, Any] = {"platform": OPSGENIE, "probe": "authenticate"}
+            await client.check_key(fake.url, good, **options)
+            await client.check_key(fake.url, revoked, **options)
             with pytest.raises(NetworkError):
-                await client.check_key(nobody, good)
+                await client.check_key(nobody, good, **options)
 
     asyncio.run(main())
 
-    assert [status for status, _ in answers] == [200, 401, None]
-    assert all(0 <= seconds < 10 for _, seconds in answers)
+    assert [answer[:3] for answer in answers] == [
+        ("opsgenie", "authenticate", 200),
+        ("opsgenie", "authenticate", 401),
+        ("opsgenie", "authenticate", None),
+    ]
+    assert all(0 <= answer[3] < 10 for answer in answers)
 
 
 def test_a_host_that_does_not_resolve_is_a_dns_error() -> None:
@@ -393,15 +403,14 @@ def test_redirects_are_not_followed(fake: FakeOpsgenie) -> None:
     async def redirect(request: web.Request) -> web.Response:
         raise web.HTTPFound(fake.url + request.path_qs.lstrip("/"))
 
-    async def main() -> tuple[Verdict, int]:
-        async with tiny_server(redirect) as (url, seen):
-            verdict = await _check(url, key, allowed=[url, fake.url])
-            return verdict, len(seen)
+    async def main() -> Verdict:
+        async with tiny_server(redirect) as (url, _):
+            return await _check(url, key, allowed=[url, fake.url])
 
-    verdict, redirect_hits = asyncio.run(main())
+    with pytest.raises(UnrecognisedAnswer) as caught:
+        asyncio.run(main())
 
-    assert verdict == Verdict(Outcome.REJECTED, 302, None, None, None)
-    assert redirect_hits == 1
+    assert caught.value.http_status == 302  # a redirect says nothing about the key
     assert calls_for(fake, key) == []
 
 
@@ -409,9 +418,10 @@ def test_a_large_body_is_read_only_up_to_the_limit() -> None:
     key = new_key("big")
     scenario = Scenario(keys={key: KeyScenario("large_body")}, large_body_bytes=5 * 1024 * 1024)
     with FakeOpsgenie(scenario) as big:
-        verdict = check(big.url, key, max_response_bytes=16 * 1024)
+        error = check_error(big.url, key, max_response_bytes=16 * 1024)
 
-    assert verdict == Verdict(Outcome.VALID, 200, request_id=assert_request_id(verdict))
+    # Cut at the limit, the body is no longer Opsgenie's JSON: no verdict, and no hang.
+    assert (type(error), error.http_status) == (UnrecognisedAnswer, 200)
 
 
 def test_an_endless_body_does_not_keep_the_client_reading() -> None:
@@ -433,7 +443,9 @@ def test_an_endless_body_does_not_keep_the_client_reading() -> None:
                 url, key, client_timeout=aiohttp.ClientTimeout(total=3), max_response_bytes=4096
             )
 
-    assert asyncio.run(main()) == Verdict(Outcome.VALID, 200, request_id="r-endless")
+    with pytest.raises(UnrecognisedAnswer) as caught:
+        asyncio.run(main())
+    assert caught.value.http_status == 200
 
 
 def test_a_body_arriving_in_pieces_is_read_whole() -> None:
@@ -491,7 +503,7 @@ def test_a_refused_base_url_opens_no_connection() -> None:
 
         error = check_error(url, key, allowed=OFFICIAL_BASE_URLS)
 
-        assert str(error) == "the base URL is not one of the allowed Opsgenie API hosts"
+        assert str(error) == "the base URL is not one of the allowed API hosts"
         with pytest.raises(BlockingIOError):
             listener.accept()
 
@@ -514,11 +526,46 @@ def headers(**values: str) -> Mapping[str, str]:
     return CIMultiDict({name.replace("_", "-"): value for name, value in values.items()})
 
 
-@pytest.mark.parametrize("status", [200, 201, 202, 204, 299])
-def test_classify_2xx_is_valid_whatever_the_body(status: int) -> None:
-    answer = classify(status, headers(X_Request_ID="r"), b"not json at all")
+def classify(
+    status: int, given: Mapping[str, str], body: bytes, probe: ProbeName = "authenticate"
+) -> Verdict:
+    """`classify` as the client calls it for an Opsgenie US integration."""
+    return opsgenie.classify(status, given, body, OPSGENIE, probe)
 
-    assert answer == Verdict(Outcome.VALID, status, request_id="r")
+
+AUTHENTICATED = b'{"result": "Integration authenticated", "took": 0.01, "requestId": "b"}'
+ALERTS = b'{"data": [], "took": 0.01, "requestId": "b"}'
+
+
+@pytest.mark.parametrize("status", [200, 201, 202])
+def test_classify_2xx_with_the_probes_success_body_is_valid(status: int) -> None:
+    assert classify(status, headers(X_Request_ID="r"), AUTHENTICATED) == Verdict(
+        Outcome.VALID, status, request_id="r"
+    )
+    assert classify(status, headers(), ALERTS, "alerts") == Verdict(
+        Outcome.VALID, status, request_id="b"
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "probe"),
+    [
+        (200, b"", "authenticate"),  # a captive portal's empty answer
+        (200, b"<html><form>Sign in to the Wi-Fi</form></html>", "authenticate"),
+        (200, b"not json at all", "alerts"),
+        (200, ALERTS, "authenticate"),  # the other probe's success body
+        (200, AUTHENTICATED, "alerts"),
+        (204, b"", "authenticate"),
+        (299, AUTHENTICATED, "authenticate"),
+    ],
+)
+def test_classify_2xx_without_the_probes_body_is_no_verdict(
+    status: int, body: bytes, probe: ProbeName
+) -> None:
+    with pytest.raises(UnrecognisedAnswer) as caught:
+        classify(status, headers(), body, probe)
+
+    assert (caught.value.code, caught.value.http_status) == ("unrecognised_answer", status)
 
 
 @pytest.mark.parametrize(
@@ -528,10 +575,8 @@ def test_classify_2xx_is_valid_whatever_the_body(status: int) -> None:
         (401, Outcome.INVALID_KEY),
         (402, Outcome.REJECTED),
         (403, Outcome.KEY_LACKS_ACCESS),
-        (404, Outcome.REJECTED),
         (409, Outcome.REJECTED),
         (422, Outcome.REJECTED),
-        (302, Outcome.REJECTED),
         (501, Outcome.REJECTED),
     ],
 )
@@ -544,6 +589,19 @@ def test_classify_final_statuses_carry_opsgenie_details(status: int, outcome: Ou
     assert classify(status, headers(X_Request_ID="hdr-id"), body).request_id == "hdr-id"
 
 
+@pytest.mark.parametrize("status", [301, 302, 307, 404, 405, 408, 410, 418, 451])
+def test_classify_statuses_opsgenie_never_gives_are_no_verdict_even_in_its_json(
+    status: int,
+) -> None:
+    body = b'{"message": "Nope.", "took": 0.002, "requestId": "body-id"}'
+
+    with pytest.raises(UnrecognisedAnswer) as caught:
+        classify(status, headers(), body)
+
+    assert caught.value.http_status == status
+    assert f"HTTP {status}" in str(caught.value)
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -554,10 +612,21 @@ def test_classify_final_statuses_carry_opsgenie_details(status: int, outcome: Ou
         b"\xff\xfe\x00garbage",
         b'{"message": 5, "code": true, "requestId": ["x"]}',
         b'{"message": "cut off',
+        b'{"message": "no took nor requestId"}',
+        b'{"error": "not the shape", "took": 1}',
     ],
 )
-def test_classify_survives_bodies_that_are_not_opsgenie_json(body: bytes) -> None:
-    assert classify(422, headers(), body) == Verdict(Outcome.REJECTED, 422, None, None, None)
+def test_classify_a_4xx_body_that_is_not_opsgenies_error_is_no_verdict(body: bytes) -> None:
+    with pytest.raises(UnrecognisedAnswer):
+        classify(401, headers(), body)
+
+
+def test_classify_a_malformed_key_is_invalid_for_good() -> None:
+    body = b'{"message": "Key format is not valid!", "took": 0.001, "requestId": "m"}'
+
+    assert classify(422, headers(), body) == Verdict(
+        Outcome.INVALID_KEY, 422, "Key format is not valid!", None, "m", "malformed_key"
+    )
 
 
 @pytest.mark.parametrize(
@@ -572,7 +641,8 @@ def test_classify_survives_bodies_that_are_not_opsgenie_json(body: bytes) -> Non
         ({"X-RateLimit-Period-In-Sec": "0"}, 0.0),
         ({}, None),
         ({"X-RateLimit-Period-In-Sec": "soon"}, None),
-        ({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, None),
+        ({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),  # a date passed: now
+        ({"Retry-After": "Wed, 21 Oct 2015 07:28:00"}, None),  # no zone: not RFC 9110
         ({"Retry-After": "nan"}, None),
         ({"Retry-After": "inf"}, None),
         ({"Retry-After": "-5"}, None),
@@ -587,6 +657,28 @@ def test_classify_429_reads_the_wait_from_the_headers(
 
     assert caught.value.retry_after == retry_after
     assert caught.value.http_status == 429
+
+
+def test_classify_429_honours_retry_after_as_an_http_date() -> None:
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+
+    with pytest.raises(Throttled) as caught:
+        classify(429, headers(Retry_After=when), b"")
+
+    assert caught.value.retry_after is not None
+    assert 27 <= caught.value.retry_after <= 30
+
+
+def test_classify_429_keeps_the_rate_limit_state_and_reason() -> None:
+    given = headers(
+        X_RateLimit_State="THROTTLED", X_RateLimit_Reason="ACCOUNT\r\nX-Evil: 1" + "x" * 50
+    )
+
+    with pytest.raises(Throttled) as caught:
+        classify(429, given, b"")
+
+    reason = ("ACCOUNTX-Evil: 1" + "x" * 50)[:32]  # printable only, and bounded
+    assert (caught.value.state, caught.value.reason) == ("THROTTLED", reason)
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504, 599])

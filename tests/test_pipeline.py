@@ -33,6 +33,7 @@ from worker.checks import records, requests
 from worker.checks.pipeline import AlreadyFinal, Collaborators, Finished, RetryLater, run_attempt
 from worker.checks.ratelimit import LocalGate
 from worker.checks.runtime import Runtime
+from worker.platforms import OPSGENIE
 from worker.settings import Settings
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.scenario import KeyScenario
@@ -367,7 +368,9 @@ def test_an_older_result_never_overwrites_a_newer_one(
     from worker.checks.rules import Result, Target
 
     stale = Result(Outcome.VALID, "stale", 200)
-    target = Target(team.team_id, team.label, "acct", team.integration_id, fake.url, "k", 1)
+    target = Target(
+        team.team_id, team.label, "acct", team.integration_id, fake.url, "k", 1, OPSGENIE, "alerts"
+    )
     with deps.sessions.begin() as session:
         assert records.finish(session, team_request, stale, target, newer - timedelta(seconds=5))
     _, row = load(deps, team_request)
@@ -378,7 +381,9 @@ def test_a_replaced_key_ignores_the_old_keys_answer(deps: Collaborators, install
     team = install(KeyScenario("valid"))
     from worker.checks.rules import Result, Target
 
-    target = Target(team.team_id, team.label, "acct", team.integration_id, "", "k", 1)
+    target = Target(
+        team.team_id, team.label, "acct", team.integration_id, "", "k", 1, OPSGENIE, "alerts"
+    )
     with deps.sessions.begin() as session:
         session.execute(update(Team).where(Team.id == team.team_id).values(key_version=2))
     request_id = request_for(deps, team)

@@ -19,6 +19,7 @@ from worker.checks import ratelimit
 from worker.checks.opsgenie import AccountPaused
 from worker.checks.ratelimit import AccountGate, LocalGate, Pacing, RedisGate
 from worker.checks.rules import Target, wait_for_turn
+from worker.platforms import OPSGENIE
 
 ClientFactory = Callable[[], aioredis.Redis]
 
@@ -284,7 +285,7 @@ def test_pacing_refuses_nonsense() -> None:
 
 
 def _target() -> Target:
-    return Target("1-t", "t", "acct", 1, "https://api.opsgenie.com/", "k", 1)
+    return Target("1-t", "t", "acct", 1, "https://api.opsgenie.com/", "k", 1, OPSGENIE, "alerts")
 
 
 def test_a_missed_turn_is_booked_again_not_spent_late() -> None:
@@ -293,7 +294,7 @@ def test_a_missed_turn_is_booked_again_not_spent_late() -> None:
         loop = asyncio.get_running_loop()
         await gate.reserve({_target().gate_key: 3})  # turns now, +0.1, +0.2 are taken
         started = loop.time()
-        await wait_for_turn(_target(), gate, turn=started - 1.0, max_wait=5)
+        await wait_for_turn(_target().gate_key, gate, turn=started - 1.0, max_wait=5)
         # Sent on its old turn it would have left at once; it waited for a free one.
         assert loop.time() - started >= 3 * INTERVAL - 0.02
 
@@ -305,7 +306,7 @@ def test_an_on_time_turn_is_kept() -> None:
         gate = LocalGate(Pacing(rate=10))
         loop = asyncio.get_running_loop()
         started = loop.time()
-        await wait_for_turn(_target(), gate, turn=started + 0.05, max_wait=5)
+        await wait_for_turn(_target().gate_key, gate, turn=started + 0.05, max_wait=5)
         assert 0.04 <= loop.time() - started < 0.09
         # Nothing was booked: the account's next turn is still free now.
         assert (await gate.reserve({_target().gate_key: 1}))[_target().gate_key] == [0.0]
@@ -318,7 +319,7 @@ def test_a_turn_too_far_off_goes_back_to_the_queue() -> None:
         gate = LocalGate(Pacing(rate=10))
         await gate.pause(_target().gate_key, 30)
         with pytest.raises(AccountPaused):
-            await wait_for_turn(_target(), gate, turn=None, max_wait=5)
+            await wait_for_turn(_target().gate_key, gate, turn=None, max_wait=5)
 
     asyncio.run(main())
 
@@ -343,7 +344,7 @@ def test_a_call_late_by_less_than_the_tolerance_keeps_its_turn() -> None:
         loop = asyncio.get_running_loop()
         await gate.reserve({_target().gate_key: 1})  # the turn this call was given
         started = loop.time()
-        await wait_for_turn(_target(), gate, turn=started - 0.06, max_wait=5)
+        await wait_for_turn(_target().gate_key, gate, turn=started - 0.06, max_wait=5)
         assert loop.time() - started < 0.02  # sent at once
         # It booked nothing more: the account's next turn is still one interval on.
         [delay] = (await gate.reserve({_target().gate_key: 1}))[_target().gate_key]

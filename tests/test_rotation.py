@@ -135,6 +135,8 @@ def test_keys_rotate_command(
                 "3",
                 "--account",
                 "a",
+                "--platform",
+                "opsgenie",
                 "--base-url",
                 fake.url,
                 "--json",

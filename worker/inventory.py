@@ -6,7 +6,7 @@ Functions take a session and never commit. Refusals are `RecordError`s whose
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy import (
     select,
@@ -21,8 +21,16 @@ from models import (
     Team,
 )
 from models.crypto import KeyVault
-from worker.checks.baseurl import check_allowed
+from worker.checks.baseurl import check_allowed, normalise_base_url
 from worker.checks.rules import OPSGENIE_PROVIDER
+from worker.platforms import (
+    OPSGENIE,
+    PLATFORMS,
+    Platform,
+    ProbeName,
+    UnknownPlatform,
+    get_platform,
+)
 
 
 class RecordError(ValueError):
@@ -43,6 +51,49 @@ class DuplicateTeam(RecordError):
     code = "duplicate_team"
 
 
+class PlatformChoiceError(RecordError):
+    """Raised when the platform, base URL and probe given do not fit together."""
+
+    code = "invalid_platform"
+
+
+def choose_platform(
+    platform_name: str | None,
+    base_url: str | None,
+    probe: str | None,
+    base_urls: Mapping[str, str],
+) -> tuple[Platform, str, ProbeName | None]:
+    """The platform, base URL and probe of a new integration, from what the user gave.
+
+    `base_urls` says where each platform is reached (its official URL, or the
+    override). A base URL alone names its platform only when it is one of those;
+    any other needs the platform said. No base URL means the platform's own.
+    """
+    if platform_name is not None:
+        try:
+            platform = get_platform(platform_name)
+        except UnknownPlatform as exc:
+            raise PlatformChoiceError(str(exc)) from exc
+    elif base_url is None:
+        platform = OPSGENIE
+    else:
+        url = normalise_base_url(base_url)
+        known = [name for name, official in base_urls.items() if official == url]
+        if not known:
+            raise PlatformChoiceError(
+                "the base URL is not one of the platforms' own; say which platform it "
+                f"serves with --platform ({', '.join(PLATFORMS)})"
+            )
+        platform = get_platform(known[0])
+    if probe is not None and probe not in platform.probes:
+        raise PlatformChoiceError(
+            f"{platform.title} answers only the {' and '.join(platform.probes)} probe"
+            f"{'s' if len(platform.probes) > 1 else ''}, not {probe!r}"
+        )
+    chosen = next((p for p in platform.probes if p == probe), None)
+    return platform, base_url or base_urls[platform.name], chosen
+
+
 def add_integration(
     session: Session,
     *,
@@ -50,8 +101,14 @@ def add_integration(
     account_name: str,
     base_url: str,
     allowed_base_urls: Sequence[str],
+    platform: Platform = OPSGENIE,
+    probe: ProbeName | None = None,
 ) -> tuple[Integration, OrganizationIntegration]:
-    """Install an Opsgenie account for an organization; one row per account."""
+    """Install an account for an organization; one row per account.
+
+    `probe` None leaves the probe to the platform's default; a probe given again
+    for an account already installed replaces its probe.
+    """
     url = check_allowed(base_url, allowed_base_urls)
     account = account_name.strip()
     if not account or len(account) > 255 or not account.isprintable():
@@ -64,9 +121,21 @@ def add_integration(
         )
     ).first()
     if integration is None:
-        integration = Integration(provider=OPSGENIE_PROVIDER, account_name=account, base_url=url)
+        integration = Integration(
+            provider=OPSGENIE_PROVIDER,
+            account_name=account,
+            base_url=url,
+            platform=platform.name,
+            probe=probe,
+        )
         session.add(integration)
         session.flush()
+    elif integration.platform != platform.name:
+        raise PlatformChoiceError(
+            f"account {account!r} at that base URL is installed as {integration.platform}"
+        )
+    elif probe is not None:
+        integration.probe = probe
     link = session.scalars(
         select(OrganizationIntegration).where(
             OrganizationIntegration.organization_id == organization_id,

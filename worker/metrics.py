@@ -4,9 +4,9 @@ The worker's main process serves them at
 `http://OGV_METRICS_ADDRESS:OGV_METRICS_PORT/metrics` (default port 9808; 0 turns
 the endpoint off). docs/METRICS.md lists each series with example queries.
 
-    ogv_validations_total{outcome}                        requests finished
-    ogv_opsgenie_request_duration_seconds{probe,status_class}
-                                                          each call to Opsgenie
+    ogv_validations_total{outcome,platform}               requests finished
+    ogv_opsgenie_request_duration_seconds{platform,probe,status_class}
+                                                          each call to a platform
     ogv_retries_total{reason}                             retries scheduled
     ogv_rate_limit_pauses_total{account}                  429s that paused an account
     ogv_teams{status}                                     teams now, read at scrape
@@ -61,6 +61,7 @@ RETRY_REASONS = (
     THROTTLED,
     "account_paused",
     "server_error",
+    "unrecognised_answer",
     "timeout",
     "connection_error",
     "dns_error",
@@ -70,15 +71,15 @@ LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 VALIDATIONS = Counter(
     "ogv_validations",
-    "Validation requests finished, by outcome.",
-    ["outcome"],
+    "Validation requests finished, by outcome and platform (none: no call was made).",
+    ["outcome", "platform"],
     registry=None,
 )
 OPSGENIE_LATENCY = Histogram(
     "ogv_opsgenie_request_duration_seconds",
-    "Seconds from sending a probe to Opsgenie's response headers (or the failure), "
-    "by probe and status class (2xx, 3xx, 4xx, 429, 5xx, error).",
-    ["probe", "status_class"],
+    "Seconds from sending a probe to the platform's response headers (or the failure), "
+    "by platform, probe and status class (2xx, 3xx, 4xx, 429, 5xx, error).",
+    ["platform", "probe", "status_class"],
     buckets=LATENCY_BUCKETS,
     registry=None,
 )
@@ -117,7 +118,7 @@ def _never_raise(hook: Callable[P, None]) -> Callable[P, None]:
 @_never_raise
 def validation_finished(result: Result, target: Target | None) -> None:
     """Count a finished request; a final 429 paused its account as well."""
-    VALIDATIONS.labels(result.outcome.value).inc()
+    VALIDATIONS.labels(result.outcome.value, target.platform.name if target else "none").inc()
     if result.error_code == THROTTLED and target is not None:
         PAUSES.labels(target.account).inc()
 
@@ -135,15 +136,11 @@ def status_class(status: int) -> str:
     return "429" if status == 429 else f"{status // 100}xx"
 
 
-def opsgenie_call_observer(probe: str) -> Callable[[int | None, float], None]:
+@_never_raise
+def opsgenie_call_observer(platform: str, probe: str, status: int | None, seconds: float) -> None:
     """Times every call of the Opsgenie client (its `on_answer`): status None is a failure."""
-
-    @_never_raise
-    def observe(status: int | None, seconds: float) -> None:
-        label = "error" if status is None else status_class(status)
-        OPSGENIE_LATENCY.labels(probe, label).observe(seconds)
-
-    return observe
+    label = "error" if status is None else status_class(status)
+    OPSGENIE_LATENCY.labels(platform, probe, label).observe(seconds)
 
 
 # --- what the database holds, read at scrape time --------------------------------------

@@ -20,12 +20,12 @@ from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-OFFICIAL_BASE_URLS = ("https://api.opsgenie.com/", "https://api.eu.opsgenie.com/")
-"""The two hosts Opsgenie serves its REST API from (US and EU)."""
+from worker.platforms import PLATFORMS, Platform, ProbeName
+
+OFFICIAL_BASE_URLS = tuple(p.official_base_url for p in PLATFORMS.values())
+"""Where the platforms serve their integration APIs: Opsgenie US and EU, JSM Operations."""
 
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "xxx", "todo"})
-
-ProbeName = Literal["authenticate", "alerts"]
 
 
 def _default_data_dir() -> Path:
@@ -59,6 +59,15 @@ class Settings(BaseSettings):
     )
 
     probe: ProbeName = "authenticate"
+    """The probe of integrations on an Opsgenie platform that chose none."""
+    opsgenie_base_url: str | None = None
+    opsgenie_eu_base_url: str | None = None
+    jsm_ops_base_url: str | None = None
+    """Where each platform is reached instead of its official URL (tests, proxies)."""
+    locate_keys: bool = True
+    """Look up where a key that just turned invalid on Opsgenie works instead."""
+    migration_probe: bool = False
+    """Also probe JSM Operations during periodic re-validation (the migration months)."""
     connect_timeout: float = Field(default=3.0, gt=0)
     total_timeout: float = Field(default=10.0, gt=0)
     max_response_bytes: int = Field(default=64 * 1024, ge=1024)
@@ -137,6 +146,29 @@ class Settings(BaseSettings):
         from worker.checks.baseurl import normalise_base_url
 
         return [normalise_base_url(url) for url in urls]
+
+    @field_validator("opsgenie_base_url", "opsgenie_eu_base_url", "jsm_ops_base_url")
+    @classmethod
+    def _normalise_override(cls, url: str | None) -> str | None:
+        from worker.checks.baseurl import normalise_base_url
+
+        return normalise_base_url(url) if url else None
+
+    @model_validator(mode="after")
+    def _overrides_are_allowed(self) -> Settings:
+        for platform in PLATFORMS.values():
+            url = self.platform_base_url(platform)
+            if url != platform.official_base_url and url not in self.allowed_base_urls:
+                raise ValueError(
+                    f"{platform.base_url_setting} must be on OGV_ALLOWED_BASE_URLS "
+                    "(a key is only ever sent to an allowed host)"
+                )
+        return self
+
+    def platform_base_url(self, platform: Platform) -> str:
+        """Where `platform` is reached: its override, else its official base URL."""
+        override: str | None = getattr(self, platform.base_url_setting.removeprefix("OGV_").lower())
+        return override or platform.official_base_url
 
     @model_validator(mode="after")
     def _check_limits(self) -> Settings:

@@ -23,6 +23,7 @@ from worker.checks import events
 from worker.checks.pipeline import Collaborators, RetryLater, run_attempt, run_batch
 from worker.checks.records import StatusChange
 from worker.checks.retries import RetryPolicy, is_retried_database_error
+from worker.checks.rules import CheckOptions
 from worker.checks.runtime import get_runtime
 from worker.periodic import dispatch, outbox
 from worker.settings import Settings, get_settings
@@ -53,6 +54,7 @@ def collaborators() -> Collaborators:
         max_wait=settings.max_inline_wait,
         concurrency=settings.batch_concurrency,
         on_changes=_notifier(settings),
+        options=CheckOptions.from_settings(settings),
     )
 
 

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from models.base import Outcome
 from worker.celery import app
 from worker.checks import opsgenie
+from worker.platforms import Platform, ProbeName
 
 MUTATION = os.environ.get("OGV_CHAOS_MUTATION", "")
 
@@ -25,10 +26,16 @@ if MUTATION == "early_acks":
 elif MUTATION == "503_is_invalid_key":
     _classify = opsgenie.classify
 
-    def _misclassify(status: int, headers: Mapping[str, str], body: bytes) -> opsgenie.Verdict:
+    def _misclassify(
+        status: int,
+        headers: Mapping[str, str],
+        body: bytes,
+        platform: Platform,
+        probe: ProbeName,
+    ) -> opsgenie.Verdict:
         if status == 503:
             return opsgenie.Verdict(Outcome.INVALID_KEY, status)
-        return _classify(status, headers, body)
+        return _classify(status, headers, body, platform, probe)
 
     opsgenie.classify = _misclassify
 elif MUTATION:

@@ -45,5 +45,5 @@ def check_allowed(url: str, allowed: Iterable[str]) -> str:
     """Return the normalised URL if it is on the allowlist, else raise BaseUrlError."""
     normal = normalise_base_url(url)
     if normal not in set(allowed):
-        raise BaseUrlError("the base URL is not one of the allowed Opsgenie API hosts")
+        raise BaseUrlError("the base URL is not one of the allowed API hosts")
     return normal

@@ -99,6 +99,8 @@ def note_retry(
             message=result.message,
             http_status=result.http_status,
             error_code=result.error_code,
+            rate_limit_state=result.rate_limit_state,
+            rate_limit_reason=result.rate_limit_reason,
             attempts=attempts,
             lease_until=None,
             next_attempt_at=utcnow() + timedelta(seconds=delay),

@@ -1,13 +1,17 @@
 """The Opsgenie client: one probe of one key, translated into our own terms.
 
-Answers become a `Verdict` (Opsgenie said something final about the key) or one
-of these errors, raised with the aiohttp cause chained:
+It speaks to every platform of `worker.platforms` (Opsgenie US and EU, JSM
+Operations): they share the header, the paths and the answer format. Answers
+become a `Verdict` (the platform said something final about the key) or one of
+these errors, raised with the aiohttp cause chained:
 
     OpsgenieError                  anything that is not a verdict
     ├── TransientError             retry later; never changes what we know of a key
     │   ├── Throttled              429: the account is out of tokens (retry_after)
     │   │   └── AccountPaused      not called: the account is still paused by a 429
     │   ├── ServerError            5xx other than 501
+    │   ├── UnrecognisedAnswer     not the platform's own answer (SPEC §6): a redirect,
+    │   │                          an HTML or empty body, 404/410 on the probe's path, 408
     │   ├── NetworkError           timeout, refused or reset connection, DNS failure
     │   └── GateUnavailable        the account pacing store (Redis) failed: not called
 
@@ -19,18 +23,22 @@ No message here ever contains the key: it travels only in the Authorization head
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
 
 from models.base import Outcome
 from worker.checks.baseurl import BaseUrlError, check_allowed
-from worker.settings import ProbeName
+from worker.platforms import Platform, ProbeName
+from worker.platforms.base import json_object
 
 __all__ = [
     "PROBES",
@@ -44,6 +52,7 @@ __all__ = [
     "ServerError",
     "Throttled",
     "TransientError",
+    "UnrecognisedAnswer",
     "Verdict",
 ]
 
@@ -65,9 +74,19 @@ class Throttled(TransientError):
     code = "throttled"
     http_status: int | None = 429
 
-    def __init__(self, message: str, retry_after: float | None) -> None:
+    def __init__(
+        self,
+        message: str,
+        retry_after: float | None,
+        state: str | None = None,
+        reason: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.state = state
+        """`X-RateLimit-State` as Opsgenie sent it (`THROTTLED`), if it did."""
+        self.reason = reason
+        """`X-RateLimit-Reason` (`ACCOUNT`, `INTEGRATION`...), if Opsgenie sent it."""
 
 
 class AccountPaused(Throttled):
@@ -81,6 +100,16 @@ class ServerError(TransientError):
     """Raised on a 5xx answer other than 501 Not Implemented."""
 
     code = "server_error"
+
+    def __init__(self, message: str, http_status: int) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+
+
+class UnrecognisedAnswer(TransientError):
+    """Raised when the answer is not recognisably the platform's: it is no verdict."""
+
+    code = "unrecognised_answer"
 
     def __init__(self, message: str, http_status: int) -> None:
         super().__init__(message)
@@ -112,6 +141,12 @@ class Verdict:
     message: str | None = None
     opsgenie_code: str | None = None
     request_id: str | None = None
+    reason: str | None = None
+    """Our own code for a verdict that needs one (`malformed_key`)."""
+
+
+MALFORMED_KEY_MESSAGE = "Key format is not valid!"
+"""Opsgenie's 422 message for a key that can never work anywhere."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +158,17 @@ class Probe:
     path: str
     json_body: Mapping[str, Any] | None = None
     params: Mapping[str, str] | None = None
+
+    @functools.cached_property
+    def body(self) -> bytes | None:
+        """The encoded JSON body: the same for every key, so encoded once."""
+        return json.dumps(self.json_body).encode() if self.json_body is not None else None
+
+    @functools.cached_property
+    def headers(self) -> dict[str, str]:
+        if self.json_body is None:
+            return {"Accept": "application/json"}
+        return {"Accept": "application/json", "Content-Type": "application/json"}
 
 
 PROBES: dict[ProbeName, Probe] = {
@@ -145,68 +191,64 @@ class OpsgenieClient:
         session: aiohttp.ClientSession,
         *,
         allowed_base_urls: Iterable[str],
-        probe: ProbeName = "authenticate",
         timeout: aiohttp.ClientTimeout | None = None,
         max_response_bytes: int = 64 * 1024,
-        on_answer: Callable[[int | None, float], None] = lambda status, seconds: None,
+        on_answer: Callable[[str, str, int | None, float], None] = lambda *answer: None,
     ) -> None:
-        """`on_answer(status, seconds)` is told of every call: the HTTP status (None when
-        no answer came) and the seconds until the response headers or the failure."""
+        """`on_answer(platform, probe, status, seconds)` is told of every call: the HTTP
+        status (None when no answer came) and the seconds until the response headers
+        or the failure."""
         self._session = session
         self._allowed = frozenset(allowed_base_urls)
-        self._urls: dict[str, str] = {}  # base URL -> the probe's URL, once allowed
-        self.probe = PROBES[probe]
+        self._urls: dict[tuple[str, ProbeName], str] = {}  # the probe's URL, once allowed
         self._timeout = timeout or aiohttp.ClientTimeout(total=10, connect=3)
         self._max_bytes = max_response_bytes
         self._on_answer = on_answer
-        self._headers = {"Accept": "application/json"}
-        self._body = None
-        if self.probe.json_body is not None:
-            # Encoded once: the body is the same for every key.
-            self._body = json.dumps(self.probe.json_body).encode()
-            self._headers["Content-Type"] = "application/json"
 
-    def _url_for(self, base_url: str) -> str:
-        url = self._urls.get(base_url)
+    def _url_for(self, base_url: str, probe: Probe) -> str:
+        url = self._urls.get((base_url, probe.name))
         if url is None:
-            url = check_allowed(base_url, self._allowed) + self.probe.path
-            self._urls[base_url] = url
+            url = check_allowed(base_url, self._allowed) + probe.path
+            self._urls[(base_url, probe.name)] = url
         return url
 
-    async def check_key(self, base_url: str, key: str) -> Verdict:
+    async def check_key(
+        self, base_url: str, key: str, *, platform: Platform, probe: ProbeName
+    ) -> Verdict:
         """Probe `key` against the account at `base_url`; raise on anything not final."""
-        url = self._url_for(base_url)
-        headers = {
-            **self._headers,
-            "Authorization": f"GenieKey {key}",
-            "X-Request-ID": str(uuid.uuid4()),
-        }
+        call = PROBES[probe]
+        url = self._url_for(base_url, call)
+        headers = {**call.headers, "Authorization": f"GenieKey {key}"}
+        headers["X-Request-ID"] = str(uuid.uuid4())
         started, answered = time.monotonic(), False
         try:
             async with self._session.request(
-                self.probe.method,
+                call.method,
                 url,
-                data=self._body,
-                params=self.probe.params,
+                data=call.body,
+                params=call.params,
                 headers=headers,
                 allow_redirects=False,
                 timeout=self._timeout,
             ) as response:
                 answered = True
-                self._on_answer(response.status, time.monotonic() - started)
+                self._on_answer(platform.name, probe, response.status, time.monotonic() - started)
                 body = await _read_capped(response.content, self._max_bytes)
-                return classify(response.status, response.headers, body)
+                return classify(response.status, response.headers, body, platform, probe)
         except TimeoutError as exc:
-            raise NetworkError("Opsgenie did not answer in time", "timeout") from exc
+            raise NetworkError(f"{platform.title} did not answer in time", "timeout") from exc
         except aiohttp.ClientConnectorDNSError as exc:
-            raise NetworkError("the Opsgenie host name did not resolve", "dns_error") from exc
+            raise NetworkError(
+                f"the {platform.title} host name did not resolve", "dns_error"
+            ) from exc
         except aiohttp.ClientError as exc:
             raise NetworkError(
-                f"the connection to Opsgenie failed ({type(exc).__name__})", "connection_error"
+                f"the connection to {platform.title} failed ({type(exc).__name__})",
+                "connection_error",
             ) from exc
         finally:
             if not answered:
-                self._on_answer(None, time.monotonic() - started)
+                self._on_answer(platform.name, probe, None, time.monotonic() - started)
 
 
 async def _read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
@@ -223,22 +265,61 @@ async def _read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def classify(status: int, headers: Mapping[str, str], body: bytes) -> Verdict:
-    """Map one Opsgenie answer onto a verdict, or raise a TransientError (SPEC §5)."""
-    details = _error_details(body)
+def classify(
+    status: int, headers: Mapping[str, str], body: bytes, platform: Platform, probe: ProbeName
+) -> Verdict:
+    """Map one answer onto a verdict, or raise a TransientError (SPEC §5 and §6).
+
+    Only an answer `platform` recognises as its own is a verdict; 429 and 5xx are
+    retried whoever sent them.
+    """
+    if status == 429:
+        raise Throttled(
+            f"{platform.title} throttled the account",
+            _retry_after(headers),
+            _header_text(headers, "X-RateLimit-State"),
+            _header_text(headers, "X-RateLimit-Reason"),
+        )
+    if status >= 500 and status != 501:
+        raise ServerError(f"{platform.title} answered HTTP {status}", status)
+    parsed = json_object(body)
+    if not platform.recognises(probe, status, parsed):
+        raise UnrecognisedAnswer(
+            f"the answer (HTTP {status}, {_describe(headers, body)}) is not one "
+            f"{platform.title} gives",
+            status,
+        )
+    details = _error_details(parsed or {})
     request_id = headers.get("X-Request-ID") or details.get("requestId")
-    message = details.get("message")
-    code = str(details["code"]) if details.get("code") is not None else None
     if 200 <= status < 300:
         return Verdict(Outcome.VALID, status, request_id=request_id)
-    if status == 429:
-        raise Throttled("Opsgenie throttled the account", _retry_after(headers))
-    if status >= 500 and status != 501:
-        raise ServerError(f"Opsgenie answered HTTP {status}", status)
+    message = details.get("message")
+    code = str(details["code"]) if details.get("code") is not None else None
+    if status == 422 and message == MALFORMED_KEY_MESSAGE:
+        return Verdict(Outcome.INVALID_KEY, status, message, code, request_id, "malformed_key")
     outcome = {401: Outcome.INVALID_KEY, 403: Outcome.KEY_LACKS_ACCESS}.get(
         status, Outcome.REJECTED
     )
     return Verdict(outcome, status, message, code, request_id)
+
+
+def _describe(headers: Mapping[str, str], body: bytes) -> str:
+    """A few words on what came instead of the platform's JSON, for the message."""
+    if not body.strip():
+        return "an empty body"
+    kind = headers.get("Content-Type", "").partition(";")[0].strip().lower()
+    if kind in ("text/html", "application/xhtml+xml") or body.lstrip()[:1] == b"<":
+        return "an HTML page"
+    return "a body of another shape"
+
+
+def _header_text(headers: Mapping[str, str], name: str) -> str | None:
+    """A short, printable header value to record, or None."""
+    value = headers.get(name)
+    if value is None:
+        return None
+    cleaned = "".join(ch for ch in value.strip() if ch.isprintable())[:32]
+    return cleaned or None
 
 
 _ERROR_FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -250,13 +331,7 @@ _ERROR_FIELDS: dict[str, type | tuple[type, ...]] = {
 dropped, so a number where text belongs never reaches a Verdict's `str` fields."""
 
 
-def _error_details(body: bytes) -> dict[str, Any]:
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        return {}
-    if not isinstance(parsed, dict):
-        return {}
+def _error_details(parsed: Mapping[str, Any]) -> dict[str, Any]:
     return {
         name: value
         for name, kind in _ERROR_FIELDS.items()
@@ -265,15 +340,29 @@ def _error_details(body: bytes) -> dict[str, Any]:
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait before calling the account again, if Opsgenie said."""
+    """Seconds to wait before calling the account again, if Opsgenie said.
+
+    `Retry-After` may be a number of seconds or an HTTP date (RFC 9110 §10.2.3).
+    """
     for name in ("X-RateLimit-Period-In-Sec", "Retry-After"):
         value = headers.get(name)
         if value is None:
             continue
-        try:
-            seconds = float(value)
-        except ValueError:
-            continue
-        if 0 <= seconds <= 3600:
+        seconds = _seconds(value)
+        if seconds is not None and 0 <= seconds <= 3600:
             return seconds
     return None
+
+
+def _seconds(value: str) -> float | None:
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None  # RFC 9110 dates are GMT; one without a zone is not one of them
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())

@@ -37,7 +37,15 @@ from worker.checks import claims, records
 from worker.checks.opsgenie import AccountPaused, GateUnavailable, OpsgenieClient, TransientError
 from worker.checks.ratelimit import AccountGate
 from worker.checks.retries import RetryPolicy
-from worker.checks.rules import Result, Target, give_up, probe, resolve_many
+from worker.checks.rules import (
+    CheckOptions,
+    Result,
+    Target,
+    give_up,
+    probe,
+    rate_limit_of,
+    resolve_many,
+)
 
 log = logging.getLogger("ogv.pipeline")
 
@@ -87,6 +95,8 @@ class Collaborators:
     check's turn up front, so a check that waits for a slot past its turn books again."""
     on_changes: Callable[[list[records.StatusChange]], None] = lambda changes: None
     """Called after a commit that changed team statuses (events, webhooks)."""
+    options: CheckOptions = field(default_factory=CheckOptions)
+    """Probes, platform base URLs, and the lookups a check may add."""
 
 
 @dataclass
@@ -122,7 +132,7 @@ def run_batch(batch_id: uuid.UUID, deps: Collaborators) -> Report:
 def _run(claim: Callable[[Session], Sequence[claims.Claim]], deps: Collaborators) -> Report:
     with deps.sessions.begin() as session:
         requests = claim(session)
-        found = resolve_many(session, requests, deps.vault)
+        found = resolve_many(session, requests, deps.vault, deps.options.default_probe)
         claimed = [_Claimed(r.id, r.attempts, found[r.id]) for r in requests]
     if not claimed:
         return Report()
@@ -150,7 +160,12 @@ async def _probe_all(
         async with limit:
             try:
                 return await probe(
-                    item.found, deps.client, deps.gate, turn=turn, max_wait=deps.max_wait
+                    item.found,
+                    deps.client,
+                    deps.gate,
+                    turn=turn,
+                    max_wait=deps.max_wait,
+                    options=deps.options,
                 )
             except TransientError as exc:
                 return exc
@@ -204,11 +219,14 @@ def _write(
 
 
 def _retry_note(error: TransientError, delay: float) -> Result:
+    state, reason = rate_limit_of(error)
     return Result(
         Outcome.ERROR,
         f"No answer yet ({error}); retrying in {delay:.1f}s.",
         error.http_status,
         error.code,
+        rate_limit_state=state,
+        rate_limit_reason=reason,
     )
 
 
@@ -221,6 +239,8 @@ def _log_retry(
             "request_id": str(request_id),
             "team_id": target.team_id,
             "account": target.account,
+            "platform": target.platform.name,
+            "probe": target.probe,
             "reason": error.code,
             "http_status": error.http_status,
             "attempt": attempts,
@@ -237,6 +257,8 @@ def _log_finished(completion: records.Completion, seconds: float) -> None:
             "request_id": str(completion.request_id),
             "team_id": target.team_id if target else None,
             "account": target.account if target else None,
+            "platform": target.platform.name if target else None,
+            "probe": target.probe if target else None,
             "outcome": result.outcome.value,
             "http_status": result.http_status,
             "error_code": result.error_code,

@@ -129,6 +129,9 @@ def _closed(completion: Completion, now: datetime) -> dict[str, Any]:
         "message": result.message,
         "http_status": result.http_status,
         "error_code": result.error_code,
+        "works_on": ",".join(result.works_on) or None,
+        "rate_limit_state": result.rate_limit_state,
+        "rate_limit_reason": result.rate_limit_reason,
         "attempts": completion.attempts,
         "lease_until": None,
         "next_attempt_at": None,
@@ -201,6 +204,9 @@ def _apply_to_team(team: _TeamNow, completion: Completion) -> dict[str, Any] | N
     team.written.update(last_error_code=result.error_code, last_http_status=result.http_status)
     if not result.outcome.judges_key:
         return None  # transient failures exhausted: keep the status, record the error
+    if result.works_on or result.outcome is not Outcome.INVALID_KEY:
+        # A re-check of a key still invalid looks nowhere else: it keeps what was found.
+        team.written["works_on"] = ",".join(result.works_on) or None
     new_status = TeamStatus(result.outcome.value)
     team.last_checked_at = checked_at
     team.written["last_checked_at"] = checked_at

@@ -9,11 +9,13 @@ Messages name the account and the team label, never the key.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
+from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -23,14 +25,46 @@ from models import (
     OrganizationIntegration,
     Outcome,
     Team,
+    TeamStatus,
 )
 from models.crypto import KeyVault, UndecryptableKey
 from models.db import one_of
 from worker.checks.baseurl import BaseUrlError
 from worker.checks.opsgenie import AccountPaused, OpsgenieClient, OpsgenieError, Throttled, Verdict
 from worker.checks.ratelimit import AccountGate
+from worker.platforms import PLATFORMS, Platform, ProbeName, get_platform
+
+if TYPE_CHECKING:
+    from worker.settings import Settings
 
 OPSGENIE_PROVIDER = "opsgenie"
+
+
+def _official_base_urls() -> dict[str, str]:
+    return {name: platform.official_base_url for name, platform in PLATFORMS.items()}
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    """How checks use the platforms, as the deployment configured them."""
+
+    default_probe: ProbeName = "authenticate"
+    """The probe of integrations on an Opsgenie platform that chose none (`OGV_PROBE`)."""
+    base_urls: dict[str, str] = field(default_factory=_official_base_urls)
+    """Where each platform is reached, by name (official URLs, or their overrides)."""
+    locate_keys: bool = False
+    """Look up where a key that just turned invalid works instead (`OGV_LOCATE_KEYS`)."""
+    migration_probe: bool = False
+    """Also probe JSM Operations on periodic re-validation (`OGV_MIGRATION_PROBE`)."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CheckOptions:
+        return cls(
+            default_probe=settings.probe,
+            base_urls={n: settings.platform_base_url(p) for n, p in PLATFORMS.items()},
+            locate_keys=settings.locate_keys,
+            migration_probe=settings.migration_probe,
+        )
 
 
 @dataclass(frozen=True)
@@ -44,6 +78,10 @@ class Target:
     base_url: str
     key: str
     key_version: int
+    platform: Platform
+    probe: ProbeName
+    status: TeamStatus = TeamStatus.UNKNOWN
+    """The team's status when the attempt started."""
 
     @property
     def gate_key(self) -> str:
@@ -62,6 +100,10 @@ class Result:
     message: str
     http_status: int | None = None
     error_code: str | None = None
+    works_on: tuple[str, ...] = ()
+    """Other platforms where the key works, when it was refused here."""
+    rate_limit_state: str | None = None
+    rate_limit_reason: str | None = None
 
 
 class Asked(Protocol):
@@ -78,7 +120,10 @@ class Asked(Protocol):
 
 
 def resolve_many(
-    session: Session, requests: Sequence[Asked], vault: KeyVault
+    session: Session,
+    requests: Sequence[Asked],
+    vault: KeyVault,
+    default_probe: ProbeName = "authenticate",
 ) -> dict[uuid.UUID, Target | Result]:
     """For each request, what its check needs, or its outcome without calling Opsgenie.
 
@@ -97,6 +142,8 @@ def resolve_many(
                     Integration.id.label("integration_id"),
                     Integration.account_name,
                     Integration.base_url,
+                    Integration.platform,
+                    Integration.probe,
                 )
                 .join(
                     OrganizationIntegration,
@@ -125,18 +172,21 @@ def resolve_many(
                     Team.label,
                     Team.encrypted_key,
                     Team.key_version,
+                    Team.status,
                 ).where(one_of(session, Team.id, wanted))
             )
         }
         if wanted
         else {}
     )
-    return {r.id: _resolve_one(r, links, teams, vault) for r in requests}
+    return {r.id: _resolve_one(r, links, teams, vault, default_probe) for r in requests}
 
 
-def resolve(session: Session, request: Asked, vault: KeyVault) -> Target | Result:
+def resolve(
+    session: Session, request: Asked, vault: KeyVault, default_probe: ProbeName = "authenticate"
+) -> Target | Result:
     """`resolve_many` for one request."""
-    return resolve_many(session, [request], vault)[request.id]
+    return resolve_many(session, [request], vault, default_probe)[request.id]
 
 
 def _resolve_one(
@@ -144,6 +194,7 @@ def _resolve_one(
     links: Mapping[tuple[int, int], Any],  # rows of the link query
     teams: Mapping[str, Any],  # rows of the team query
     vault: KeyVault,
+    default_probe: ProbeName,
 ) -> Target | Result:
     link = links.get((request.organization_id, request.integration_id))
     if link is None or link.status != IntegrationStatus.ACTIVE:
@@ -168,6 +219,7 @@ def _resolve_one(
             "configured encryption keys.",
             error_code="undecryptable_key",
         )
+    platform = get_platform(link.platform)
     return Target(
         team_id=team.id,
         label=team.label,
@@ -176,6 +228,9 @@ def _resolve_one(
         base_url=link.base_url,
         key=key,
         key_version=team.key_version,
+        platform=platform,
+        probe=platform.probe_for(link.probe, default_probe),
+        status=team.status,
     )
 
 
@@ -189,18 +244,23 @@ async def probe(
     *,
     turn: float | None = None,
     max_wait: float = 5.0,
+    options: CheckOptions | None = None,
 ) -> Result:
-    """Ask Opsgenie about the target's key; raise TransientError to be retried.
+    """Ask the target's platform about its key; raise TransientError to be retried.
 
     The call waits its turn in the account's pacing: `turn` (event-loop time)
     when the caller booked it already (a batch books all its calls at once), else
     one call is booked here. A turn further off than `max_wait` (a paused account)
     is not waited for in place: AccountPaused sends the check back to the queue.
-    A 429 pauses the account for every worker before the error goes up.
+    A 429 pauses the account for every worker before the error goes up. A key
+    that has just turned invalid on Opsgenie is looked up elsewhere (`locate`).
     """
-    await wait_for_turn(target, gate, turn, max_wait)
+    options = options or CheckOptions()
+    await wait_for_turn(target.gate_key, gate, turn, max_wait)
     try:
-        verdict = await client.check_key(target.base_url, target.key)
+        verdict = await client.check_key(
+            target.base_url, target.key, platform=target.platform, probe=target.probe
+        )
     except Throttled as exc:
         await gate.pause(target.gate_key, exc.retry_after or 1.0)
         raise
@@ -208,15 +268,89 @@ async def probe(
         # The allowlist changed since the account was added: never send the key.
         return Result(
             Outcome.ERROR,
-            f"The base URL of Opsgenie account {target.account!r} is no longer allowed; "
-            "the key was not sent.",
+            f"The base URL of {target.platform.title} account {target.account!r} is no longer "
+            "allowed; the key was not sent. Add it to OGV_ALLOWED_BASE_URLS to check it.",
             error_code="base_url_not_allowed",
         )
-    return judge(target, verdict)
+    result = judge(target, verdict)
+    if _worth_locating(target, verdict, options):
+        works_on = await locate(target, client, gate, options, max_wait)
+        if works_on:
+            result = dataclasses.replace(
+                result, message=f"{result.message} {_where(works_on)}", works_on=works_on
+            )
+    return result
+
+
+def _worth_locating(target: Target, verdict: Verdict, options: CheckOptions) -> bool:
+    """Only a key that *turned* invalid on Opsgenie, and could work elsewhere, is looked up."""
+    return (
+        options.locate_keys
+        and verdict.outcome is Outcome.INVALID_KEY
+        and verdict.reason != "malformed_key"  # a malformed key works nowhere
+        and target.platform.is_opsgenie
+        and target.status is not TeamStatus.INVALID_KEY
+    )
+
+
+async def locate(
+    target: Target,
+    client: OpsgenieClient,
+    gate: AccountGate,
+    options: CheckOptions,
+    max_wait: float = 5.0,
+) -> tuple[str, ...]:
+    """The platforms, of those the target's platform names, where its key works.
+
+    Each is asked with the read-only alerts probe, at the base URL the deployment
+    gives it (only an allowed one gets the key), in a pacing of its own for this
+    account. Whatever is not a genuine `valid` counts as "not there": a lookup
+    never fails a check.
+    """
+    found = await asyncio.gather(
+        *(
+            _works_on(target, client, gate, get_platform(name), options, max_wait)
+            for name in target.platform.locate_on
+        )
+    )
+    return tuple(
+        name for name, works in zip(target.platform.locate_on, found, strict=True) if works
+    )
+
+
+async def _works_on(
+    target: Target,
+    client: OpsgenieClient,
+    gate: AccountGate,
+    platform: Platform,
+    options: CheckOptions,
+    max_wait: float,
+) -> bool:
+    gate_key = f"{platform.name}:{target.gate_key}"
+    try:
+        await wait_for_turn(gate_key, gate, None, max_wait)
+        verdict = await client.check_key(
+            options.base_urls[platform.name], target.key, platform=platform, probe="alerts"
+        )
+    except Throttled as exc:
+        await gate.pause(gate_key, exc.retry_after or 1.0)
+        return False
+    except (OpsgenieError, BaseUrlError, RedisError):
+        return False
+    return verdict.outcome is Outcome.VALID
+
+
+def _where(works_on: Sequence[str]) -> str:
+    """The sentence that tells a user where their key works instead."""
+    if "opsgenie-eu" in works_on:
+        return "The key works on Opsgenie's EU region: this key belongs to the EU region."
+    if "opsgenie" in works_on:
+        return "The key works on Opsgenie's US region: this key belongs to the US region."
+    return "The key works on JSM Operations: this account has moved there."
 
 
 async def wait_for_turn(
-    target: Target, gate: AccountGate, turn: float | None, max_wait: float
+    gate_key: str, gate: AccountGate, turn: float | None, max_wait: float
 ) -> None:
     """Sleep until the call's turn; book a new turn when it was missed or there is none."""
     loop = asyncio.get_running_loop()
@@ -224,7 +358,7 @@ async def wait_for_turn(
         if turn is None:
             # A turn booked just now is never missed: if it passed while the answer
             # was on its way (a negative delay), the call leaves at once.
-            [delay] = (await gate.reserve({target.gate_key: 1}))[target.gate_key]
+            [delay] = (await gate.reserve({gate_key: 1}))[gate_key]
             turn = loop.time() + max(delay, 0.0)
         if turn - loop.time() > max_wait:
             raise AccountPaused("the account is paused or its pacing is full", turn - loop.time())
@@ -239,38 +373,60 @@ async def wait_for_turn(
 
 
 def judge(target: Target, verdict: Verdict) -> Result:
-    """A Result for Opsgenie's final answer about the target's key."""
-    who = f"team {target.label!r} of Opsgenie account {target.account!r}"
-    code = f"opsgenie_{verdict.opsgenie_code}" if verdict.opsgenie_code else None
+    """A Result for the platform's final answer about the target's key."""
+    title = target.platform.title
+    who = f"team {target.label!r} of {title} account {target.account!r}"
+    code = verdict.reason or (
+        f"opsgenie_{verdict.opsgenie_code}" if verdict.opsgenie_code else None
+    )
     match verdict.outcome:
         case Outcome.VALID:
             text = f"The integration key of {who} works."
+        case Outcome.INVALID_KEY if verdict.reason == "malformed_key":
+            text = (
+                f"The integration key of {who} is not in a valid format: {title} refuses it "
+                "as malformed, and it cannot work anywhere. Copy the key again."
+            )
         case Outcome.INVALID_KEY:
             text = (
-                f"Opsgenie does not accept the integration key of {who}: it is mistyped, "
+                f"{title} does not accept the integration key of {who}: it is mistyped, "
                 "revoked, or its integration is disabled."
             )
         case Outcome.KEY_LACKS_ACCESS:
             text = (
-                f"Opsgenie knows the integration key of {who} but does not allow this check "
+                f"{title} knows the integration key of {who} but does not allow this check "
                 "(for the authenticate probe, the integration needs configuration access)."
             )
         case _:
             detail = _redact(verdict.message or "no reason given", target.key)
-            text = f"Opsgenie rejected the check of {who} (HTTP {verdict.http_status}): {detail}"
+            text = f"{title} rejected the check of {who} (HTTP {verdict.http_status}): {detail}"
     return Result(verdict.outcome, text, verdict.http_status, code)
 
 
 def give_up(target: Target | None, error: OpsgenieError, attempts: int) -> Result:
     """The `error` outcome once retries are exhausted: the team's status is kept."""
-    who = f"team {target.label!r} of Opsgenie account {target.account!r}" if target else "team"
+    who = (
+        f"team {target.label!r} of {target.platform.title} account {target.account!r}"
+        if target
+        else "team"
+    )
+    state, reason = rate_limit_of(error)
     return Result(
         Outcome.ERROR,
         f"No answer about {who} after {attempts} attempts; last error: {error}. "
         "The team's status is unchanged.",
         error.http_status,
         error.code,
+        rate_limit_state=state,
+        rate_limit_reason=reason,
     )
+
+
+def rate_limit_of(error: OpsgenieError) -> tuple[str | None, str | None]:
+    """`X-RateLimit-State` and `X-RateLimit-Reason` of a 429 (None for other errors)."""
+    if isinstance(error, Throttled) and not isinstance(error, AccountPaused):
+        return error.state, error.reason
+    return None, None
 
 
 def _redact(text: str, key: str) -> str:

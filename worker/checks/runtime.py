@@ -100,12 +100,11 @@ class Runtime:
         client = OpsgenieClient(
             session,
             allowed_base_urls=settings.allowed_base_urls,
-            probe=settings.probe,
             timeout=aiohttp.ClientTimeout(
                 total=settings.total_timeout, connect=settings.connect_timeout
             ),
             max_response_bytes=settings.max_response_bytes,
-            on_answer=opsgenie_call_observer(settings.probe),
+            on_answer=opsgenie_call_observer,
         )
         pacing = Pacing(settings.account_rate, settings.account_burst)
         gate: AccountGate = (

@@ -74,7 +74,9 @@ def fail(code: str, message: str, as_json: bool, exit_code: int = ExitCode.REFUS
     if as_json:
         sys.stdout.write(json.dumps({"error": {"code": code, "message": message}}) + "\n")
     else:
-        Console(stderr=True).print(f"[red]error[/red] ({code}): {message}", highlight=False)
+        Console(stderr=True, soft_wrap=True).print(
+            f"[red]error[/red] ({code}): {message}", highlight=False
+        )
     raise typer.Exit(exit_code)
 
 
@@ -89,30 +91,57 @@ def db_upgrade(as_json: JsonOption = False) -> None:
 @integration_app.command("add")
 def integration_add(
     org: Annotated[int, typer.Option(help="The organization id.")],
-    account: Annotated[str, typer.Option(help="Opsgenie account name, e.g. acme.")],
-    base_url: Annotated[str, typer.Option(help="The API base URL (an allowed host).")],
+    account: Annotated[str, typer.Option(help="The account name, e.g. acme.")],
+    platform: Annotated[
+        str | None,
+        typer.Option(help="opsgenie, opsgenie-eu or jsm-ops (default: from --base-url)."),
+    ] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(help="The API base URL (default: the platform's; another must be allowed)."),
+    ] = None,
+    probe: Annotated[
+        str | None,
+        typer.Option(help="authenticate or alerts (default: the platform's; OGV_PROBE)."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Install an Opsgenie account for an organization."""
+    """Install an account on Opsgenie (US or EU) or JSM Operations for an organization."""
+    from worker.checks.rules import CheckOptions
+
     settings = get_settings()
     try:
+        chosen, url, chosen_probe = inventory.choose_platform(
+            platform, base_url, probe, CheckOptions.from_settings(settings).base_urls
+        )
         with session_factory().begin() as session:
             integration, link = inventory.add_integration(
                 session,
                 organization_id=org,
                 account_name=account,
-                base_url=base_url,
+                base_url=url,
                 allowed_base_urls=settings.allowed_base_urls,
+                platform=chosen,
+                probe=chosen_probe,
             )
-            result = {"integration_id": integration.id, "organization_integration_id": link.id}
-    except (inventory.RecordError, BaseUrlError) as exc:
-        fail(getattr(exc, "code", "invalid_base_url"), str(exc), as_json)
+            result = {
+                "integration_id": integration.id,
+                "organization_integration_id": link.id,
+                "platform": integration.platform,
+                "base_url": integration.base_url,
+                "probe": chosen.probe_for(integration.probe, settings.probe),
+            }
+    except inventory.RecordError as exc:
+        fail(exc.code, str(exc), as_json)
+    except BaseUrlError as exc:
+        fail("invalid_base_url", f"{exc}; add it to OGV_ALLOWED_BASE_URLS to use it", as_json)
     emit(
         result,
         as_json,
         lambda: console.print(
             f"integration {result['integration_id']} "
-            f"(organization integration {result['organization_integration_id']})"
+            f"(organization integration {result['organization_integration_id']}) "
+            f"on {result['platform']}, probe {result['probe']}"
         ),
     )
 
@@ -296,14 +325,22 @@ def status(
 
 
 def _status_table(rows: Sequence[teams.TeamRow]) -> Table:
-    table = Table("team", "account", "status", "last checked", "last error")
+    table = Table("team", "account", "platform/probe", "status", "checked", "note")
     for row in rows:
-        error = row.last_error_code or ""
-        if row.last_http_status:
-            error = f"{error} (HTTP {row.last_http_status})".strip()
-        checked = row.last_checked_at.isoformat(timespec="seconds") if row.last_checked_at else "-"
-        table.add_row(row.team_id, row.account, row.status, checked, error)
+        checked = row.last_checked_at.strftime("%Y-%m-%d %H:%M") if row.last_checked_at else "-"
+        table.add_row(
+            row.team_id, row.account, f"{row.platform}/{row.probe}", row.status, checked, _note(row)
+        )
     return table
+
+
+def _note(row: teams.TeamRow) -> str:
+    """Where else the key works, and the last error code (a valid team has none)."""
+    notes = [f"works on {', '.join(row.works_on)}"] if row.works_on else []
+    if row.last_error_code:
+        error = row.last_error_code
+        notes.append(f"{error} (HTTP {row.last_http_status})" if row.last_http_status else error)
+    return "; ".join(notes)
 
 
 @keys_app.command("generate")

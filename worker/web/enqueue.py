@@ -42,6 +42,9 @@ class RequestView:
     message: str | None
     http_status: int | None
     error_code: str | None
+    works_on: list[str]
+    rate_limit_state: str | None
+    rate_limit_reason: str | None
     attempts: int
     created_at: datetime
     finished_at: datetime | None
@@ -63,6 +66,9 @@ class RequestView:
             message=row.message,
             http_status=row.http_status,
             error_code=row.error_code,
+            works_on=row.works_on.split(",") if row.works_on else [],
+            rate_limit_state=row.rate_limit_state,
+            rate_limit_reason=row.rate_limit_reason,
             attempts=row.attempts,
             created_at=row.created_at,
             finished_at=row.finished_at,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from models import Outcome, Requester, RequestState, TeamStatus
+from worker.platforms import PLATFORMS
 
 BIGINT_MAX = 2**63 - 1
 INTEGER_MAX = 2**31 - 1
@@ -82,6 +83,9 @@ def _request_schema() -> dict[str, Any]:
             "message",
             "http_status",
             "error_code",
+            "works_on",
+            "rate_limit_state",
+            "rate_limit_reason",
             "attempts",
             "created_at",
             "finished_at",
@@ -103,7 +107,20 @@ def _request_schema() -> dict[str, Any]:
             ),
             "message": _nullable({"type": "string"}),
             "http_status": _nullable({"type": "integer"}),
-            "error_code": _nullable({"type": "string"}),
+            "error_code": _nullable(
+                {
+                    "type": "string",
+                    "description": "Why it failed or was refused: e.g. unrecognised_answer, "
+                    "malformed_key, throttled, timeout.",
+                }
+            ),
+            "works_on": {
+                "type": "array",
+                "items": {"type": "string", "enum": list(PLATFORMS)},
+                "description": "Other platforms where the key works, when it turned invalid.",
+            },
+            "rate_limit_state": _nullable({"type": "string"}),
+            "rate_limit_reason": _nullable({"type": "string"}),
             "attempts": {"type": "integer", "minimum": 0},
             "created_at": timestamp,
             "finished_at": _nullable(timestamp),
@@ -121,12 +138,17 @@ def _team_schema() -> dict[str, Any]:
             "organization_id",
             "integration_id",
             "account",
+            "platform",
+            "probe",
             "label",
             "status",
             "status_changed_at",
             "last_checked_at",
             "last_error_code",
             "last_http_status",
+            "works_on",
+            "jsm_ops",
+            "jsm_ops_checked_at",
         ],
         "additionalProperties": False,
         "properties": {
@@ -134,12 +156,29 @@ def _team_schema() -> dict[str, Any]:
             "organization_id": {"type": "integer"},
             "integration_id": {"type": "integer"},
             "account": {"type": "string"},
+            "platform": {"type": "string", "enum": list(PLATFORMS)},
+            "probe": {"type": "string", "enum": ["authenticate", "alerts"]},
             "label": {"type": "string"},
             "status": {"type": "string", "enum": [s.value for s in TeamStatus]},
             "status_changed_at": _nullable(timestamp),
             "last_checked_at": _nullable(timestamp),
             "last_error_code": _nullable({"type": "string"}),
             "last_http_status": _nullable({"type": "integer"}),
+            "works_on": {
+                "type": "array",
+                "items": {"type": "string", "enum": list(PLATFORMS)},
+                "description": "Other platforms where the key works, found when it turned "
+                "invalid here.",
+            },
+            "jsm_ops": _nullable(
+                {
+                    "type": "string",
+                    "enum": ["works", "fails", "unknown"],
+                    "description": "Whether the key works on JSM Operations, as last probed "
+                    "(`ogv migration report`); null: never probed.",
+                }
+            ),
+            "jsm_ops_checked_at": _nullable(timestamp),
         },
     }
 

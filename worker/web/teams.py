@@ -16,6 +16,8 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, defer
 
 from models import Integration, OrganizationIntegration, Team, TeamStatus
+from worker.platforms import get_platform
+from worker.settings import get_settings
 
 MAX_PAGE = 100
 TEAM_ID_MAX = 300  # teams.id is a String(300)
@@ -30,12 +32,17 @@ class TeamRow:
     organization_id: int
     integration_id: int
     account: str
+    platform: str
+    probe: str
     label: str
     status: str
     status_changed_at: datetime | None
     last_checked_at: datetime | None
     last_error_code: str | None
     last_http_status: int | None
+    works_on: list[str]
+    jsm_ops: str | None
+    jsm_ops_checked_at: datetime | None
 
 
 class BadCursor(ValueError):
@@ -79,17 +86,23 @@ def _rows() -> Select[Team, OrganizationIntegration, Integration]:
 
 
 def _row(team: Team, link: OrganizationIntegration, integration: Integration) -> TeamRow:
+    platform = get_platform(integration.platform)
     return TeamRow(
         team_id=team.id,
         organization_id=link.organization_id,
         integration_id=integration.id,
         account=integration.account_name,
+        platform=platform.name,
+        probe=platform.probe_for(integration.probe, get_settings().probe),
         label=team.label,
         status=team.status.value,
         status_changed_at=team.status_changed_at,
         last_checked_at=team.last_checked_at,
         last_error_code=team.last_error_code,
         last_http_status=team.last_http_status,
+        works_on=team.works_on.split(",") if team.works_on else [],
+        jsm_ops=team.jsm_ops,
+        jsm_ops_checked_at=team.jsm_ops_checked_at,
     )
 
 
