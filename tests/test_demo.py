@@ -20,19 +20,27 @@ def test_demo_runs_every_outcome_on_the_embedded_default(tmp_path: Path) -> None
 
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout)
-    outcomes = {row["label"]: row["outcome"] for row in report["rows"]}
+    outcomes = {row["label"]: (row["outcome"], row["note"]) for row in report["rows"]}
     assert outcomes == {
-        "payments": "valid",
-        "revoked": "invalid_key",
-        "api-created": "key_lacks_access",
-        "unprocessable": "rejected",
-        "throttled-once": "valid",
-        "flaky": "valid",
-        "down": "error",
-        "(no such team)": "invalid_team",
-        "(no such integration)": "invalid_integration",
+        "payments": ("valid", ""),
+        "revoked": ("invalid_key", ""),
+        "api-created": ("key_lacks_access", "opsgenie_40301"),
+        "unprocessable": ("rejected", ""),
+        "throttled-once": ("valid", ""),
+        "flaky": ("valid", ""),
+        "down": ("error", "server_error"),
+        "on-jsm-ops": ("valid", ""),
+        "saved-as-us": ("invalid_key", "works on opsgenie-eu"),
+        "moved-to-jsm": ("invalid_key", "works on jsm-ops"),
+        "mistyped": ("invalid_key", "malformed_key"),
+        "captive-portal": ("error", "unrecognised_answer"),
+        "retired-host": ("error", "unrecognised_answer"),
+        "(no such team)": ("invalid_team", ""),
+        "(no such integration)": ("invalid_integration", ""),
     }
     assert all(row["outcome"] == row["expected"] for row in report["rows"])
+    platforms = {row["label"]: row["platform"] for row in report["rows"]}
+    assert (platforms["on-jsm-ops"], platforms["payments"]) == ("jsm-ops", "opsgenie")
     assert (tmp_path / "data" / "ogv.sqlite3").exists()
     assert (tmp_path / "data" / "broker.sqlite3").exists()
     assert (tmp_path / "data" / "encryption.key").stat().st_mode & 0o077 == 0

@@ -3,6 +3,11 @@
 It starts the built-in fake Opsgenie and a real worker process, installs one
 account with a team per outcome of SPEC §5 (plus the two that never reach
 Opsgenie), validates them all, and reports what each request ended as.
+
+The fake stands for every platform (Opsgenie US and EU, JSM Operations), so the
+demo also shows the sunset: a team on JSM Ops, keys that belong elsewhere
+(`works_on`), a malformed key, and answers from a captive portal or a retired
+host that are never taken as a verdict.
 """
 
 from __future__ import annotations
@@ -22,26 +27,47 @@ from models.crypto import KeyVault
 from models.db import session_factory
 from models.migrate import upgrade
 from worker import inventory
+from worker.platforms import PLATFORMS, PlatformName, get_platform
 from worker.settings import Settings, get_settings
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.local import LocalWorker
 from worker.testing.scenario import KeyScenario, Scenario
+from worker.web.enqueue import RequestView
 
-# label → (what the fake answers for that team's key, the outcome we expect)
-CASES: dict[str, tuple[KeyScenario, str]] = {
-    "payments": (KeyScenario("valid"), "valid"),
-    "revoked": (KeyScenario("invalid_key"), "invalid_key"),
-    "api-created": (KeyScenario("no_access"), "key_lacks_access"),
-    "unprocessable": (KeyScenario("unprocessable"), "rejected"),
-    "throttled-once": (KeyScenario("throttle", times=1), "valid"),
-    "flaky": (KeyScenario("server_error", times=2), "valid"),
-    "down": (KeyScenario("server_error", times=-1), "error"),
+
+@dataclass(frozen=True)
+class Case:
+    """One demo team: what the fake answers for its key, and what the check should say."""
+
+    answers: KeyScenario
+    outcome: str
+    note: str = ""
+    """The error code, or where else the key works, that the outcome should come with."""
+    platform: PlatformName = "opsgenie"
+
+
+CASES: dict[str, Case] = {
+    "payments": Case(KeyScenario("valid"), "valid"),
+    "revoked": Case(KeyScenario("invalid_key"), "invalid_key"),
+    "api-created": Case(KeyScenario("no_access"), "key_lacks_access", "opsgenie_40301"),
+    "unprocessable": Case(KeyScenario("unprocessable"), "rejected"),
+    "throttled-once": Case(KeyScenario("throttle", times=1), "valid"),
+    "flaky": Case(KeyScenario("server_error", times=2), "valid"),
+    "down": Case(KeyScenario("server_error", times=-1), "error", "server_error"),
+    # The Opsgenie sunset (README, "The Opsgenie sunset").
+    "on-jsm-ops": Case(KeyScenario("valid"), "valid", platform="jsm-ops"),
+    "saved-as-us": Case(KeyScenario("eu_only"), "invalid_key", "works on opsgenie-eu"),
+    "moved-to-jsm": Case(KeyScenario("jsm_only"), "invalid_key", "works on jsm-ops"),
+    "mistyped": Case(KeyScenario("malformed_key"), "invalid_key", "malformed_key"),
+    "captive-portal": Case(KeyScenario("captive_portal"), "error", "unrecognised_answer"),
+    "retired-host": Case(KeyScenario("retired"), "error", "unrecognised_answer"),
 }
 DEMO_ENV = {
     # Short waits so the demo's retries finish in seconds, not minutes.
     "OGV_BACKOFF_BASE": "0.2",
     "OGV_BACKOFF_CAP": "1",
     "OGV_MAX_ATTEMPTS": "3",
+    "OGV_LOCATE_KEYS": "on",
 }
 
 
@@ -52,6 +78,17 @@ class DemoRow:
     outcome: str | None
     attempts: int
     message: str | None
+    platform: str = "opsgenie"
+    expected_note: str = ""
+    note: str = ""
+    """What came with the outcome: its error code, or where else the key works."""
+
+    @property
+    def ok(self) -> bool:
+        return (self.outcome, self.note) == (self.expected, self.expected_note)
+
+
+NONE = KeyScenario()  # the teams that never reach the fake
 
 
 @dataclass(frozen=True)
@@ -61,19 +98,20 @@ class DemoReport:
 
     @property
     def ok(self) -> bool:
-        return all(row.outcome == row.expected for row in self.rows)
+        return all(row.ok for row in self.rows)
 
     def table(self) -> Table:
         table = Table(title=f"ogv demo (organization {self.organization_id})")
-        for column in ("team", "expected", "outcome", "attempts"):
+        for column in ("team", "platform", "outcome", "note", "tries"):
             table.add_column(column, no_wrap=True)
         # The messages are long; `--json` has them, the table keeps to what fits.
         for row in self.rows:
-            mark = "green" if row.outcome == row.expected else "red"
+            mark = "green" if row.ok else "red"
             table.add_row(
                 row.label,
-                row.expected,
+                row.platform,
                 f"[{mark}]{row.outcome}[/{mark}]",
+                row.note,
                 str(row.attempts),
             )
         return table
@@ -81,75 +119,97 @@ class DemoReport:
 
 def run_demo(timeout: float = 60.0) -> DemoReport:
     keys = {label: f"demo-{uuid.uuid4()}" for label in CASES}
-    scenario = Scenario(keys={keys[label]: case for label, (case, _) in CASES.items()})
+    scenario = Scenario(keys={keys[label]: case.answers for label, case in CASES.items()})
     with FakeOpsgenie(scenario) as fake:
-        settings = _configure_for(fake.url)
+        settings = _configure_for(fake)
         upgrade(settings.effective_database_url)
         organization_id = secrets.randbelow(10**9) + 1
-        team_ids, integration_id = _install(organization_id, fake.url, keys)
+        teams = _install(organization_id, keys)
         log_path = Path(tempfile.gettempdir()) / f"ogv-demo-worker-{os.getpid()}.log"
         with LocalWorker(dict(os.environ), log_path):
-            rows = _validate_all(organization_id, integration_id, team_ids, timeout)
+            rows = _validate_all(organization_id, teams, timeout)
     return DemoReport(organization_id, rows)
 
 
-def _configure_for(fake_url: str) -> Settings:
-    """Allow the fake's URL and shorten waits, for this process and the worker."""
+def _configure_for(fake: FakeOpsgenie) -> Settings:
+    """Point every platform at the fake, allow it, and shorten waits, for this process
+    and the worker."""
     current = os.environ.get("OGV_ALLOWED_BASE_URLS")
     allowed = [current] if current else list(get_settings().allowed_base_urls)
-    os.environ["OGV_ALLOWED_BASE_URLS"] = ",".join([*allowed, fake_url])
+    urls = fake.base_urls()
+    os.environ["OGV_ALLOWED_BASE_URLS"] = ",".join([*allowed, *urls.values()])
+    for platform in PLATFORMS.values():
+        os.environ[platform.base_url_setting] = urls[platform.name]
     for name, value in DEMO_ENV.items():
         os.environ.setdefault(name, value)
     get_settings.cache_clear()
     return get_settings()
 
 
-def _install(
-    organization_id: int, base_url: str, keys: dict[str, str]
-) -> tuple[dict[str, str], int]:
+def _install(organization_id: int, keys: dict[str, str]) -> dict[str, tuple[int, str]]:
+    """One integration per platform the cases use; returns each label's (integration, team)."""
     settings = get_settings()
     vault = KeyVault(settings.fernet_keys())
     with session_factory().begin() as session:
-        integration, _ = inventory.add_integration(
-            session,
-            organization_id=organization_id,
-            account_name="demo",
-            base_url=base_url,
-            allowed_base_urls=settings.allowed_base_urls,
-        )
-        team_ids = {
-            label: inventory.add_team(
+        integrations = {
+            name: inventory.add_integration(
                 session,
                 organization_id=organization_id,
-                integration_id=integration.id,
-                label=label,
-                integration_key=key,
-                vault=vault,
-            ).id
+                account_name="demo",
+                base_url=settings.platform_base_url(get_platform(name)),
+                allowed_base_urls=settings.allowed_base_urls,
+                platform=get_platform(name),
+            )[0].id
+            for name in dict.fromkeys(case.platform for case in CASES.values())
+        }
+        return {
+            label: (
+                integrations[CASES[label].platform],
+                inventory.add_team(
+                    session,
+                    organization_id=organization_id,
+                    integration_id=integrations[CASES[label].platform],
+                    label=label,
+                    integration_key=key,
+                    vault=vault,
+                ).id,
+            )
             for label, key in keys.items()
         }
-        return team_ids, integration.id
 
 
 def _validate_all(
-    organization_id: int, integration_id: int, team_ids: dict[str, str], timeout: float
+    organization_id: int, teams: dict[str, tuple[int, str]], timeout: float
 ) -> list[DemoRow]:
     from worker.celery import app
     from worker.web.enqueue import request_validation, wait_for
 
     sessions = session_factory()
     wanted = [
-        (label, organization_id, integration_id, team_id, CASES[label][1])
-        for label, team_id in team_ids.items()
+        (label, organization_id, integration_id, team_id, CASES[label])
+        for label, (integration_id, team_id) in teams.items()
     ]
+    any_integration = next(iter(teams.values()))[0]
     wanted += [
-        ("(no such team)", organization_id, integration_id, "0-nobody", "invalid_team"),
-        ("(no such integration)", organization_id, 0, "0-nobody", "invalid_integration"),
+        (
+            "(no such team)",
+            organization_id,
+            any_integration,
+            "0-nobody",
+            Case(NONE, "invalid_team"),
+        ),
+        (
+            "(no such integration)",
+            organization_id,
+            0,
+            "0-nobody",
+            Case(NONE, "invalid_integration"),
+        ),
     ]
     requested = [
         (
             label,
-            expected,
+            case,
             request_validation(
                 sessions,
                 app,
@@ -159,21 +219,30 @@ def _validate_all(
                 requested_by=Requester.CLI,
             ).request_id,
         )
-        for label, org, integration, team, expected in wanted
+        for label, org, integration, team, case in wanted
     ]
     rows = []
-    for label, expected, request_id in requested:
+    for label, case, request_id in requested:
         view = wait_for(sessions, request_id, timeout)
         rows.append(
             DemoRow(
                 label,
-                expected,
+                case.outcome,
                 view.outcome if view else None,
                 view.attempts if view else 0,
                 view.message if view else None,
+                case.platform,
+                case.note,
+                _note(view) if view else "",
             )
         )
     return rows
+
+
+def _note(view: RequestView) -> str:
+    if view.works_on:
+        return f"works on {', '.join(view.works_on)}"
+    return view.error_code or ""
 
 
 __all__ = ["DemoReport", "DemoRow", "dataclasses", "run_demo"]
