@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -687,3 +688,63 @@ def test_classify_5xx_is_a_server_error(status: int) -> None:
         classify(status, headers(), b"")
 
     assert caught.value.http_status == status
+
+
+# --- what comes back is scrubbed ------------------------------------------------------
+
+KEY = "3f6c1e2a-9b7d-4c1e-8f0a-5d2b7e9c4a10"
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [
+        KEY,
+        KEY.upper(),
+        KEY[:8],  # the shortest piece that is redacted
+        KEY[10:30],
+        f"xx{KEY[5:20].upper()}yy{KEY[-9:]}",
+    ],
+)
+def test_an_echo_of_the_key_is_redacted_from_every_field(echo: str) -> None:
+    body = json.dumps(
+        {"message": f"Key {echo} is unknown", "code": f"E-{echo}", "took": 0.1, "requestId": echo}
+    ).encode()
+
+    verdict = classify_with_key(401, headers(X_Request_ID=f"r-{echo}"), body)
+
+    for text in (verdict.message, verdict.opsgenie_code, verdict.request_id):
+        assert text is not None and "[redacted]" in text
+        for start in range(len(KEY) - 7):
+            assert KEY[start : start + 8].lower() not in text.lower()
+
+
+def test_a_throttled_answer_is_scrubbed_too() -> None:
+    given = headers(X_RateLimit_State=KEY, X_RateLimit_Reason=f"A{KEY[:12]}")
+
+    with pytest.raises(Throttled) as caught:
+        opsgenie.classify(429, given, b"", OPSGENIE, "authenticate", KEY)
+
+    assert (caught.value.state, caught.value.reason) == ("[redacted]", "A[redacted]")
+
+
+def test_a_short_piece_of_the_key_is_left_alone() -> None:
+    body = json.dumps({"message": f"near {KEY[:7]} miss", "took": 0.1}).encode()
+
+    assert classify_with_key(401, headers(), body).message == f"near {KEY[:7]} miss"
+
+
+def test_upstream_text_is_bounded_and_has_no_control_characters() -> None:
+    body = json.dumps(
+        {"message": "line1\nforged=1\r\t" + "m" * 5000, "code": "C\n" + "9" * 200, "took": 1}
+    ).encode()
+
+    verdict = classify_with_key(400, headers(), body)
+
+    assert verdict.message is not None and verdict.opsgenie_code is not None
+    assert verdict.message.startswith("line1forged=1") and len(verdict.message) == 500
+    assert verdict.opsgenie_code == "C" + "9" * 31
+    assert all(ch.isprintable() for ch in verdict.message + verdict.opsgenie_code)
+
+
+def classify_with_key(status: int, given: Mapping[str, str], body: bytes) -> Verdict:
+    return opsgenie.classify(status, given, body, OPSGENIE, "authenticate", KEY)

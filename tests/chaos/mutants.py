@@ -32,10 +32,11 @@ elif MUTATION == "503_is_invalid_key":
         body: bytes,
         platform: Platform,
         probe: ProbeName,
+        key: str = "",
     ) -> opsgenie.Verdict:
         if status == 503:
             return opsgenie.Verdict(Outcome.INVALID_KEY, status)
-        return _classify(status, headers, body, platform, probe)
+        return _classify(status, headers, body, platform, probe, key)
 
     opsgenie.classify = _misclassify
 elif MUTATION:

@@ -234,7 +234,7 @@ class OpsgenieClient:
                 answered = True
                 self._on_answer(platform.name, probe, response.status, time.monotonic() - started)
                 body = await _read_capped(response.content, self._max_bytes)
-                return classify(response.status, response.headers, body, platform, probe)
+                return classify(response.status, response.headers, body, platform, probe, key)
         except TimeoutError as exc:
             raise NetworkError(f"{platform.title} did not answer in time", "timeout") from exc
         except aiohttp.ClientConnectorDNSError as exc:
@@ -266,19 +266,25 @@ async def _read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
 
 
 def classify(
-    status: int, headers: Mapping[str, str], body: bytes, platform: Platform, probe: ProbeName
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    platform: Platform,
+    probe: ProbeName,
+    key: str = "",
 ) -> Verdict:
     """Map one answer onto a verdict, or raise a TransientError (SPEC §5 and §6).
 
     Only an answer `platform` recognises as its own is a verdict; 429 and 5xx are
-    retried whoever sent them.
+    retried whoever sent them. Every text kept from the answer is `scrub`bed of
+    `key` (an upstream may echo it), of control characters, and bounded.
     """
     if status == 429:
         raise Throttled(
             f"{platform.title} throttled the account",
             _retry_after(headers),
-            _header_text(headers, "X-RateLimit-State"),
-            _header_text(headers, "X-RateLimit-Reason"),
+            _header_text(headers, "X-RateLimit-State", key),
+            _header_text(headers, "X-RateLimit-Reason", key),
         )
     if status >= 500 and status != 501:
         raise ServerError(f"{platform.title} answered HTTP {status}", status)
@@ -289,12 +295,12 @@ def classify(
             f"{platform.title} gives",
             status,
         )
-    details = _error_details(parsed or {})
-    request_id = headers.get("X-Request-ID") or details.get("requestId")
+    details = _error_details(parsed or {}, key)
+    request_id = _header_text(headers, "X-Request-ID", key, 64) or details.get("requestId")
     if 200 <= status < 300:
         return Verdict(Outcome.VALID, status, request_id=request_id)
     message = details.get("message")
-    code = str(details["code"]) if details.get("code") is not None else None
+    code = details.get("code")
     if status == 422 and message == MALFORMED_KEY_MESSAGE:
         return Verdict(Outcome.INVALID_KEY, status, message, code, request_id, "malformed_key")
     outcome = {401: Outcome.INVALID_KEY, 403: Outcome.KEY_LACKS_ACCESS}.get(
@@ -313,30 +319,67 @@ def _describe(headers: Mapping[str, str], body: bytes) -> str:
     return "a body of another shape"
 
 
-def _header_text(headers: Mapping[str, str], name: str) -> str | None:
-    """A short, printable header value to record, or None."""
+def _header_text(headers: Mapping[str, str], name: str, key: str, limit: int = 32) -> str | None:
+    """A header value fit to record (`scrub`bed, at most `limit` characters), or None."""
     value = headers.get(name)
-    if value is None:
-        return None
-    cleaned = "".join(ch for ch in value.strip() if ch.isprintable())[:32]
-    return cleaned or None
+    return scrub(value, key, limit) or None if value is not None else None
 
 
-_ERROR_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "message": str,
-    "code": (str, int),
-    "requestId": str,
+_ERROR_FIELDS: dict[str, tuple[type | tuple[type, ...], int]] = {
+    "message": (str, 500),
+    "code": ((str, int), 32),
+    "requestId": (str, 64),
 }
-"""The fields of an Opsgenie error body we use, with their types: anything else is
-dropped, so a number where text belongs never reaches a Verdict's `str` fields."""
+"""The fields of an Opsgenie error body we keep, with their types and longest length:
+anything else is dropped, so a number where text belongs never reaches a Verdict's
+`str` fields, and nothing longer than its column reaches the database."""
 
 
-def _error_details(parsed: Mapping[str, Any]) -> dict[str, Any]:
+def _error_details(parsed: Mapping[str, Any], key: str) -> dict[str, str]:
     return {
-        name: value
-        for name, kind in _ERROR_FIELDS.items()
+        name: scrub(str(value), key, limit)
+        for name, (kind, limit) in _ERROR_FIELDS.items()
         if isinstance(value := parsed.get(name), kind) and not isinstance(value, bool)
     }
+
+
+REDACTED = "[redacted]"
+KEY_FRAGMENT = 8
+"""The shortest piece of a key that is redacted: shorter pieces match too much text."""
+
+
+def scrub(text: str, key: str, limit: int) -> str:
+    """`text` from upstream made fit to store and log.
+
+    Any piece of `key` of `KEY_FRAGMENT` characters or more is redacted, in any
+    case; control characters (a newline would forge a log line) are dropped; the
+    result is at most `limit` characters, cut after redacting so that a cut never
+    leaves a piece of the key behind.
+    """
+    printable = "".join(ch for ch in text if ch.isprintable())
+    return _redact_key(printable, key)[:limit].strip()
+
+
+def _redact_key(text: str, key: str) -> str:
+    if len(key) < KEY_FRAGMENT:
+        return text.replace(key, REDACTED) if key else text
+    # Keys are ASCII (`inventory.check_key_format`): folding ASCII letters alone finds
+    # an echo in any case and keeps every position of `text`.
+    folded = "".join(ch.lower() if ch.isascii() else ch for ch in text)
+    folded_key = key.lower()
+    pieces = {folded_key[i : i + KEY_FRAGMENT] for i in range(len(folded_key) - KEY_FRAGMENT + 1)}
+    covered = [False] * len(text)
+    for start in range(len(folded) - KEY_FRAGMENT + 1):
+        if folded[start : start + KEY_FRAGMENT] in pieces:
+            covered[start : start + KEY_FRAGMENT] = [True] * KEY_FRAGMENT
+    out, inside = [], False
+    for ch, hidden in zip(text, covered, strict=True):
+        if hidden and not inside:
+            out.append(REDACTED)
+        elif not hidden:
+            out.append(ch)
+        inside = hidden
+    return "".join(out)
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
