@@ -11,16 +11,28 @@ STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "as
 
 
 class TextFormatter(logging.Formatter):
-    """`time level logger event key=value ...`: readable, still one event per line."""
+    """`time level logger event key=value ...`: readable, still one event per line.
 
-    def format(self, record: logging.LogRecord) -> str:
-        base = super().format(record)
+    Control characters in the event or a value are escaped (`\\n`), so a value that
+    came from outside (an upstream's error code, say) cannot forge a line. A
+    traceback, when there is one, follows on lines of its own.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
         extras = " ".join(
             f"{name}={value}"
             for name, value in record.__dict__.items()
             if name not in STANDARD_ATTRS and value is not None
         )
-        return f"{base} {extras}" if extras else base
+        return escape_controls(f"{line} {extras}" if extras else line)
+
+
+def escape_controls(text: str) -> str:
+    """`text` with every non-printable character written as its escape (`\\n`, `\\x01`)."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
