@@ -208,8 +208,14 @@ def test_team_import_from_stdin_through_the_cli(hooked: Stack, fake: FakeOpsgeni
         ]
     )
     done = hooked.ogv("team", "import", "-", "--json", stdin=lines)
-    assert done.returncode == 1  # one line was refused
+    assert done.returncode == 1  # one line was refused, so nothing was written
     report = json.loads(done.stdout)
-    assert report["imported"] == 1
+    assert (report["imported"], report["written"]) == (0, False)
+    assert [(e["line"], e["code"]) for e in report["errors"]] == [(2, "duplicate_team")]
+
+    done = hooked.ogv("team", "import", "-", "--skip-invalid", "--json", stdin=lines)
+    assert done.returncode == 1  # still a refused line to report
+    report = json.loads(done.stdout)
+    assert (report["imported"], report["written"]) == (1, True)
     assert [(e["line"], e["code"]) for e in report["errors"]] == [(2, "duplicate_team")]
     assert secret not in done.stdout + done.stderr

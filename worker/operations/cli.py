@@ -6,11 +6,13 @@ user of the machine through `ps`), and no command prints one.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import sys
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -37,7 +39,7 @@ app.add_typer(integration_app, name="integration")
 app.add_typer(team_app, name="team")
 app.add_typer(keys_app, name="keys")
 
-console = Console()
+console = Console(soft_wrap=True)  # a line of output stays one line, at any width
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
@@ -175,25 +177,60 @@ def team_add(
 @team_app.command("import")
 def team_import(
     source: Annotated[str, typer.Argument(help="A JSON-lines file, or - for standard input.")],
+    skip_invalid: Annotated[
+        bool,
+        typer.Option("--skip-invalid", help="Write the good lines even if some are refused."),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Add teams in bulk from JSON lines; the keys never appear in the output."""
+    """Add teams in bulk from JSON lines: all of them, or none if a line is refused.
+
+    Every refused line is reported by number; the keys never appear in the output.
+    """
     from worker.operations.importer import import_teams
 
     settings = get_settings()
     vault = KeyVault(settings.fernet_keys())
-    if source == "-":
-        report = import_teams(session_factory(), sys.stdin, vault)
-    else:
-        with Path(source).open(encoding="utf-8") as handle:
-            report = import_teams(session_factory(), handle, vault)
+    try:
+        handle = sys.stdin.buffer if source == "-" else Path(source).open("rb")  # noqa: SIM115
+    except OSError as exc:
+        fail("not_found", f"cannot read {source}: {exc.strerror or exc}", as_json)
+    with handle, _import_progress(handle, quiet=as_json) as progress:
+        report = import_teams(
+            session_factory(), handle, vault, skip_invalid=skip_invalid, on_progress=progress
+        )
     emit(report, as_json, lambda: _print_import(report))
     if report.errors:
         raise typer.Exit(ExitCode.REFUSED)
 
 
+@contextlib.contextmanager
+def _import_progress(handle: Any, quiet: bool) -> Iterator[Callable[[int], None]]:
+    """A progress bar on a terminal: bytes read of the file (lines, for a pipe)."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeElapsedColumn
+
+    try:
+        size: int | None = os.fstat(handle.fileno()).st_size or None
+    except (OSError, ValueError):
+        size = None
+    stderr = Console(stderr=True)
+    with Progress(
+        "importing", BarColumn(), DownloadColumn(), TimeElapsedColumn(), console=stderr,
+        disable=quiet or not stderr.is_terminal,
+    ) as bar:  # fmt: skip
+        task = bar.add_task("importing", total=size)
+        yield lambda lines: bar.update(task, completed=handle.tell() if size else lines)
+
+
 def _print_import(report: Any) -> None:
-    console.print(f"imported {report.imported} teams, {len(report.errors)} lines refused")
+    refused = len(report.errors)
+    if report.written:
+        console.print(f"imported {report.imported} teams, {refused} lines refused")
+    else:
+        console.print(
+            f"nothing imported: {refused} of {report.lines} lines refused "
+            "(fix them, or give --skip-invalid to import the rest)"
+        )
     for error in report.errors:
         console.print(f"  line {error.line}: {error.code}: {error.message}", highlight=False)
 

@@ -2,27 +2,43 @@
 
 Input is JSON lines, one team each:
 `{"organization_id": 1, "integration_id": 2, "label": "ops", "integration_key": "..."}`.
-Lines are inserted in batches (one bulk INSERT per batch); a bad line is reported
-with its number and a stable code and does not stop the import. No report and no
-message ever contains a key.
+
+An import is all or nothing: every line is checked (JSON, types, number ranges,
+UTF-8, label and key format, the integration installed, the label free) and
+every refused line is reported with its number and a stable code. If any line
+was refused nothing is written, unless `skip_invalid` asks for the rest to be
+written anyway. The whole file goes in one transaction, in chunks of one bulk
+`INSERT ... ON CONFLICT DO NOTHING RETURNING` each: the database says which
+labels were taken, so the cost per line stays the same however large the table
+grows, and memory holds one chunk. No report and no message contains a key.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select, tuple_
+from sqlalchemy import Table, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import OrganizationIntegration, Team
 from models.crypto import KeyVault
+from models.integration import LABEL_MAX
 from worker import inventory
 
 FIELDS = {"organization_id": int, "integration_id": int, "label": str, "integration_key": str}
+BIGINT_MAX = 2**63 - 1
+INTEGER_MAX = 2**31 - 1
+ID_RANGES = {"organization_id": BIGINT_MAX, "integration_id": INTEGER_MAX}
+"""The largest id each column holds (organization ids are BIGINT, integration ids INTEGER)."""
+LINE_MAX = 64 * 1024
+"""The longest line read: a team's line is a few hundred bytes."""
+
+_TEAMS = cast(Table, Team.__table__)
 
 
 @dataclass(frozen=True)
@@ -34,8 +50,17 @@ class LineError:
 
 @dataclass
 class ImportReport:
+    """What an import did: `imported` teams written, and every refused line."""
+
     imported: int = 0
+    lines: int = 0
     errors: list[LineError] = field(default_factory=list)
+    written: bool = True
+    """False when lines were refused and nothing was written (no `skip_invalid`)."""
+
+
+class _Refused(Exception):
+    """Raised inside the import's transaction to roll it back: a line was refused."""
 
 
 @dataclass(frozen=True)
@@ -48,41 +73,75 @@ class _Line:
 
 
 def import_teams(
-    sessions: sessionmaker[Session], lines: Iterable[str], vault: KeyVault, batch_size: int = 500
+    sessions: sessionmaker[Session],
+    lines: Iterable[bytes | str],
+    vault: KeyVault,
+    *,
+    skip_invalid: bool = False,
+    batch_size: int = 1000,
+    on_progress: Callable[[int], None] = lambda lines: None,
 ) -> ImportReport:
+    """Import every line, or none of them if one is refused (unless `skip_invalid`).
+
+    `lines` are raw lines of the file (bytes are decoded here, so a line that is
+    not UTF-8 is reported like any other bad line). `on_progress(n)` is told how
+    many lines have been read, after each chunk.
+    """
     report = ImportReport()
-    numbered = ((n, text) for n, text in enumerate(lines, start=1) if text.strip())
-    for chunk in _chunks(numbered, batch_size):
-        parsed = [item for item in (_parse(n, text, report) for n, text in chunk) if item]
+    try:
         with sessions.begin() as session:
-            report.imported += _insert(session, parsed, vault, report)
+            links = _Links(session)
+            for chunk in _chunks(enumerate(lines, start=1), batch_size):
+                parsed = [line for line in (_parse(n, raw, report) for n, raw in chunk) if line]
+                report.imported += _insert(session, links.resolve(parsed, report), vault, report)
+                report.lines = chunk[-1][0]
+                on_progress(report.lines)
+            if report.errors and not skip_invalid:
+                raise _Refused
+    except _Refused:
+        report.imported, report.written = 0, False
     report.errors.sort(key=lambda error: error.line)
     return report
 
 
-def _chunks(items: Iterator[tuple[int, str]], size: int) -> Iterator[list[tuple[int, str]]]:
+def _chunks(items: Iterator[tuple[int, Any]], size: int) -> Iterator[list[tuple[int, Any]]]:
     while chunk := list(islice(items, size)):
         yield chunk
 
 
-def _parse(number: int, text: str, report: ImportReport) -> _Line | None:
+def _parse(number: int, raw: bytes | str, report: ImportReport) -> _Line | None:
+    def refuse(code: str, message: str) -> None:
+        report.errors.append(LineError(number, code, message))
+
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            refuse("invalid_encoding", "the line is not UTF-8")
+            return None
+    if not raw.strip():
+        return None
+    if len(raw) > LINE_MAX:
+        refuse("malformed_line", f"the line is longer than {LINE_MAX} characters")
+        return None
     try:
-        data: Any = json.loads(text)
+        data: Any = json.loads(raw)
     except ValueError:
-        report.errors.append(LineError(number, "malformed_line", "the line is not JSON"))
+        refuse("malformed_line", "the line is not JSON")
         return None
     if not isinstance(data, dict) or any(
         type(data.get(name)) is not kind for name, kind in FIELDS.items()
     ):
-        report.errors.append(
-            LineError(
-                number,
-                "malformed_line",
-                "expected organization_id and integration_id (integers), "
-                "label and integration_key (strings)",
-            )
+        refuse(
+            "malformed_line",
+            "expected organization_id and integration_id (integers), "
+            "label and integration_key (strings)",
         )
         return None
+    for name, largest in ID_RANGES.items():
+        if not 1 <= data[name] <= largest:
+            refuse("invalid", f"{name} must be an integer from 1 to {largest}")
+            return None
     line = _Line(
         number,
         data["organization_id"],
@@ -94,65 +153,82 @@ def _parse(number: int, text: str, report: ImportReport) -> _Line | None:
         inventory.check_label(line.label)
         inventory.check_key_format(line.key)
     except inventory.RecordError as exc:
-        report.errors.append(LineError(number, exc.code, str(exc)))
+        refuse(exc.code, str(exc))
         return None
     return line
 
 
-def _insert(session: Session, lines: list[_Line], vault: KeyVault, report: ImportReport) -> int:
+class _Links:
+    """Each organization's link to an integration, looked up once per import."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._known: dict[tuple[int, int], int | None] = {}
+
+    def resolve(self, lines: list[_Line], report: ImportReport) -> list[tuple[_Line, int]]:
+        """The lines whose integration is installed, each with its link id."""
+        self._look_up({(line.organization_id, line.integration_id) for line in lines})
+        found = []
+        for line in lines:
+            link_id = self._known[(line.organization_id, line.integration_id)]
+            if link_id is None:
+                report.errors.append(
+                    LineError(
+                        line.number,
+                        "unknown_integration",
+                        f"integration {line.integration_id} is not installed for organization "
+                        f"{line.organization_id}",
+                    )
+                )
+            else:
+                found.append((line, link_id))
+        return found
+
+    def _look_up(self, pairs: set[tuple[int, int]]) -> None:
+        missing = pairs - self._known.keys()
+        if not missing:
+            return
+        columns = (OrganizationIntegration.organization_id, OrganizationIntegration.integration_id)
+        query = select(OrganizationIntegration.id, *columns).where(tuple_(*columns).in_(missing))
+        self._known.update(dict.fromkeys(missing))
+        for link_id, org, integration in self._session.execute(query):
+            self._known[(org, integration)] = link_id
+
+
+def _insert(
+    session: Session, lines: list[tuple[_Line, int]], vault: KeyVault, report: ImportReport
+) -> int:
+    """Insert the chunk's teams; a label already taken (before, or earlier in the file)
+    is skipped by the database and reported."""
     if not lines:
         return 0
-    pairs = {(line.organization_id, line.integration_id) for line in lines}
-    links = {
-        (org, integration): link_id
-        for link_id, org, integration in session.execute(
-            select(
-                OrganizationIntegration.id,
-                OrganizationIntegration.organization_id,
-                OrganizationIntegration.integration_id,
-            ).where(
-                tuple_(
-                    OrganizationIntegration.organization_id, OrganizationIntegration.integration_id
-                ).in_(pairs)
-            )
-        )
-    }
-    wanted = {
-        Team.make_id(links[pair], line.label)
-        for line in lines
-        if (pair := (line.organization_id, line.integration_id)) in links
-    }
-    taken = set(session.scalars(select(Team.id).where(Team.id.in_(wanted)))) if wanted else set()
-    rows = []
-    for line in lines:
-        link_id = links.get((line.organization_id, line.integration_id))
-        if link_id is None:
-            report.errors.append(
-                LineError(
-                    line.number,
-                    "unknown_integration",
-                    f"integration {line.integration_id} is not installed for organization "
-                    f"{line.organization_id}",
-                )
-            )
-            continue
+    rows = {}
+    for line, link_id in lines:
         team_id = Team.make_id(link_id, line.label)
-        if team_id in taken:
-            report.errors.append(
-                LineError(
-                    line.number, "duplicate_team", f"a team labelled {line.label!r} already exists"
-                )
-            )
+        if team_id in rows:
+            _duplicate(report, line)
             continue
-        taken.add(team_id)
-        rows.append(
-            {
-                "id": team_id,
-                "organization_integration_id": link_id,
-                "label": line.label,
-                "encrypted_key": vault.encrypt(line.key),
-            }
-        )
-    if rows:
-        session.execute(insert(Team), rows)
-    return len(rows)
+        rows[team_id] = {
+            "id": team_id,
+            "organization_integration_id": link_id,
+            "label": line.label,
+            "encrypted_key": vault.encrypt(line.key),
+        }
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(_TEAMS).on_conflict_do_nothing().returning(_TEAMS.c.id)
+    inserted = set(session.connection().execute(statement, list(rows.values())).scalars())
+    for line, link_id in lines:
+        team_id = Team.make_id(link_id, line.label)
+        if team_id in rows and team_id not in inserted:
+            _duplicate(report, line)
+            del rows[team_id]  # reported once, even if the file repeats it
+    return len(inserted)
+
+
+def _duplicate(report: ImportReport, line: _Line) -> None:
+    report.errors.append(
+        LineError(line.number, "duplicate_team", f"a team labelled {line.label!r} already exists")
+    )
+
+
+__all__ = ["ID_RANGES", "LABEL_MAX", "ImportReport", "LineError", "import_teams"]
