@@ -35,7 +35,7 @@ from worker.web.client import ValidationClient
 from worker.web.enqueue import RequestView
 
 FLOWER_USER = "operator"
-FLOWER_PASSWORD = f"pw-{uuid.uuid4().hex[:12]}"
+FLOWER_PASSWORD = f"pw-{uuid.uuid4().hex[:16]}"
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 """Prometheus samples by (sample name, labels)."""

@@ -255,3 +255,30 @@ def test_settings_are_frozen() -> None:
 
     with pytest.raises(ValidationError):
         settings.max_attempts = 9
+
+
+@pytest.mark.parametrize("token", ["a", "x" * 31, "changeme"])
+def test_a_weak_api_token_is_refused_with_how_to_make_one(token: str) -> None:
+    with pytest.raises(ValidationError, match="at least 32 characters; make one with") as caught:
+        Settings(api_token=token)
+    assert f"'{token}'" not in str(caught.value)  # the value itself is not echoed
+
+
+def test_a_token_pasted_with_a_newline_is_the_token() -> None:
+    token = "t" * 40
+
+    stored = Settings(api_token=f"  {token}\n").api_token
+    assert stored is not None and stored.get_secret_value() == token
+
+
+@pytest.mark.parametrize("auth", ["admin:a", "admin:15-characters", "ops:" + "p" * 20 + ",dev:x"])
+def test_a_weak_flower_password_is_refused(auth: str) -> None:
+    with pytest.raises(ValidationError, match="at least 16 characters"):
+        Settings(flower_basic_auth=auth)
+
+
+def test_flower_credentials_are_stripped() -> None:
+    settings = Settings(flower_basic_auth="ops:" + "p" * 20 + "\n")
+
+    stored = settings.flower_basic_auth
+    assert stored is not None and stored.get_secret_value() == "ops:" + "p" * 20

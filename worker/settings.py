@@ -26,6 +26,9 @@ OFFICIAL_BASE_URLS = tuple(p.official_base_url for p in PLATFORMS.values())
 """Where the platforms serve their integration APIs: Opsgenie US and EU, JSM Operations."""
 
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "xxx", "todo"})
+API_TOKEN_MIN = 32
+FLOWER_PASSWORD_MIN = 16
+MAKE_SECRET = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 
 def _default_data_dir() -> Path:
@@ -119,11 +122,23 @@ class Settings(BaseSettings):
     def _comma_separated(cls, value: object) -> object:
         return _split_list(value)
 
+    @field_validator("api_token", "flower_basic_auth", mode="before")
+    @classmethod
+    def _stripped(cls, value: object) -> object:
+        # A secret pasted with a trailing newline would start a server nobody can log in to.
+        return value.strip() if isinstance(value, str) else value
+
     @field_validator("api_token")
     @classmethod
-    def _no_placeholder_token(cls, token: SecretStr | None) -> SecretStr | None:
-        if token is not None and token.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
-            raise ValueError("OGV_API_TOKEN holds a placeholder, not a token")
+    def _strong_token(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is None:
+            return None
+        text = token.get_secret_value()
+        if text.lower() in PLACEHOLDER_SECRETS or len(text) < API_TOKEN_MIN:
+            raise ValueError(
+                f"OGV_API_TOKEN must be a random token of at least {API_TOKEN_MIN} characters; "
+                f"make one with: {MAKE_SECRET}"
+            )
         return token
 
     @field_validator("flower_basic_auth")
@@ -132,11 +147,16 @@ class Settings(BaseSettings):
         # Flower takes a comma-separated list of `user:password` pairs.
         pairs = value.get_secret_value().split(",") if value is not None else []
         for pair in pairs:
-            user, _, password = pair.partition(":")
-            if not user.strip() or password.strip().lower() in PLACEHOLDER_SECRETS:
+            user, _, password = (part.strip() for part in pair.partition(":"))
+            if not user or password.lower() in PLACEHOLDER_SECRETS:
                 raise ValueError(
                     "OGV_FLOWER_BASIC_AUTH must be user:password pairs, separated by commas, "
                     "with real passwords"
+                )
+            if len(password) < FLOWER_PASSWORD_MIN:
+                raise ValueError(
+                    f"OGV_FLOWER_BASIC_AUTH: each password needs at least {FLOWER_PASSWORD_MIN} "
+                    f"characters; make one with: {MAKE_SECRET}"
                 )
         return value
 
