@@ -36,7 +36,9 @@ worker_send_task_events = True
 task_send_sent_event = True
 worker_hijack_root_logger = False
 
-# Exactly one `celery -A worker beat` runs these (see the README).
+# Exactly one `celery -A worker beat` runs these (see the README); its schedule
+# file lives with the service's other files, not in whatever folder beat started in.
+beat_schedule_filename = str(_settings.data_dir / "celerybeat-schedule")
 beat_schedule = {
     "sweep-outbox": {"task": "ogv.sweep_outbox", "schedule": _settings.sweep_interval},
     "revalidate-all": {"task": "ogv.revalidate", "schedule": _settings.revalidate_interval},

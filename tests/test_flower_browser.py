@@ -9,14 +9,17 @@ Flower answers 401, and its task API shows ids, never a key.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -25,7 +28,7 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from tests.conftest import ARTIFACTS, Stack, ogv_command, service_env
+from tests.conftest import ARTIFACTS, Stack, ogv_command, require, service_env
 from tests.monitoring import (
     Flower,
     basic_auth,
@@ -33,7 +36,7 @@ from tests.monitoring import (
     install_direct,
 )
 from tests.test_worker import validate
-from worker.operations.flower import plan
+from worker.operations.flower import plan, run
 from worker.settings import Settings
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.scenario import KeyScenario
@@ -56,8 +59,11 @@ CHROMIUM_FLAGS = (
 
 @pytest.fixture
 def browser() -> Iterator[webdriver.Chrome]:
-    if not shutil.which(CHROMIUM) or not shutil.which(CHROMEDRIVER):
-        pytest.fail("chromium and chromium-driver are required (.ci/run installs them)")
+    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not shutil.which(path)]
+    require(
+        "Chromium (apt-get install chromium chromium-driver)",
+        FileNotFoundError(f"no {' or '.join(missing)}") if missing else None,
+    )
     profile = tempfile.mkdtemp(prefix="ogv-chromium-")
     options = Options()
     options.binary_location = CHROMIUM
@@ -148,9 +154,9 @@ def test_ogv_flower_refuses_to_start_without_credentials(
 
 
 def test_credentials_reach_flower_by_environment_not_argv() -> None:
-    settings = Settings(flower_basic_auth="ops:s3cret-pw")
+    settings = Settings(flower_basic_auth="ops:s3cret-pw-of-20ch")
     authenticated = plan(settings, port=5555, host="0.0.0.0", insecure_local=False)
-    assert authenticated.basic_auth == "ops:s3cret-pw"
+    assert authenticated.basic_auth == "ops:s3cret-pw-of-20ch"
     assert not any("s3cret-pw" in arg for arg in authenticated.argv)
     assert "s3cret-pw" not in repr(authenticated)
     local = plan(Settings(), port=5555, host="127.0.0.1", insecure_local=True)
@@ -216,3 +222,25 @@ def read_rows(driver: webdriver.Chrome) -> dict[str, dict[str, str]]:
         )
         for tr in driver.find_elements(By.CSS_SELECTOR, "#tasks-table tbody tr")
     }
+
+
+def test_flower_starts_with_no_inherited_flower_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLOWER_UNAUTHENTICATED_API", "true")
+    monkeypatch.setenv("FLOWER_BASIC_AUTH", "someone:else-entirely-1234")
+    seen: dict[str, str] = {}
+    app = SimpleNamespace(start=lambda argv: seen.update(os.environ))
+    local = plan(Settings(), port=5555, host="127.0.0.1", insecure_local=True)
+
+    run(app, local)  # type: ignore[arg-type]
+
+    assert [name for name in seen if name.startswith("FLOWER_")] == []
+
+
+def test_beat_keeps_its_schedule_under_the_data_dir(tmp_path: Path) -> None:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("OGV_")}
+    env["OGV_DATA_DIR"] = str(tmp_path)
+    code = "import celeryconfig; print(celeryconfig.beat_schedule_filename)"
+
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+
+    assert done.stdout.strip() == str(tmp_path / "celerybeat-schedule"), done.stderr

@@ -70,9 +70,10 @@ def plan(settings: Settings, *, port: int, host: str, insecure_local: bool) -> F
 
 def run(app: Celery, flower: FlowerPlan) -> None:
     """Run Flower in this process until it is stopped."""
-    # Flower reads FLOWER_* variables itself; clear any inherited one so that only
-    # the credentials decided here count.
-    os.environ.pop(FLOWER_AUTH_ENV, None)
+    # Flower reads FLOWER_* variables itself (FLOWER_UNAUTHENTICATED_API would open
+    # its control API): clear every inherited one, so only what is decided here counts.
+    for name in [name for name in os.environ if name.startswith("FLOWER_")]:
+        del os.environ[name]
     if flower.basic_auth is not None:
         os.environ[FLOWER_AUTH_ENV] = flower.basic_auth
     app.start(flower.argv)
