@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from worker import embedded_broker
-from worker.settings import get_settings
+from pydantic import ValidationError
 
-_settings = get_settings()
+from worker import embedded_broker
+from worker.settings import describe_invalid_settings, get_settings
+
+try:
+    _settings = get_settings()
+except ValidationError as exc:
+    # A worker, beat or Flower with a bad setting stops here, in one line naming it.
+    raise SystemExit(f"ogv: invalid settings: {describe_invalid_settings(exc)}") from None
 embedded_broker.register()
 
 broker_url = _settings.effective_broker_url

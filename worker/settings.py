@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from cryptography.fernet import Fernet
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from worker.platforms import PLATFORMS, Platform, ProbeName
@@ -270,6 +270,17 @@ def _embedded_key(data_dir: Path) -> bytes:
         with os.fdopen(fd, "wb") as handle:
             handle.write(Fernet.generate_key())
     return path.read_bytes().strip()
+
+
+def describe_invalid_settings(exc: ValidationError) -> str:
+    """A refused configuration in one line, each problem under its variable's name."""
+    problems = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"])
+        name = f"OGV_{field.upper()}" if field else "settings"
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(message if message.startswith("OGV_") else f"{name}: {message}")
+    return "; ".join(problems)
 
 
 @functools.cache

@@ -559,4 +559,18 @@ def demo(as_json: JsonOption = False) -> None:
 
 
 def main() -> None:
-    app()
+    """`ogv`: what an operator can act on is one line (`--json`: `{"error": ...}`), not a
+    traceback; `OGV_LOG_LEVEL=DEBUG` keeps the traceback."""
+    from worker.operations.failures import explain
+
+    try:
+        app()
+    except Exception as exc:
+        refusal = explain(exc)
+        if refusal is None or os.environ.get("OGV_LOG_LEVEL", "").upper() == "DEBUG":
+            raise
+        if "--json" in sys.argv[1:]:
+            sys.stdout.write(json.dumps(refusal.as_json()) + "\n")
+        else:
+            sys.stderr.write(refusal.as_line() + "\n")
+        sys.exit(ExitCode.REFUSED)
