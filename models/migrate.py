@@ -6,6 +6,10 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from models.db import build_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -18,8 +22,27 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-def upgrade(url: str, revision: str = "head") -> None:
-    command.upgrade(alembic_config(url), revision)
+def upgrade(url: str, revision: str = "head") -> list[str]:
+    """Migrate to `revision`; returns the revisions applied, oldest first (none: up to date)."""
+    config = alembic_config(url)
+    before = current_revision(url)
+    command.upgrade(config, revision)
+    after = current_revision(url)
+    if after == before:
+        return []
+    scripts = ScriptDirectory.from_config(config)
+    walked = scripts.iterate_revisions(after, before or "base")
+    return [script.revision for script in reversed(list(walked))]
+
+
+def current_revision(url: str) -> str | None:
+    """The revision the database is at, or None before the first migration."""
+    engine = build_engine(url, pool_size=1)  # on SQLite, makes the file's folder
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
 
 
 def downgrade(url: str, revision: str) -> None:

@@ -315,3 +315,71 @@ def test_sql_looking_labels_are_data(cli_env: None, label: str) -> None:
         assert label in [row["label"] for row in rows]
     else:
         assert out["error"]["code"] == "invalid"
+
+
+def test_db_upgrade_says_which_revisions_it_applied(ogv_env: dict[str, str]) -> None:
+    get_settings.cache_clear()
+    first = runner.invoke(app, ["db", "upgrade", "--json"])
+    again = runner.invoke(app, ["db", "upgrade"])
+
+    assert json.loads(first.stdout) == {"applied": ["0001", "0002", "0003", "0004"]}
+    assert again.stdout.strip() == "the schema was already up to date"
+
+
+def test_a_label_given_as_a_team_id_gets_a_hint_and_is_not_echoed(cli_env: None) -> None:
+    secret = "6a1f0c2e-9d3b-4f5e-8a7c-1b2d3e4f5a6b"  # a key pasted into the wrong field
+
+    for team in ("checkout", secret):
+        result = runner.invoke(
+            app, ["validate", "--org", "1", "--integration", "1", "--team", team, "--json"]
+        )
+        assert result.exit_code == 1
+        error = json.loads(result.stdout)["error"]
+        assert error["code"] == "invalid" and "ids look like 2-payments" in error["message"]
+        assert team not in result.stdout
+
+
+def test_team_add_on_a_terminal_asks_for_the_key_without_echo(
+    ogv_env: dict[str, str], fake: Any
+) -> None:
+    """A real pseudo-terminal: the prompt shows, the typed key never does."""
+    import fcntl
+    import os
+    import pty
+    import subprocess
+    import termios
+    import time
+
+    from tests.conftest import ogv_command
+
+    env = {**os.environ, "OGV_ALLOWED_BASE_URLS": f"https://api.opsgenie.com/,{fake.url}"}
+    for args in (["db", "upgrade"], ["integration", "add", "--org", "9", "--account", "tty"]):
+        assert subprocess.run([*ogv_command(), *args], env=env, capture_output=True).returncode == 0
+    secret = "5e1d9c3b-tty-typed-key"
+    leader, follower = pty.openpty()
+
+    def take_terminal() -> None:
+        os.setsid()
+        fcntl.ioctl(follower, termios.TIOCSCTTY, 0)
+
+    process = subprocess.Popen(
+        [*ogv_command(), "team", "add", "--org", "9", "--integration", "1", "--label", "ops"],
+        stdin=follower, stdout=follower, stderr=follower, env=env, preexec_fn=take_terminal,
+    )  # fmt: skip
+    os.close(follower)
+    seen = b""
+    deadline = time.monotonic() + 30
+    while b"Integration key" not in seen and time.monotonic() < deadline:
+        seen += os.read(leader, 1024)
+    os.write(leader, secret.encode() + b"\n")
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            seen += os.read(leader, 1024)
+        except OSError:
+            break
+    process.wait(10)
+    os.close(leader)
+
+    assert process.returncode == 0, seen
+    assert b"Integration key (not shown):" in seen and b"-ops\r\n" in seen
+    assert secret.encode() not in seen

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import sys
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -41,6 +42,8 @@ app.add_typer(keys_app, name="keys")
 
 console = Console(soft_wrap=True)  # a line of output stays one line, at any width
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+TEAM_ID = re.compile(r"^[0-9]+-.")
+"""Team ids are `<organization integration id>-<label>` (`models.Team.make_id`)."""
 
 
 class ExitCode:
@@ -86,8 +89,16 @@ def fail(code: str, message: str, as_json: bool, exit_code: int = ExitCode.REFUS
 def db_upgrade(as_json: JsonOption = False) -> None:
     """Create or migrate the schema to the newest revision."""
     settings = get_settings()
-    upgrade(settings.effective_database_url)
-    emit({"upgraded": True}, as_json, lambda: console.print("database schema is up to date"))
+    applied = upgrade(settings.effective_database_url)
+    emit(
+        {"applied": applied},
+        as_json,
+        lambda: console.print(
+            f"applied {', '.join(applied)}: the schema is up to date"
+            if applied
+            else "the schema was already up to date"
+        ),
+    )
 
 
 @integration_app.command("add")
@@ -155,8 +166,14 @@ def team_add(
     label: Annotated[str, typer.Option(help="The team's label, unique in the integration.")],
     as_json: JsonOption = False,
 ) -> None:
-    """Store a team's integration key, read from standard input."""
-    key = sys.stdin.readline().strip()
+    """Store a team's integration key, read from standard input (asked for, unechoed,
+    on a terminal)."""
+    if sys.stdin.isatty():
+        import getpass
+
+        key = getpass.getpass("Integration key (not shown): ").strip()
+    else:
+        key = sys.stdin.readline().strip()
     settings = get_settings()
     try:
         with session_factory().begin() as session:
@@ -323,6 +340,13 @@ def validate(
     as_json: JsonOption = False,
 ) -> None:
     """Queue a check of a team's key; with --wait, print its outcome."""
+    if not TEAM_ID.match(team):
+        fail(
+            "invalid",
+            "--team takes a team id, not a label: ids look like 2-payments "
+            "(<organization integration id>-<label>); `ogv status --org N` lists them",
+            as_json,
+        )
     from models import Requester
     from worker.celery import app as celery_app
     from worker.web.enqueue import request_validation, wait_for
