@@ -322,6 +322,7 @@ def test_health_and_the_document_need_no_token(api: ApiProcess) -> None:
         "/v1/validations/{request_id}",
         "/v1/teams/{team_id}",
         "/v1/organizations/{organization_id}/teams",
+        "/v1/organizations/{organization_id}/migration",
         "/v1/openapi.json",
         "/healthz",
     }

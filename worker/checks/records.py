@@ -35,7 +35,7 @@ from models import (
 )
 from models.db import from_arrays, one_of
 from worker.checks.requests import FINAL_STATES
-from worker.checks.rules import Result, Target
+from worker.checks.rules import JSM_FAILS, JSM_WORKS, Result, Target
 
 # The worker's hot path (claim, finish) runs Core statements on the session's
 # connection: the ORM's unit of work and bulk helpers cost several times the CPU
@@ -202,6 +202,9 @@ def _apply_to_team(team: _TeamNow, completion: Completion) -> dict[str, Any] | N
     if team.last_checked_at is not None and team.last_checked_at > checked_at:
         return None  # a newer check already wrote its answer
     team.written.update(last_error_code=result.error_code, last_http_status=result.http_status)
+    if result.jsm_ops in (JSM_WORKS, JSM_FAILS):
+        # Only a verdict: a JSM probe that got no genuine answer keeps what was known.
+        team.written.update(jsm_ops=result.jsm_ops, jsm_ops_checked_at=checked_at)
     if not result.outcome.judges_key:
         return None  # transient failures exhausted: keep the status, record the error
     if result.works_on or result.outcome is not Outcome.INVALID_KEY:

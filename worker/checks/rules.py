@@ -9,6 +9,7 @@ Messages name the account and the team label, never the key.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import uuid
 from collections.abc import Mapping, Sequence
@@ -32,12 +33,15 @@ from models.db import one_of
 from worker.checks.baseurl import BaseUrlError
 from worker.checks.opsgenie import AccountPaused, OpsgenieClient, OpsgenieError, Throttled, Verdict
 from worker.checks.ratelimit import AccountGate
-from worker.platforms import PLATFORMS, Platform, ProbeName, get_platform
+from worker.platforms import JSM_OPS, PLATFORMS, Platform, ProbeName, get_platform
 
 if TYPE_CHECKING:
     from worker.settings import Settings
 
 OPSGENIE_PROVIDER = "opsgenie"
+
+JSM_WORKS, JSM_FAILS, JSM_UNKNOWN = "works", "fails", "unknown"
+"""What `Team.jsm_ops` records: a genuine valid, another genuine verdict, no verdict."""
 
 
 def _official_base_urls() -> dict[str, str]:
@@ -88,6 +92,10 @@ class Target:
         """Opsgenie's rate-limit bucket is per account: one Integration row."""
         return f"integration:{self.integration_id}"
 
+    def gate_key_on(self, platform: str) -> str:
+        """The account's pacing on another platform (its lookups and readiness probes)."""
+        return f"{platform}:{self.gate_key}"
+
     def __repr__(self) -> str:  # the key must not reach a log through a repr
         return f"Target(team_id={self.team_id!r}, account={self.account!r})"
 
@@ -104,6 +112,8 @@ class Result:
     """Other platforms where the key works, when it was refused here."""
     rate_limit_state: str | None = None
     rate_limit_reason: str | None = None
+    jsm_ops: str | None = None
+    """Whether the key works on JSM Operations (`jsm_readiness`), when it was asked."""
 
 
 class Asked(Protocol):
@@ -279,6 +289,9 @@ async def probe(
             result = dataclasses.replace(
                 result, message=f"{result.message} {_where(works_on)}", works_on=works_on
             )
+    if options.migration_probe and target.platform.is_opsgenie:
+        readiness = await jsm_readiness(target, client, gate, options, max_wait)
+        result = dataclasses.replace(result, jsm_ops=readiness)
     return result
 
 
@@ -326,18 +339,62 @@ async def _works_on(
     options: CheckOptions,
     max_wait: float,
 ) -> bool:
-    gate_key = f"{platform.name}:{target.gate_key}"
+    verdict = await _verdict_on(target, client, gate, platform, options, max_wait)
+    return verdict is not None and verdict.outcome is Outcome.VALID
+
+
+async def jsm_readiness(
+    target: Target,
+    client: OpsgenieClient,
+    gate: AccountGate,
+    options: CheckOptions,
+    max_wait: float = 5.0,
+    *,
+    turn: float | None = None,
+) -> str:
+    """Whether the target's key works on JSM Operations: `works`, `fails` or `unknown`.
+
+    The read-only alerts probe at the deployment's JSM Ops base URL, in the
+    account's JSM pacing (the same as `locate`'s). Only a genuine answer is a
+    verdict (SPEC §6): `works` for valid, `fails` for any other; anything else
+    (a transient failure, an unrecognised answer, a paused account, a base URL
+    off the allowlist) is `unknown`. Never raises for Opsgenie, the allowlist or
+    the pacing store: asking never fails a check.
+    """
+    verdict = await _verdict_on(target, client, gate, JSM_OPS, options, max_wait, turn)
+    if verdict is None:
+        return JSM_UNKNOWN
+    return JSM_WORKS if verdict.outcome is Outcome.VALID else JSM_FAILS
+
+
+async def _verdict_on(
+    target: Target,
+    client: OpsgenieClient,
+    gate: AccountGate,
+    platform: Platform,
+    options: CheckOptions,
+    max_wait: float,
+    turn: float | None = None,
+) -> Verdict | None:
+    """`platform`'s verdict on the target's key (alerts probe), or None without one."""
+    gate_key = target.gate_key_on(platform.name)
     try:
-        await wait_for_turn(gate_key, gate, None, max_wait)
-        verdict = await client.check_key(
+        await wait_for_turn(gate_key, gate, turn, max_wait)
+        return await client.check_key(
             options.base_urls[platform.name], target.key, platform=platform, probe="alerts"
         )
     except Throttled as exc:
-        await gate.pause(gate_key, exc.retry_after or 1.0)
-        return False
+        if not isinstance(exc, AccountPaused):  # a pause is not renewed by waiting it out
+            await _pause_quietly(gate, gate_key, exc.retry_after or 1.0)
+        return None
     except (OpsgenieError, BaseUrlError, RedisError):
-        return False
-    return verdict.outcome is Outcome.VALID
+        return None
+
+
+async def _pause_quietly(gate: AccountGate, gate_key: str, seconds: float) -> None:
+    # Without the pause the next call meets the 429 again; a lookup must not fail a check.
+    with contextlib.suppress(RedisError):
+        await gate.pause(gate_key, seconds)
 
 
 def _where(works_on: Sequence[str]) -> str:

@@ -35,10 +35,14 @@ db_app = typer.Typer(no_args_is_help=True, help="The database schema.")
 integration_app = typer.Typer(no_args_is_help=True, help="Opsgenie accounts.")
 team_app = typer.Typer(no_args_is_help=True, help="Teams and their integration keys.")
 keys_app = typer.Typer(no_args_is_help=True, help="The encryption keys that protect stored keys.")
+migration_app = typer.Typer(
+    no_args_is_help=True, help="Moving to JSM Operations before Opsgenie's end of support."
+)
 app.add_typer(db_app, name="db")
 app.add_typer(integration_app, name="integration")
 app.add_typer(team_app, name="team")
 app.add_typer(keys_app, name="keys")
+app.add_typer(migration_app, name="migration")
 
 console = Console(soft_wrap=True)  # a line of output stays one line, at any width
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -157,6 +161,154 @@ def integration_add(
             f"on {result['platform']}, probe {result['probe']}"
         ),
     )
+
+
+@integration_app.command("migrate")
+def integration_migrate(
+    integration: Annotated[int, typer.Option(help="The integration id.")],
+    to: Annotated[str, typer.Option("--to", help="The platform to move to: jsm-ops.")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would happen; change nothing.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Move even if some teams' keys do not work there.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Move an integration, for every organization linked to it, to JSM Operations.
+
+    Refused unless every team's key works there as last probed (`ogv migration
+    report`), or with --force.
+    """
+    from worker.checks.rules import CheckOptions
+    from worker.operations import migration
+
+    settings = get_settings()
+    _log_events(settings)
+    try:
+        with session_factory().begin() as session:
+            move = migration.move_integration(
+                session,
+                integration,
+                to,
+                base_urls=CheckOptions.from_settings(settings).base_urls,
+                allowed_base_urls=settings.allowed_base_urls,
+                force=force,
+                dry_run=dry_run,
+            )
+    except migration.MigrationRefused as exc:
+        fail(exc.code, str(exc), as_json)
+    if not move.dry_run:
+        migration.log_move(move)
+    emit(move, as_json, lambda: console.print(_describe_move(move), highlight=False))
+
+
+def _describe_move(move: Any) -> str:
+    ready = f"{move.teams_ready} of {move.teams} teams work there"
+    where = (
+        f"integration {move.integration_id} ({move.account}) from {move.from_platform} "
+        f"to {move.to_platform} ({move.to_base_url})"
+    )
+    if move.dry_run:
+        return f"dry run: would move {where}; {ready}; nothing changed"
+    return f"moved {where}; {ready}{' (forced)' if move.forced else ''}"
+
+
+def _log_events(settings: Any) -> None:
+    """Send log events (`integration.migrated`) to stderr, unless the host process
+    (a test runner) configured logging already."""
+    import logging
+
+    from worker.logs import configure_logging
+
+    if not logging.getLogger().handlers:
+        configure_logging(settings.log_level, settings.log_format)
+
+
+@migration_app.command("report")
+def migration_report(
+    org: Annotated[int | None, typer.Option(help="Only this organization.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Probe every team on Opsgenie on JSM Operations, then report per organization.
+
+    Read-only (GET v2/alerts?limit=1), paced per account like the workers. Records
+    each team's jsm_ops: works, fails or unknown.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from worker import readiness
+    from worker.checks.rules import CheckOptions
+    from worker.checks.runtime import Runtime
+    from worker.operations import migration
+
+    settings = get_settings()
+    sessions = session_factory()
+    try:
+        migration.jsm_base_url(
+            CheckOptions.from_settings(settings).base_urls, settings.allowed_base_urls
+        )
+        with sessions() as session:
+            total = migration.teams_to_probe(session, org)
+    except migration.MigrationRefused as exc:
+        fail(exc.code, str(exc), as_json)
+    runtime = Runtime.start(settings)
+    try:
+        columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=Console(stderr=True), disable=as_json) as bar:
+            task = bar.add_task("asking JSM Ops", total=total)
+            probed = migration.probe_fleet(
+                migration.collaborators(settings, runtime),
+                organization_id=org,
+                page_size=settings.batch_size,
+                on_probed=lambda done: bar.advance(task, done),
+            )
+    finally:
+        runtime.close()
+    with sessions() as session:
+        found = dataclasses.replace(readiness.report(session, org), probed=probed)
+    emit(found.as_dict(), as_json, lambda: _print_migration_report(found))
+
+
+READY_IDS_SHOWN = 10
+
+
+def _print_migration_report(report: Any) -> None:
+    """A table that fits 80 columns, between the deadline and what to move next."""
+    import textwrap
+
+    probed = report.probed
+    console.print(
+        f"Opsgenie ends support on {report.end_of_support:%Y-%m-%d}: {report.days_left} days left.",
+        highlight=False,
+    )
+    console.print(
+        f"Asked JSM Operations about {probed.teams} teams: {probed.works} work, "
+        f"{probed.fails} fail, {probed.unknown} unknown.",
+        highlight=False,
+    )
+    table = Table("organization", "teams", "works", "fails", "unknown")
+    for column in table.columns[1:]:
+        column.justify = "right"
+    for row in report.organizations:
+        figures = (row.organization_id, row.teams, row.works, row.fails, row.unknown)
+        table.add_row(*(str(figure) for figure in figures))
+    console.print(table)
+    ready = [i.integration_id for i in report.integrations if i.ready]
+    if not ready:
+        console.print("No integration is ready to move yet.")
+        return
+    shown = ", ".join(str(i) for i in ready[:READY_IDS_SHOWN])
+    more = (
+        f" and {len(ready) - READY_IDS_SHOWN} more (--json)" if len(ready) > READY_IDS_SHOWN else ""
+    )
+    # The console never wraps (one line of output stays one line): wrap to 80 here.
+    sentence = f"Ready to move (every team works on JSM Ops): integrations {shown}{more}."
+    for line in [*textwrap.wrap(sentence, 80), MOVE_HINT]:
+        console.print(line, highlight=False)
+
+
+MOVE_HINT = "Move one with: ogv integration migrate --integration ID --to jsm-ops"
 
 
 @team_app.command("add")

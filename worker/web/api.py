@@ -4,6 +4,7 @@
     GET  /v1/validations/{request_id}          a request's state and outcome
     GET  /v1/teams/{team_id}                   a team's status
     GET  /v1/organizations/{org}/teams         an organization's teams (?status, limit, cursor)
+    GET  /v1/organizations/{org}/migration     its readiness for JSM Ops, as recorded
     GET  /v1/openapi.json                      the OpenAPI document (worker/web/openapi.py)
     GET  /healthz                              database and broker reachable
 
@@ -38,6 +39,7 @@ from multidict import MultiMapping
 from sqlalchemy import text
 
 from models import TeamStatus
+from worker import readiness
 from worker.checks.requests import Ask, IdempotencyConflict
 from worker.inventory import RecordError
 from worker.logs import configure_logging
@@ -394,6 +396,25 @@ async def list_teams(request: web.Request) -> web.Response:
     )
 
 
+async def get_migration(request: web.Request) -> web.Response:
+    """The organization's migration report, from what the last probes recorded."""
+    organization_id = parse_organization_id(request.match_info["organization_id"])
+    if request.query:
+        raise invalid("this route takes no query parameters")
+    sessions = request.app[CLIENT].sessions
+
+    def read() -> readiness.MigrationReport | None:
+        with sessions() as session:
+            if not teams.organization_exists(session, organization_id):
+                return None
+            return readiness.report(session, organization_id)
+
+    found = await off_loop(read)
+    if found is None:
+        raise ApiError(404, "not_found", "no such organization")
+    return json_response(found.as_dict())
+
+
 async def get_openapi(request: web.Request) -> web.Response:
     return web.Response(body=request.app[OPENAPI], content_type="application/json")
 
@@ -464,6 +485,7 @@ def build_app(client: ValidationClient, config: ApiConfig) -> web.Application:
     app.router.add_get("/v1/validations/{request_id}", get_validation, name="validation")
     app.router.add_get("/v1/teams/{team_id:.+}", get_team)
     app.router.add_get("/v1/organizations/{organization_id}/teams", list_teams)
+    app.router.add_get("/v1/organizations/{organization_id}/migration", get_migration)
     app.router.add_get("/v1/openapi.json", get_openapi)
     app.router.add_get("/healthz", healthz)
     return app

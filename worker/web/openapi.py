@@ -10,6 +10,7 @@ from typing import Any
 
 from models import Outcome, Requester, RequestState, TeamStatus
 from worker.platforms import PLATFORMS
+from worker.platforms.opsgenie import OPSGENIE_END_OF_SUPPORT
 
 BIGINT_MAX = 2**63 - 1
 INTEGER_MAX = 2**31 - 1
@@ -183,8 +184,100 @@ def _team_schema() -> dict[str, Any]:
     }
 
 
+def _counts(description: str) -> dict[str, Any]:
+    """`teams`, `works`, `fails` and `unknown`: teams on Opsgenie by what JSM Ops said."""
+    count = {"type": "integer", "minimum": 0}
+    return {
+        "teams": {**count, "description": description},
+        "works": {**count, "description": "Keys JSM Operations accepted (a genuine `valid`)."},
+        "fails": {**count, "description": "Keys JSM Operations refused (another genuine answer)."},
+        "unknown": {
+            **count,
+            "description": "Keys never probed, or whose last probe got no genuine answer.",
+        },
+    }
+
+
+def _migration_schemas() -> dict[str, Any]:
+    days = {
+        "type": "integer",
+        "minimum": 0,
+        "description": "Whole days (UTC) until Opsgenie's end of support; 0 once passed.",
+    }
+    return {
+        "MigrationReport": {
+            "type": "object",
+            "description": "Readiness for JSM Operations, as the last probes recorded it "
+            "(`ogv migration report` probes; `OGV_MIGRATION_PROBE=on` adds a probe to checks).",
+            "required": ["end_of_support", "days_left", "organizations", "integrations"],
+            "additionalProperties": False,
+            "properties": {
+                "end_of_support": {
+                    "type": "string",
+                    "format": "date",
+                    "const": OPSGENIE_END_OF_SUPPORT.isoformat(),
+                },
+                "days_left": days,
+                "organizations": {"type": "array", "items": _ref("OrganizationReadiness")},
+                "integrations": {
+                    "type": "array",
+                    "items": _ref("IntegrationReadiness"),
+                    "description": "The organization's integrations on Opsgenie platforms, "
+                    "by id, each counting the teams of every organization linked to it.",
+                },
+                "probed": {
+                    "type": "object",
+                    "description": "`ogv migration report --json` only: this run's probes.",
+                    "required": ["teams", "works", "fails", "unknown"],
+                    "additionalProperties": False,
+                    "properties": _counts("Teams asked about."),
+                },
+            },
+        },
+        "OrganizationReadiness": {
+            "type": "object",
+            "required": ["organization_id", "teams", "works", "fails", "unknown", "days_left"],
+            "additionalProperties": False,
+            "properties": {
+                "organization_id": {"type": "integer"},
+                **_counts("Teams of its active integrations on Opsgenie (US or EU)."),
+                "days_left": days,
+            },
+        },
+        "IntegrationReadiness": {
+            "type": "object",
+            "required": [
+                "integration_id",
+                "account",
+                "platform",
+                "teams",
+                "works",
+                "fails",
+                "unknown",
+                "ready",
+            ],
+            "additionalProperties": False,
+            "properties": {
+                "integration_id": {"type": "integer"},
+                "account": {"type": "string"},
+                "platform": {
+                    "type": "string",
+                    "enum": [n for n, p in PLATFORMS.items() if p.is_opsgenie],
+                },
+                **_counts("Teams of every active organization linked to it."),
+                "ready": {
+                    "type": "boolean",
+                    "description": "Every team works on JSM Operations: `ogv integration "
+                    "migrate` moves it without --force.",
+                },
+            },
+        },
+    }
+
+
 def _schemas() -> dict[str, Any]:
     return {
+        **_migration_schemas(),
         "ValidationInput": {
             "type": "object",
             "required": ["organization_id", "integration_id", "team_id"],
@@ -407,6 +500,26 @@ def _paths() -> dict[str, Any]:
                 ],
                 "responses": {
                     "200": _json(_ref("TeamPage"), "One page of teams."),
+                    **_errors(401, 404, 422, 500, 503),
+                },
+            }
+        },
+        "/v1/organizations/{organization_id}/migration": {
+            "get": {
+                "operationId": "getMigrationReport",
+                "summary": "An organization's readiness for JSM Operations, as recorded",
+                "description": "The figures of `ogv migration report` for one organization, "
+                "read from the last probes; this call probes nothing.",
+                "parameters": [
+                    {
+                        "name": "organization_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": BIGINT_MAX},
+                    }
+                ],
+                "responses": {
+                    "200": _json(_ref("MigrationReport"), "The organization's report."),
                     **_errors(401, 404, 422, 500, 503),
                 },
             }

@@ -1,0 +1,270 @@
+"""Readiness for JSM Operations, as recorded: which teams' keys already work there.
+
+Every team of an integration on an Opsgenie platform (`opsgenie`, `opsgenie-eu`)
+has to move to JSM Operations before Opsgenie's end of support (2027-04-05).
+`Team.jsm_ops` records what the last probe of its key on JSM Ops said:
+
+    works     JSM Ops gave a genuine `valid`
+    fails     JSM Ops gave another genuine verdict (401, 403, 422...)
+    unknown   no genuine answer (transient, unrecognised, no answer); NULL: never probed
+
+This module reads those records into the figures operators and producers see
+(`ogv migration report`, `GET /v1/organizations/{org}/migration`) and writes a
+probe's answers. It never probes: `worker.operations.migration` does. Only teams
+of active organization integrations count, the teams that re-validation checks.
+Functions take a session and never commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime
+from typing import Any, NamedTuple, cast
+
+from sqlalchemy import Boolean, ColumnElement, Table, bindparam, case, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from models import Integration, IntegrationStatus, OrganizationIntegration, Team
+from worker.checks.rules import JSM_FAILS, JSM_UNKNOWN, JSM_WORKS, OPSGENIE_PROVIDER
+from worker.platforms import PLATFORMS
+from worker.platforms.opsgenie import OPSGENIE_END_OF_SUPPORT
+
+OPSGENIE_PLATFORMS: tuple[str, ...] = tuple(n for n, p in PLATFORMS.items() if p.is_opsgenie)
+"""The platforms whose teams have to move: Opsgenie US and EU."""
+
+
+@dataclass(frozen=True)
+class OrganizationReadiness:
+    """One organization's teams on Opsgenie platforms, by what JSM Ops said of their keys."""
+
+    organization_id: int
+    teams: int
+    works: int
+    fails: int
+    unknown: int
+    """Teams whose last probe had no genuine answer, and teams never probed."""
+    days_left: int
+
+
+@dataclass(frozen=True)
+class IntegrationReadiness:
+    """One integration (account) on an Opsgenie platform, with the teams of every
+    organization linked to it: `ogv integration migrate` moves it for all of them."""
+
+    integration_id: int
+    account: str
+    platform: str
+    teams: int
+    works: int
+    fails: int
+    unknown: int
+    ready: bool
+    """Every team works on JSM Ops: `migrate` moves it without `--force`."""
+
+
+@dataclass(frozen=True)
+class Probed:
+    """What one `ogv migration report` run asked JSM Ops, and what it answered."""
+
+    teams: int = 0
+    works: int = 0
+    fails: int = 0
+    unknown: int = 0
+
+
+@dataclass(frozen=True)
+class MigrationReport:
+    """The figures of `ogv migration report` and `GET /v1/organizations/{org}/migration`."""
+
+    end_of_support: date
+    days_left: int
+    organizations: list[OrganizationReadiness]
+    integrations: list[IntegrationReadiness]
+    probed: Probed | None = None
+    """This run's probes (the CLI only; the API reads what is recorded)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The documented JSON shape (`MigrationReport` in the OpenAPI document)."""
+        shown = asdict(self)
+        shown["end_of_support"] = self.end_of_support.isoformat()
+        if self.probed is None:
+            del shown["probed"]
+        return shown
+
+
+class Readiness(NamedTuple):
+    """One probe's answer about one team's key, as `record` writes it."""
+
+    team_id: str
+    key_version: int
+    """The key that was probed: an answer about a replaced key (or a moved team) is dropped."""
+    jsm_ops: str
+
+
+def days_left(today: date | None = None) -> int:
+    """Whole days from `today` (UTC) to Opsgenie's end of support; 0 once it has passed."""
+    today = today or datetime.now(UTC).date()
+    return max(0, (OPSGENIE_END_OF_SUPPORT - today).days)
+
+
+def in_scope(organization_id: int | None = None) -> list[ColumnElement[bool]]:
+    """The teams that have to move: of active links, to integrations on Opsgenie platforms.
+
+    For a query over teams joined to their organization integration and integration.
+    """
+    scope = [
+        OrganizationIntegration.status == IntegrationStatus.ACTIVE,
+        Integration.provider == OPSGENIE_PROVIDER,
+        Integration.platform.in_(OPSGENIE_PLATFORMS),
+    ]
+    if organization_id is not None:
+        scope.append(OrganizationIntegration.organization_id == organization_id)
+    return scope
+
+
+def _counts() -> tuple[Any, ...]:
+    """Teams, and how many of them JSM Ops said work and fail: `teams`, `works`, `fails`."""
+    return (
+        func.count(Team.id).label("teams"),
+        func.coalesce(func.sum(case((Team.jsm_ops == JSM_WORKS, 1), else_=0)), 0).label("works"),
+        func.coalesce(func.sum(case((Team.jsm_ops == JSM_FAILS, 1), else_=0)), 0).label("fails"),
+    )
+
+
+def _joined(*columns: Any) -> Any:
+    return (
+        select(*columns)
+        .select_from(Team)
+        .join(
+            OrganizationIntegration, Team.organization_integration_id == OrganizationIntegration.id
+        )
+        .join(Integration, OrganizationIntegration.integration_id == Integration.id)
+    )
+
+
+def report(
+    session: Session, organization_id: int | None = None, today: date | None = None
+) -> MigrationReport:
+    """The recorded readiness of every organization (or one), and of their integrations.
+
+    Organizations are listed by id, those with teams on Opsgenie platforms; one
+    asked for by id is listed even with none (all zeros). Integrations are those
+    the organizations use, each with the teams of every organization linked to it.
+    """
+    left = days_left(today)
+    organizations = [
+        OrganizationReadiness(org, teams, works, fails, teams - works - fails, left)
+        for org, teams, works, fails in session.execute(
+            _joined(OrganizationIntegration.organization_id, *_counts())
+            .where(*in_scope(organization_id))
+            .group_by(OrganizationIntegration.organization_id)
+            .order_by(OrganizationIntegration.organization_id)
+        )
+    ]
+    if organization_id is not None and not organizations:
+        organizations = [OrganizationReadiness(organization_id, 0, 0, 0, 0, left)]
+    return MigrationReport(
+        OPSGENIE_END_OF_SUPPORT, left, organizations, integrations(session, organization_id)
+    )
+
+
+def integrations(
+    session: Session, organization_id: int | None = None
+) -> list[IntegrationReadiness]:
+    """Readiness per integration on an Opsgenie platform, by id (of one organization's,
+    if given), counting the teams of every organization linked to it."""
+    query = _joined(
+        Integration.id, Integration.account_name, Integration.platform, *_counts()
+    ).where(*in_scope())
+    if organization_id is not None:
+        used = select(OrganizationIntegration.integration_id).where(
+            OrganizationIntegration.organization_id == organization_id,
+            OrganizationIntegration.status == IntegrationStatus.ACTIVE,
+        )
+        query = query.where(Integration.id.in_(used))
+    rows = session.execute(
+        query.group_by(Integration.id, Integration.account_name, Integration.platform).order_by(
+            Integration.id
+        )
+    )
+    return [
+        IntegrationReadiness(
+            integration_id=row.id,
+            account=row.account_name,
+            platform=row.platform,
+            teams=row.teams,
+            works=row.works,
+            fails=row.fails,
+            unknown=row.teams - row.works - row.fails,
+            ready=row.works == row.teams,
+        )
+        for row in rows
+    ]
+
+
+def of_integration(session: Session, integration_id: int) -> tuple[int, int]:
+    """(teams, teams whose key works on JSM Ops) of one integration, every organization's."""
+    teams, works, _ = session.execute(
+        _joined(*_counts()).where(
+            Integration.id == integration_id,
+            OrganizationIntegration.status == IntegrationStatus.ACTIVE,
+        )
+    ).one()
+    return int(teams), int(works)
+
+
+_TEAMS = cast(Table, Team.__table__)
+# An answer applies only to the key it was about (`key_version`); `unknown` says
+# nothing new about a key JSM Ops has judged before, so it only fills a gap.
+_RECORD = (
+    update(_TEAMS)
+    .where(
+        _TEAMS.c.id == bindparam("b_team"),
+        _TEAMS.c.key_version == bindparam("b_version"),
+        or_(
+            bindparam("b_verdict", type_=Boolean),
+            _TEAMS.c.jsm_ops.is_(None),
+            _TEAMS.c.jsm_ops == JSM_UNKNOWN,
+        ),
+    )
+    .values(jsm_ops=bindparam("b_jsm_ops"), jsm_ops_checked_at=bindparam("b_at"))
+)
+
+
+def record(session: Session, answers: Sequence[Readiness], checked_at: datetime) -> None:
+    """Write probe answers to their teams: one executemany, in team id order.
+
+    A genuine answer (`works`, `fails`) replaces what was recorded; `unknown` is
+    written only where nothing better is known. An answer about a key that was
+    replaced since, or a team moved since (`key_version` grew), is dropped.
+    """
+    if not answers:
+        return
+    rows = [
+        {
+            "b_team": answer.team_id,
+            "b_version": answer.key_version,
+            "b_verdict": answer.jsm_ops != JSM_UNKNOWN,
+            "b_jsm_ops": answer.jsm_ops,
+            "b_at": checked_at,
+        }
+        for answer in sorted(answers, key=lambda answer: answer.team_id)
+    ]
+    session.connection().execute(_RECORD, rows)
+
+
+__all__ = [
+    "OPSGENIE_PLATFORMS",
+    "IntegrationReadiness",
+    "MigrationReport",
+    "OrganizationReadiness",
+    "Probed",
+    "Readiness",
+    "days_left",
+    "in_scope",
+    "integrations",
+    "of_integration",
+    "record",
+    "report",
+]
