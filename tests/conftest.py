@@ -134,6 +134,7 @@ def settings(database_url: str, fernet_key: str, fake: FakeOpsgenie) -> Settings
     """Settings for in-process code: the test database, the fake allowed, fast retries."""
     return Settings(
         database_url=database_url,
+        broker_url="embedded",
         encryption_keys=[fernet_key],
         **{
             name.removeprefix("OGV_").lower(): value

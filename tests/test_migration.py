@@ -72,10 +72,12 @@ def cli(
     }
     if settings.database_url.startswith("postgresql"):
         env["OGV_BROKER_URL"] = request.getfixturevalue("redis_url")
+    else:
+        env["OGV_BROKER_URL"] = "embedded"
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()
-    assert get_settings().uses_redis == ("OGV_BROKER_URL" in env)
+    assert get_settings().uses_redis == env["OGV_BROKER_URL"].startswith("redis")
 
     def run(*args: str) -> tuple[int, Any]:
         result = runner.invoke(app, [*args, "--json"])

@@ -161,6 +161,7 @@ def test_keys_rotate_command(
     first = get_settings().fernet_keys()[0].decode()
     new = Fernet.generate_key().decode()
     monkeypatch.setenv("OGV_DATABASE_URL", get_settings().effective_database_url)
+    monkeypatch.setenv("OGV_BROKER_URL", "embedded")
     monkeypatch.setenv("OGV_ENCRYPTION_KEYS", f"{new},{first}")
     get_settings.cache_clear()
 

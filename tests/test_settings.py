@@ -89,7 +89,9 @@ def test_environment_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     ],
 )
 def test_database_url_gets_the_psycopg_driver(url: str, expected: str) -> None:
-    settings = Settings(database_url=url, encryption_keys=[Fernet.generate_key().decode()])
+    settings = Settings(
+        database_url=url, broker_url="embedded", encryption_keys=[Fernet.generate_key().decode()]
+    )
 
     assert settings.effective_database_url == expected
 
@@ -135,13 +137,28 @@ def test_a_real_database_needs_explicit_keys(
 ) -> None:
     monkeypatch.setenv("OGV_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("OGV_DATABASE_URL", "postgresql://ogv@db/ogv")
+    monkeypatch.setenv("OGV_BROKER_URL", "redis://cache:6379/0")
     if keys is not None:
         monkeypatch.setenv("OGV_ENCRYPTION_KEYS", keys)
-    settings = Settings()
 
-    with pytest.raises(RuntimeError, match="OGV_ENCRYPTION_KEYS is required"):
-        settings.fernet_keys()
+    with pytest.raises(ValidationError, match="OGV_ENCRYPTION_KEYS is required"):
+        Settings()  # refused at start, not at the first check
     assert not (tmp_path / "encryption.key").exists()
+
+
+def test_a_real_database_needs_a_broker_or_the_embedded_one_asked_for(tmp_path: Path) -> None:
+    keys = [Fernet.generate_key().decode()]
+    with pytest.raises(ValidationError, match="OGV_BROKER_URL is not set while OGV_DATABASE_URL"):
+        Settings(database_url="postgresql://ogv@db/ogv", encryption_keys=keys)
+
+    asked = Settings(
+        data_dir=tmp_path,
+        database_url="postgresql://ogv@db/ogv",
+        encryption_keys=keys,
+        broker_url="embedded",
+    )
+
+    assert asked.effective_broker_url == f"ogvsqla+sqlite:///{tmp_path / 'broker.sqlite3'}"
 
 
 @pytest.mark.parametrize("placeholder", ["changeme", " CHANGEME ", "change-me", "secret", "todo"])

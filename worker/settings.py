@@ -25,6 +25,8 @@ from worker.platforms import PLATFORMS, Platform, ProbeName
 OFFICIAL_BASE_URLS = tuple(p.official_base_url for p in PLATFORMS.values())
 """Where the platforms serve their integration APIs: Opsgenie US and EU, JSM Operations."""
 
+EMBEDDED_BROKER = "embedded"
+"""`OGV_BROKER_URL=embedded`: the SQLite-backed broker under OGV_DATA_DIR, asked for."""
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "xxx", "todo"})
 API_TOKEN_MIN = 32
 FLOWER_PASSWORD_MIN = 16
@@ -191,6 +193,23 @@ class Settings(BaseSettings):
         return override or platform.official_base_url
 
     @model_validator(mode="after")
+    def _a_real_database_needs_its_partners(self) -> Settings:
+        # Without these, a worker would start, say `ready`, and fail every check (no
+        # keys) or publish to a broker nobody else reads (the embedded one).
+        if self.database_url and not self.broker_url:
+            raise ValueError(
+                "OGV_BROKER_URL is not set while OGV_DATABASE_URL is: set it to your broker "
+                f"(redis://... or amqp://...), or to `{EMBEDDED_BROKER}` for the no-server "
+                "broker of a single machine"
+            )
+        if self.database_url and not self.encryption_keys:
+            raise ValueError(
+                "OGV_ENCRYPTION_KEYS is required when OGV_DATABASE_URL is set; generate one "
+                "with `ogv keys generate`"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _check_limits(self) -> Settings:
         if self.task_time_limit <= self.task_soft_time_limit:
             raise ValueError("OGV_TASK_TIME_LIMIT must be longer than OGV_TASK_SOFT_TIME_LIMIT")
@@ -230,7 +249,7 @@ class Settings(BaseSettings):
 
     @property
     def effective_broker_url(self) -> str:
-        if self.broker_url:
+        if self.broker_url and self.broker_url != EMBEDDED_BROKER:
             return self.broker_url
         return f"ogvsqla+sqlite:///{self.data_dir / 'broker.sqlite3'}"
 
