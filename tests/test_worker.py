@@ -85,7 +85,7 @@ def test_every_outcome_through_a_real_worker(stack: Stack, fake: FakeOpsgenie) -
     account = install(stack, fake, {label: case[0] for label, case in MATRIX.items()})
     org, integration = account["org"], account["integration"]
     jobs = {label: (org, integration, team) for label, team in account["teams"].items()}
-    jobs["(missing team)"] = (org, integration, f"{uuid.uuid4()}")
+    jobs["(missing team)"] = (org, integration, f"999999999-{uuid.uuid4()}")  # well formed, unknown
     jobs["(missing integration)"] = (org, integration + 100_000, "1-x")
 
     with ThreadPoolExecutor(len(jobs)) as pool:
