@@ -383,3 +383,28 @@ def test_team_add_on_a_terminal_asks_for_the_key_without_echo(
     assert process.returncode == 0, seen
     assert b"Integration key (not shown):" in seen and b"-ops\r\n" in seen
     assert secret.encode() not in seen
+
+
+def test_status_fits_80_columns_and_a_valid_team_shows_no_error(
+    cli_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import update
+
+    from models import Team
+    from models.db import session_factory
+
+    integration = add_integration(81)
+    label = "payments-platform-oncall-with-a-long-label"
+    assert call("team", "add", "--org", "81", "--integration", str(integration),
+                "--label", label, stdin="k-81\n")[0] == 0  # fmt: skip
+    with session_factory().begin() as session:  # a check said valid: HTTP 200, no error code
+        session.execute(update(Team).values(status="valid", last_http_status=200))
+    monkeypatch.setenv("COLUMNS", "80")
+
+    result = runner.invoke(app, ["status", "--org", "81"])
+
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert any(f"-{label}" in line for line in lines)  # the id is whole, not cut
+    assert "HTTP" not in result.stdout

@@ -9,17 +9,22 @@ the endpoint off). docs/METRICS.md lists each series with example queries.
                                                           each call to a platform
     ogv_retries_total{reason}                             retries scheduled
     ogv_rate_limit_pauses_total{account}                  429s that paused an account
+    ogv_platform_transitions_total{platform,state}        base URLs turned unavailable
+                                                          or recovered
     ogv_teams{status}                                     teams now, read at scrape
     ogv_oldest_pending_request_age_seconds                the queue's lag, read at scrape
+    ogv_platform_unavailable{base_url,platform}           1 while a base URL is unavailable,
+                                                          read at scrape
 
 Checks run in the pool's processes (forked children under prefork), so counts go
 through prometheus_client's multiprocess mode: each process writes its values to
 files in a directory of its own worker, `OGV_DATA_DIR/metrics/<host>-<pid>/`, and
 the main process merges them when scraped. The directory is made fresh before the
-pool starts and removed at shutdown. The two gauges are queried from the database
+pool starts and removed at shutdown. The gauges are queried from the database
 at scrape time, so every worker reports the same, current, numbers.
 
-Labels hold outcomes, error codes, probe names and account names: never a key.
+Labels hold outcomes, error codes, probe names, account names and base URLs (each
+on the allowlist): never a key.
 """
 
 from __future__ import annotations
@@ -42,8 +47,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import RequestState, Team, TeamStatus, ValidationRequest, utcnow
+from models import PlatformHealth, RequestState, Team, TeamStatus, ValidationRequest, utcnow
 from models.base import Outcome
+from worker.platforms import PLATFORMS
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -96,6 +102,15 @@ PAUSES = Counter(
     registry=None,
 )
 
+PLATFORM_TRANSITIONS = Counter(
+    "ogv_platform_transitions",
+    "Base URLs that turned unavailable (most answers not the platform's own) or recovered, "
+    "by platform and state; each transition is counted once, by the worker that made it.",
+    ["platform", "state"],
+    registry=None,
+)
+PLATFORM_STATES = ("unavailable", "recovered")
+
 P = ParamSpec("P")
 
 
@@ -131,6 +146,12 @@ def retry_scheduled(target: Target, error: TransientError) -> None:
         PAUSES.labels(target.account).inc()
 
 
+@_never_raise
+def platform_transition(platform: str, state: str) -> None:
+    """Count a base URL turning unavailable or recovering (worker.checks.platform_health)."""
+    PLATFORM_TRANSITIONS.labels(platform, state).inc()
+
+
 def status_class(status: int) -> str:
     """`2xx`, `4xx`, `5xx`...; 429 is its own class, since it is retried, not final."""
     return "429" if status == 429 else f"{status // 100}xx"
@@ -147,7 +168,8 @@ def opsgenie_call_observer(platform: str, probe: str, status: int | None, second
 
 
 class DatabaseCollector(Collector):
-    """Teams by status and the oldest pending request, queried on every scrape."""
+    """Teams by status, the oldest pending request and the unavailable base URLs,
+    queried on every scrape."""
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
@@ -166,15 +188,28 @@ class DatabaseCollector(Collector):
                         ValidationRequest.state == RequestState.PENDING
                     )
                 )
+                platforms = session.execute(
+                    select(
+                        PlatformHealth.base_url,
+                        PlatformHealth.platform,
+                        PlatformHealth.unavailable_since.is_not(None),
+                    )
+                ).all()
         except SQLAlchemyError as exc:
             log.warning("metrics.database_unavailable", extra={"error": type(exc).__name__})
             return []
         age = (utcnow() - oldest).total_seconds() if oldest is not None else 0.0
-        return self._families({status: counts.get(status, 0) for status in TeamStatus}, age)
+        return self._families(
+            {status: counts.get(status, 0) for status in TeamStatus},
+            age,
+            [(url, platform, bool(down)) for url, platform, down in platforms],
+        )
 
     @staticmethod
     def _families(
-        teams: dict[TeamStatus, int] | None = None, age: float | None = None
+        teams: dict[TeamStatus, int] | None = None,
+        age: float | None = None,
+        platforms: list[tuple[str, str, bool]] | None = None,
     ) -> list[Metric]:
         by_status = GaugeMetricFamily(
             "ogv_teams", "Teams by the status of their key, now.", labels=["status"]
@@ -186,7 +221,15 @@ class DatabaseCollector(Collector):
             "Seconds since the oldest pending validation request was created (0: none).",
             value=age,
         )
-        return [by_status, oldest]
+        unavailable = GaugeMetricFamily(
+            "ogv_platform_unavailable",
+            "1 while a base URL is unavailable (most of its answers are not its platform's "
+            "own), else 0; one series per base URL that has answered.",
+            labels=["base_url", "platform"],
+        )
+        for base_url, platform, down in platforms or []:
+            unavailable.add_metric([base_url, platform], 1.0 if down else 0.0)
+        return [by_status, oldest, unavailable]
 
 
 # --- the endpoint, in the worker's main process ----------------------------------------
@@ -218,9 +261,13 @@ def prepare_worker(settings: Settings) -> None:
     _use_multiprocess_values()
     _endpoint = _Endpoint(directory, os.getpid())
     for outcome in Outcome:
-        VALIDATIONS.labels(outcome.value)
+        for platform in (*PLATFORMS, "none"):
+            VALIDATIONS.labels(outcome.value, platform)
     for reason in RETRY_REASONS:
         RETRIES.labels(reason)
+    for platform in PLATFORMS:
+        for state in PLATFORM_STATES:
+            PLATFORM_TRANSITIONS.labels(platform, state)
 
 
 def _use_multiprocess_values() -> None:

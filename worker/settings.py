@@ -102,6 +102,12 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=250, ge=1, le=10_000)
     batch_concurrency: int = Field(default=250, ge=1)
 
+    # When a base URL counts as unavailable (worker/checks/platform_health.py).
+    platform_window: float = Field(default=300.0, gt=0, le=86_400)
+    """Seconds one window collects a base URL's answers before it restarts at zero."""
+    platform_min_answers: int = Field(default=20, ge=1)
+    """Answers a window needs before it may turn a base URL unavailable, or recover it."""
+
     status_webhook_url: str | None = None
     webhook_timeout: float = Field(default=5.0, gt=0)
     webhook_max_attempts: int = Field(default=8, ge=1)

@@ -19,7 +19,7 @@ from models import Requester
 from models.crypto import KeyVault
 from models.db import session_factory
 from worker.celery import app
-from worker.checks import events
+from worker.checks import events, platform_health
 from worker.checks.pipeline import Collaborators, RetryLater, run_attempt, run_batch
 from worker.checks.records import StatusChange
 from worker.checks.retries import RetryPolicy, is_retried_database_error
@@ -29,6 +29,7 @@ from worker.periodic import dispatch, outbox
 from worker.settings import Settings, get_settings
 from worker.web.enqueue import (
     BATCH_TASK,
+    NOTIFY_PLATFORM_TASK,
     NOTIFY_TASK,
     REVALIDATE_TASK,
     SWEEP_TASK,
@@ -55,6 +56,8 @@ def collaborators() -> Collaborators:
         concurrency=settings.batch_concurrency,
         on_changes=_notifier(settings),
         options=CheckOptions.from_settings(settings),
+        platform_thresholds=platform_health.Thresholds.from_settings(settings),
+        on_platform_transitions=_platform_notifier(settings),
     )
 
 
@@ -65,6 +68,26 @@ def _notifier(settings: Settings) -> Callable[[list[StatusChange]], None]:
     def notify(changes: list[StatusChange]) -> None:
         for change in changes:
             app.send_task(NOTIFY_TASK, args=[change.id])
+
+    return notify
+
+
+def _platform_notifier(
+    settings: Settings,
+) -> Callable[[list[platform_health.Transition]], None]:
+    if not settings.status_webhook_url:
+        return lambda transitions: None
+
+    def notify(transitions: list[platform_health.Transition]) -> None:
+        for transition in transitions:
+            # No row keeps a transition's document (its window restarted), so the
+            # message carries it: base URLs and counts, never a key.
+            document = transition.document()
+            app.send_task(
+                NOTIFY_PLATFORM_TASK,
+                args=[document],
+                argsrepr=f"({transition.event} {transition.base_url})",
+            )
 
     return notify
 
@@ -150,6 +173,32 @@ def notify_status_change(self: Task[Any, Any], change_id: int) -> None:
         raise self.retry(countdown=policy.backoff(attempts), exc=exc) from exc
     with sessions.begin() as session:
         events.mark_delivered(session, change_id)
+
+
+@app.task(name=NOTIFY_PLATFORM_TASK, bind=True, max_retries=None, ignore_result=True)
+def notify_platform_change(self: Task[Any, Any], document: dict[str, Any]) -> None:
+    """POST a base URL's `platform.unavailable` / `platform.recovered` document to
+    OGV_STATUS_WEBHOOK_URL, retried with backoff up to OGV_WEBHOOK_MAX_ATTEMPTS calls."""
+    settings = get_settings()
+    if not settings.status_webhook_url:
+        return
+    runtime = get_runtime()
+    try:
+        runtime.run(
+            events.post(
+                runtime.session,
+                settings.status_webhook_url,
+                document,
+                settings.webhook_timeout,
+                idempotency_key=platform_health.idempotency_key(document),
+            )
+        )
+    except events.WebhookFailed as exc:
+        attempts = self.request.retries + 1
+        if attempts >= settings.webhook_max_attempts:
+            raise
+        policy = RetryPolicy.from_settings(settings)
+        raise self.retry(countdown=policy.backoff(attempts), exc=exc) from exc
 
 
 @app.task(name=SWEEP_TASK, ignore_result=True)

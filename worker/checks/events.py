@@ -5,6 +5,9 @@ same transaction as the status itself, and logged as `team.status_changed`. When
 `OGV_STATUS_WEBHOOK_URL` is set, a task POSTs a small JSON document about it
 (never the key), retried with backoff; `notified_at` marks it delivered, and the
 outbox sweeper re-publishes changes whose notification was lost.
+
+`post` also delivers the documents of a base URL turning unavailable or
+recovering (worker/checks/platform_health.py), under their own idempotency key.
 """
 
 from __future__ import annotations
@@ -53,14 +56,22 @@ def document(session: Session, change_id: int) -> dict[str, Any] | None:
 
 
 async def post(
-    session: aiohttp.ClientSession, url: str, body: dict[str, Any], seconds: float
+    session: aiohttp.ClientSession,
+    url: str,
+    body: dict[str, Any],
+    seconds: float,
+    idempotency_key: str | None = None,
 ) -> None:
-    """POST the document; raise WebhookFailed unless the receiver answers 2xx."""
+    """POST the document; raise WebhookFailed unless the receiver answers 2xx.
+
+    `idempotency_key` is the same for every delivery of one event (default: the
+    status change's); the receiver de-duplicates on it.
+    """
     try:
         async with session.post(
             url,
             json=body,
-            headers={"Idempotency-Key": f"ogv-change-{body['change_id']}"},
+            headers={"Idempotency-Key": idempotency_key or f"ogv-change-{body['change_id']}"},
             timeout=aiohttp.ClientTimeout(total=seconds),
             allow_redirects=False,
         ) as response:

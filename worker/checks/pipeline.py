@@ -8,7 +8,9 @@ One request (`run_attempt`) and a batch (`run_batch`) go through the same steps:
    each call waiting its turn in its account's pacing;
 3. **settle**: a final answer becomes a `Completion`; a transient failure is
    retried later (alone, even inside a batch) until attempts run out;
-4. **write**: one short transaction writes every outcome in bulk.
+4. **write**: one short transaction writes every outcome in bulk;
+5. **watch**: another records how each base URL answered (`platform_health`), and
+   announces a base URL that turned unavailable or recovered.
 
 Every collaborator is a parameter, so tests drive this with a real database and
 the real fake Opsgenie and no Celery at all. No transaction is open while
@@ -33,7 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models import Outcome, utcnow
 from models.crypto import KeyVault
 from worker import metrics
-from worker.checks import claims, records
+from worker.checks import claims, platform_health, records
 from worker.checks.opsgenie import AccountPaused, GateUnavailable, OpsgenieClient, TransientError
 from worker.checks.ratelimit import AccountGate
 from worker.checks.retries import RetryPolicy
@@ -97,6 +99,14 @@ class Collaborators:
     """Called after a commit that changed team statuses (events, webhooks)."""
     options: CheckOptions = field(default_factory=CheckOptions)
     """Probes, platform base URLs, and the lookups a check may add."""
+    platform_thresholds: platform_health.Thresholds = field(
+        default_factory=platform_health.Thresholds
+    )
+    """When a base URL's answers make it unavailable, and when it recovers."""
+    on_platform_transitions: Callable[[list[platform_health.Transition]], None] = (
+        lambda transitions: None
+    )
+    """Called once per base URL that turned unavailable or recovered (webhooks)."""
 
 
 @dataclass
@@ -138,7 +148,16 @@ def _run(claim: Callable[[Session], Sequence[claims.Claim]], deps: Collaborators
         return Report()
     started, clock = utcnow(), time.monotonic()
     answers = deps.run(_probe_all(claimed, deps))
-    return _write(claimed, answers, started, time.monotonic() - clock, deps)
+    report = _write(claimed, answers, started, time.monotonic() - clock, deps)
+    answered = [
+        (item.found, answer)
+        for item, answer in zip(claimed, answers, strict=True)
+        if isinstance(item.found, Target)
+    ]
+    platform_health.observe(
+        deps.sessions, answered, deps.platform_thresholds, deps.on_platform_transitions
+    )
+    return report
 
 
 async def _probe_all(

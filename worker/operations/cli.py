@@ -532,18 +532,57 @@ def status(
     as_json: JsonOption = False,
 ) -> None:
     """Show every team with its status, last check and last error."""
+    from worker.checks import platform_health
+
     with session_factory()() as session:
         rows = teams.list_teams(session, org)
-    emit(rows, as_json, lambda: console.print(_status_table(rows)))
+        unavailable = platform_health.states(session, unavailable_only=True)
+    emit(rows, as_json, lambda: _print_status(rows, unavailable))
+
+
+def _print_status(rows: Sequence[teams.TeamRow], unavailable: Sequence[Any]) -> None:
+    """The table, under a line naming the base URLs that are unavailable now, if any."""
+    from worker.checks.platform_health import describe
+
+    if unavailable:
+        console.print(f"[yellow]platforms[/yellow]: {describe(unavailable)}", highlight=False)
+    console.print(_status_table(rows))
+
+
+@app.command()
+def platforms(as_json: JsonOption = False) -> None:
+    """Show how each base URL has been answering: available, or unavailable since when."""
+    from worker.checks import platform_health
+
+    with session_factory()() as session:
+        rows = platform_health.states(session)
+    emit(rows, as_json, lambda: console.print(_platforms_table(rows)))
+
+
+def _platforms_table(rows: Sequence[Any]) -> Table:
+    table = Table("base URL", "platform", "state", "since", "window (unrecognised/answers)")
+    for row in rows:
+        state = "[red]unavailable[/red]" if row.unavailable else "[green]available[/green]"
+        since = row.unavailable_since if row.unavailable else row.changed_at
+        table.add_row(
+            row.base_url,
+            row.platform,
+            state,
+            since.strftime("%Y-%m-%d %H:%M") if since else "-",
+            f"{row.unrecognised}/{row.answers} since {row.window_started_at:%H:%M:%S}",
+        )
+    return table
 
 
 def _status_table(rows: Sequence[teams.TeamRow]) -> Table:
-    table = Table("team", "account", "platform/probe", "status", "checked", "note")
+    # Fits 80 columns: where a team lives goes under its id, and long text folds.
+    table = Table("team", "status", "checked", "note")
+    for column in table.columns:
+        column.overflow = "fold"
     for row in rows:
         checked = row.last_checked_at.strftime("%Y-%m-%d %H:%M") if row.last_checked_at else "-"
-        table.add_row(
-            row.team_id, row.account, f"{row.platform}/{row.probe}", row.status, checked, _note(row)
-        )
+        where = f"[dim]{row.account} on {row.platform} ({row.probe})[/dim]"
+        table.add_row(f"{row.team_id}\n{where}", row.status, checked, _note(row))
     return table
 
 
@@ -720,6 +759,9 @@ def _health_table(report: Any) -> Table:
     for check in report.checks:
         status = "[green]ok[/green]" if check.healthy else "[red]unhealthy[/red]"
         table.add_row(check.name, status, f"{check.seconds:.3f}", check.message)
+    # Upstream, not ours: shown, never counted in the exit code.
+    platforms = "[yellow]unavailable[/yellow]" if report.unavailable else "[green]ok[/green]"
+    table.add_row("platforms", platforms, "-", report.platforms_summary())
     return table
 
 

@@ -10,6 +10,11 @@ Three checks, each bounded by the timeout:
   canary expires with the wait, so a worker started later drops it unrun.
 
 The worker check needs the other two, and is reported as not run without them.
+
+Beside the checks, the report lists the **platforms**: the base URLs that answer
+unlike their platform now (worker/checks/platform_health.py). That is an upstream
+outage, not this service's: it is shown, but it does not make the service
+unhealthy or change the exit code.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery
@@ -27,6 +32,8 @@ from sqlalchemy import delete, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import HealthCheck, utcnow
+from worker.checks import platform_health
+from worker.checks.platform_health import PlatformState
 
 CANARY_TASK = "ogv.canary"
 """The registered name of the canary task (worker/operations/canary.py)."""
@@ -45,9 +52,11 @@ class Check:
 
 @dataclass(frozen=True)
 class Report:
-    """Every check, in order; healthy when all are."""
+    """Every check, in order; healthy when all are. The platforms do not count."""
 
     checks: list[Check]
+    unavailable: list[PlatformState] | None = field(default_factory=list)
+    """Base URLs unavailable now; None when they could not be read (no database)."""
 
     @property
     def healthy(self) -> bool:
@@ -62,9 +71,31 @@ class Report:
                 for c in self.checks
             },
         }
+        data["platforms"] = {
+            "unavailable": None
+            if self.unavailable is None
+            else [
+                {
+                    "base_url": s.base_url,
+                    "platform": s.platform,
+                    "since": s.unavailable_since.isoformat() if s.unavailable_since else None,
+                }
+                for s in self.unavailable
+            ],
+            "message": self.platforms_summary(),
+        }
         if not self.healthy:
             data["error"] = {"code": "unhealthy", "message": self.summary()}
         return data
+
+    def platforms_summary(self) -> str:
+        """What the platforms' state is, and that it does not count as the service's."""
+        if self.unavailable is None:
+            return "not read: the database must work"
+        return (
+            f"{platform_health.describe(self.unavailable)} "
+            "(an upstream outage: it does not make this service unhealthy)"
+        )
 
     def summary(self) -> str:
         """One sentence naming each unhealthy part, for the error message."""
@@ -84,7 +115,8 @@ def run_checks(sessions: sessionmaker[Session], app: Celery, timeout: float) -> 
         worker = bounded("worker", lambda: check_worker(sessions, app, timeout), timeout + 5)
     else:
         worker = Check("worker", False, "not checked: the database and broker must work", 0.0)
-    return Report([database, broker, worker])
+    unavailable = read_unavailable(sessions, timeout) if database.healthy else None
+    return Report([database, broker, worker], unavailable)
 
 
 def bounded(name: str, check: Callable[[], str], timeout: float) -> Check:
@@ -123,6 +155,18 @@ def check_database(sessions: sessionmaker[Session]) -> str:
     with sessions() as session:
         session.execute(text("SELECT 1"))
     return "SELECT 1 answered"
+
+
+def read_unavailable(sessions: sessionmaker[Session], timeout: float) -> list[PlatformState] | None:
+    """The base URLs unavailable now, or None if the database did not say in time."""
+    found: list[PlatformState] = []
+
+    def read() -> str:
+        with sessions() as session:
+            found.extend(platform_health.states(session, unavailable_only=True))
+        return f"{len(found)} unavailable"
+
+    return found if bounded("platforms", read, timeout).healthy else None
 
 
 def check_broker(app: Celery, timeout: float) -> str:

@@ -26,6 +26,7 @@ SWEEP_TASK = "ogv.sweep_outbox"
 BATCH_TASK = "ogv.validate_batch"
 REVALIDATE_TASK = "ogv.revalidate"
 NOTIFY_TASK = "ogv.notify_status_change"
+NOTIFY_PLATFORM_TASK = "ogv.notify_platform_change"
 
 
 @dataclass(frozen=True)
