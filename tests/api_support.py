@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
@@ -29,7 +28,7 @@ from tests.conftest import Stack, ogv_command
 from worker import inventory
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.scenario import KeyScenario
-from worker.web.api import ApiConfig, build_app
+from worker.web.api import ApiConfig, build_app, start_api
 from worker.web.client import DEFAULT_QUEUE, ValidationClient
 from worker.web.openapi import document
 
@@ -136,7 +135,48 @@ def call(
     return answer
 
 
+# -- raw bytes -------------------------------------------------------------------------
+
+
+@dataclass
+class RawAnswer:
+    """An answer read off a socket: the status, lower-cased headers, the body and all of it."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    raw: bytes
+
+
+def exchange(base: str, payload: bytes, timeout: float = 10) -> RawAnswer:
+    """Send `payload` as it is (no client fixes it up) and read until the server closes."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(payload)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    raw = b"".join(chunks)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines)
+    return RawAnswer(
+        int(status_line.split()[1]), {k.lower(): v for k, v in headers.items()}, body, raw
+    )
+
+
 # -- servers ---------------------------------------------------------------------------
+
+
+def api_env(base: Mapping[str, str], **settings: str) -> dict[str, str]:
+    """`base` (a stack's environment, say) with the API's token, a queue of its own
+    (nothing consumes what it publishes) and `settings` on top."""
+    return {
+        **base,
+        "OGV_API_TOKEN": TOKEN,
+        "OGV_NAMESPACE": f"ogv-api-test-{uuid.uuid4().hex[:8]}",
+        **settings,
+    }
 
 
 class ApiProcess:
@@ -178,7 +218,11 @@ class ApiProcess:
 
 
 class ApiThread:
-    """The API application on its own event loop in a daemon thread (in-process)."""
+    """The API application on its own event loop in a daemon thread (in-process).
+
+    Served by `start_api`, as `ogv api` serves it: the same runner, connection handler
+    and access log.
+    """
 
     def __init__(self, client: ValidationClient, config: ApiConfig) -> None:
         self.app = build_app(client, config)
@@ -192,9 +236,7 @@ class ApiThread:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        runner = web.AppRunner(self.app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", self.port).start()
+        runner = await start_api(self.app, "127.0.0.1", self.port)
         self._ready.set()
         try:
             await self._stopping.wait()

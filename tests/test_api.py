@@ -97,7 +97,7 @@ def test_wait_answers_200_with_each_outcome(
     jobs = {
         "valid": (acct.org, acct.integration, acct.teams["ops"]),
         "invalid_key": (acct.org, acct.integration, acct.teams["old"]),
-        "invalid_team": (acct.org, acct.integration, f"{uuid.uuid4()}"),
+        "invalid_team": (acct.org, acct.integration, f"1-nobody-{uuid.uuid4()}"),
         "invalid_integration": (acct.org, acct.integration + 100_000, "1-x"),
     }
 
@@ -373,7 +373,7 @@ ERRORS: list[tuple[str, str, bytes | None, dict[str, str], int, str]] = [
     (
         "POST",
         "/v1/validations",
-        b'{"organization_id": "1", "integration_id": 1, "team_id": "x"}',
+        b'{"organization_id": "1", "integration_id": 1, "team_id": "1-x"}',
         JSON,
         422,
         "invalid_request",
@@ -381,7 +381,7 @@ ERRORS: list[tuple[str, str, bytes | None, dict[str, str], int, str]] = [
     (
         "POST",
         "/v1/validations",
-        b'{"organization_id": true, "integration_id": 1, "team_id": "x"}',
+        b'{"organization_id": true, "integration_id": 1, "team_id": "1-x"}',
         JSON,
         422,
         "invalid_request",
@@ -389,7 +389,7 @@ ERRORS: list[tuple[str, str, bytes | None, dict[str, str], int, str]] = [
     (
         "POST",
         "/v1/validations",
-        b'{"organization_id": 1, "integration_id": 1, "team_id": "a\\u0000b"}',
+        b'{"organization_id": 1, "integration_id": 1, "team_id": "1-a\\u0000b"}',
         JSON,
         422,
         "invalid_request",
@@ -397,7 +397,23 @@ ERRORS: list[tuple[str, str, bytes | None, dict[str, str], int, str]] = [
     (
         "POST",
         "/v1/validations",
-        b'{"organization_id": 1, "integration_id": 1, "team_id": "x", "key": "k"}',
+        b'{"organization_id": 7.0, "integration_id": 1, "team_id": "1-x"}',
+        JSON,
+        422,
+        "invalid_request",
+    ),
+    (
+        "POST",
+        "/v1/validations",
+        b'{"organization_id": 1, "integration_id": 1, "team_id": "1- x"}',
+        JSON,
+        422,
+        "invalid_request",
+    ),
+    (
+        "POST",
+        "/v1/validations",
+        b'{"organization_id": 1, "integration_id": 1, "team_id": "1-x", "key": "k"}',
         JSON,
         422,
         "invalid_request",
@@ -428,7 +444,14 @@ ERRORS: list[tuple[str, str, bytes | None, dict[str, str], int, str]] = [
     ("GET", "/v1/organizations/1/teams?limit=0", None, {}, 422, "invalid_request"),
     ("GET", "/v1/organizations/1/teams?limit=101", None, {}, 422, "invalid_request"),
     ("GET", "/v1/organizations/1/teams?status=great", None, {}, 422, "invalid_request"),
-    ("GET", "/v1/organizations/1/teams?cursor=AA", None, {}, 422, "invalid_request"),
+    ("GET", "/v1/organizations/1/teams?cursor=A", None, {}, 422, "invalid_request"),
+    ("GET", "/v1/organizations/1/teams?cursor=AA%3D%3D", None, {}, 422, "invalid_request"),
+    ("GET", "/v1/organizations/1/teams?limit=7.0", None, {}, 422, "invalid_request"),
+    ("GET", "/v1/organizations/7.0/teams", None, {}, 422, "invalid_request"),
+    ("GET", "/v1/teams/x", None, {}, 422, "invalid_request"),
+    ("GET", f"/v1/teams/1-{'x' * 299}", None, {}, 422, "invalid_request"),
+    ("POST", "/v1/validations?wait=%201", VALID, JSON, 422, "invalid_request"),
+    ("POST", "/v1/validations?wait=inf", VALID, JSON, 422, "invalid_request"),
     ("GET", "/v1/nothing-here", None, {}, 404, "not_found"),
     ("DELETE", "/v1/validations", None, {}, 405, "method_not_allowed"),
 ]

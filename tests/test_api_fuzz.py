@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
+import re
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -25,6 +25,7 @@ from models.db import session_factory
 from tests.api_support import JSON, TOKEN, Answer, ApiThread, call
 from worker.web.api import ApiConfig
 from worker.web.client import ValidationClient
+from worker.web.openapi import DECIMAL_PATTERN, IDEMPOTENCY_KEY_PATTERN, TEAM_ID_PATTERN
 
 FUZZ = settings(
     max_examples=300,
@@ -51,7 +52,8 @@ def rows(postgres_url: str) -> Any:
 
 
 def is_valid_submission(body: Any) -> bool:
-    """The contract, restated independently of worker/web/api.py."""
+    """The contract, restated independently of worker/web/api.py (the pattern is the
+    document's)."""
     if not isinstance(body, dict) or set(body) != set(FIELDS):
         return False
     org, integration, team = (body[f] for f in FIELDS)
@@ -62,7 +64,7 @@ def is_valid_submission(body: Any) -> bool:
         and 1 <= integration < 2**31
         and isinstance(team, str)
         and len(team) <= 300
-        and team.isprintable()
+        and re.fullmatch(TEAM_ID_PATTERN, team) is not None
     )
 
 
@@ -125,11 +127,7 @@ VALID_BODY = {"organization_id": 1, "integration_id": 1, "team_id": "1-fuzz"}
 
 
 def wait_is_valid(raw: str) -> bool:
-    try:
-        value = float(raw)
-    except ValueError:
-        return False
-    return math.isfinite(value) and value >= 0
+    return re.fullmatch(DECIMAL_PATTERN, raw) is not None
 
 
 @FUZZ
@@ -146,8 +144,10 @@ def test_post_refuses_bad_queries_headers_and_media_types(
     idempotency_key: str | None,
 ) -> None:
     good_query = set(query) == {"wait"} and wait_is_valid(query["wait"])
+    # HTTP drops the spaces around a header value before the server sees it.
     good_key = idempotency_key is None or (
-        1 <= len(idempotency_key) <= 200 and idempotency_key.isascii()
+        len(idempotency_key.strip(" ")) <= 200
+        and re.fullmatch(IDEMPOTENCY_KEY_PATTERN, idempotency_key.strip(" ")) is not None
     )
     assume(not (good_query and good_key and content_type is None))
     headers = {"Content-Type": content_type or "application/json"}

@@ -12,7 +12,16 @@ Every /v1 route but the document needs `Authorization: Bearer $OGV_API_TOKEN`.
 Refused input is answered `{"error": {"code", "message"}}` by raising `ApiError`;
 the codes are listed in `worker.web.openapi.ERROR_CODES`. Messages never echo input
 (it could be a key pasted into the wrong field), and a bug is answered with a
-generic 500, logged as `api.unhandled` without the body.
+generic 500, logged as `api.unhandled` without the body. Input is checked with the
+patterns and limits the OpenAPI document publishes, so the two say the same.
+
+A request aiohttp's HTTP parser cannot read never reaches the application: aiohttp
+answers it itself, quoting the offending line (an API token, say) in the answer and
+in its ERROR log. `ApiRequestHandler` answers it `malformed_request` instead, and
+logs the exception's class only; `ApiRunner` serves the application with it.
+
+Each request is logged once, as `api.request` with method, route, path, status and
+ms (`log_request`); never a header, and a refused request without its path.
 
 The database is reached through SQLAlchemy's sync API on a thread pool, so the
 event loop is never blocked; `?wait` polls from the loop with `asyncio.sleep`
@@ -22,19 +31,25 @@ instead of holding a thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import hmac
 import json
 import logging
-import math
+import re
+import sys
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 from multidict import MultiMapping
 from sqlalchemy import text
 
@@ -49,7 +64,17 @@ from worker.web.client import ValidationClient
 from worker.web.enqueue import RequestView
 from worker.web.errors import ApiError, off_loop
 from worker.web.grouping import Gatherer
-from worker.web.openapi import BIGINT_MAX, IDEMPOTENCY_KEY_MAX, INTEGER_MAX, TEAM_ID_MAX, document
+from worker.web.openapi import (
+    BIGINT_MAX,
+    DECIMAL_PATTERN,
+    DIGITS_PATTERN,
+    IDEMPOTENCY_KEY_MAX,
+    IDEMPOTENCY_KEY_PATTERN,
+    INTEGER_MAX,
+    TEAM_ID_MAX,
+    TEAM_ID_PATTERN,
+    document,
+)
 from worker.web.teams import TeamRow
 
 log = logging.getLogger("ogv.api")
@@ -59,8 +84,16 @@ THREADS = 16  # at most OGV_DATABASE_POOL_SIZE (20), or connections are opened a
 FIRST_POLL = 0.02
 MAX_POLL = 0.25
 HEALTH_TIMEOUT = 3  # seconds
+KEEPALIVE_TIMEOUT = 75  # seconds; what web.run_app uses
 PUBLIC_PATHS = frozenset({"/healthz", "/v1/openapi.json"})
 LOCAL_HOSTS = frozenset({"127.0.0.1", "::1"})
+# Logged as sent; any other method is logged as OTHER (a parser may take any token).
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+_TEAM_ID = re.compile(TEAM_ID_PATTERN)
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
+_DECIMAL = re.compile(DECIMAL_PATTERN)
+_DIGITS = re.compile(DIGITS_PATTERN)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 T = TypeVar("T")
@@ -119,6 +152,13 @@ _HTTP_CODES = {
 }
 
 
+def malformed() -> ApiError:
+    """The refusal of a request that is not well-formed HTTP; its message quotes nothing."""
+    return ApiError(
+        400, "malformed_request", "the request is not well-formed HTTP; nothing of it is repeated"
+    )
+
+
 def _from_http_exception(exc: web.HTTPException) -> ApiError:
     code, message = _HTTP_CODES.get(exc.status, ("invalid_request", "the request was refused"))
     headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
@@ -147,6 +187,49 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 def _route_name(request: web.Request) -> str:
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else "(no route)"
+
+
+# -- the access log ----------------------------------------------------------------------
+
+
+def log_request(request: web.Request, status: int, started: float) -> None:
+    """Write the request's access-log line: `api.request` with method, route, path, status, ms.
+
+    `path` is there only when the request was answered (status below 400): its ids then
+    name things that exist. A refused request is logged by its route alone, so a key
+    sent where an id belongs (`/v1/teams/<key>`) never reaches the log. Neither the
+    query string nor any header is ever logged.
+    """
+    log.info(
+        "api.request",
+        extra={
+            "method": request.method if request.method in KNOWN_METHODS else "OTHER",
+            "route": _route_name(request),
+            "path": request.path if status < 400 else None,
+            "status": status,
+            "ms": round((time.perf_counter() - started) * 1000, 1),
+        },
+    )
+
+
+@web.middleware
+async def access_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """One `api.request` line per request the application handles, whatever its answer.
+
+    499 (nginx's "client closed request") stands for a handler cancelled before it
+    answered: only shutdown cancels one, since aiohttp lets handlers finish.
+    """
+    started = time.perf_counter()
+    status = 499
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:  # a redirect, which errors_middleware lets through
+        status = exc.status
+        raise
+    finally:
+        log_request(request, status, started)
 
 
 # -- authentication ----------------------------------------------------------------------
@@ -198,15 +281,33 @@ def _int_field(body: Mapping[str, Any], name: str, maximum: int) -> int:
     return value
 
 
+def is_team_id(value: object) -> TypeGuard[str]:
+    """Whether `value` is a team id as the document defines it (`TEAM_ID_PATTERN`)."""
+    return (
+        isinstance(value, str)
+        and len(value) <= TEAM_ID_MAX
+        and _TEAM_ID.fullmatch(value) is not None
+    )
+
+
+def bad_team_id() -> ApiError:
+    # Never the value: a key pasted into the field must not come back, here or in a log.
+    return invalid(
+        "team_id must be <organization_integration_id>-<label>, at most "
+        f"{TEAM_ID_MAX} characters, as `ogv team add` printed it"
+    )
+
+
 def parse_submission(body: Any) -> Submission:
+    """The body's three fields, each exactly as the document's `ValidationInput` says."""
     if not isinstance(body, dict):
         raise invalid("the body must be a JSON object")
     fields = {"organization_id", "integration_id", "team_id"}
     if set(body) - fields:
         raise invalid("unknown fields; the fields are organization_id, integration_id, team_id")
     team_id = body.get("team_id")
-    if not isinstance(team_id, str) or len(team_id) > TEAM_ID_MAX or not team_id.isprintable():
-        raise invalid(f"team_id must be a string of at most {TEAM_ID_MAX} printable characters")
+    if not is_team_id(team_id):
+        raise bad_team_id()
     return Submission(
         organization_id=_int_field(body, "organization_id", BIGINT_MAX),
         integration_id=_int_field(body, "integration_id", INTEGER_MAX),
@@ -223,29 +324,32 @@ def _only(query: MultiMapping[str], allowed: set[str]) -> None:
 
 
 def parse_wait(query: MultiMapping[str], cap: float) -> float:
-    """`?wait=SECONDS`: 0 when absent, at most `cap`."""
+    """`?wait=SECONDS`: 0 when absent, at most `cap`; written as `DECIMAL_PATTERN` says.
+
+    Not float() alone: it also reads " 1", "1_0", "inf" and Arabic-Indic digits, which
+    the document does not call numbers. A literal too large for a float (1e999) is
+    simply over `cap`.
+    """
     _only(query, {"wait"})
     raw = query.get("wait")
     if raw is None:
         return 0.0
-    try:
-        wait = float(raw)
-    except ValueError:
-        raise invalid("wait must be a number of seconds") from None
-    if not math.isfinite(wait) or wait < 0:
-        raise invalid("wait must be a number of seconds")
-    return min(wait, cap)
+    if not _DECIMAL.fullmatch(raw):
+        raise invalid("wait must be a number of seconds, such as 5 or 0.5")
+    return min(float(raw), cap)
 
 
 def parse_idempotency_key(request: web.Request) -> str | None:
+    """The header's one value, printable ASCII of 1 to `IDEMPOTENCY_KEY_MAX` characters."""
     keys = request.headers.getall("Idempotency-Key", [])
     if not keys:
         return None
     key = keys[0]
-    if len(keys) > 1 or not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX:
-        raise invalid(f"Idempotency-Key must be one value of 1 to {IDEMPOTENCY_KEY_MAX} chars")
-    if not key.isascii() or not key.isprintable():
-        raise invalid("Idempotency-Key must be printable ASCII")
+    if len(keys) > 1 or len(key) > IDEMPOTENCY_KEY_MAX or not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise invalid(
+            f"Idempotency-Key must be one value of 1 to {IDEMPOTENCY_KEY_MAX} printable "
+            "ASCII characters"
+        )
     return key
 
 
@@ -256,15 +360,29 @@ async def read_json(request: web.Request) -> Any:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise ApiError(413, "too_large", f"the body is over {BODY_LIMIT} bytes") from None
+    except (web.RequestPayloadError, ConnectionError):
+        # Broken chunks or Content-Encoding, or a client gone mid-body: its fault, not a
+        # bug, and the parser's message quotes the body.
+        raise malformed() from None
     try:
         return json.loads(raw)
     except (ValueError, RecursionError):
         raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
 
 
-def _is_decimal(raw: str) -> bool:
-    # Not str.isdigit() alone: it is true of "¹" and "٣", which int() refuses or reads.
-    return raw.isascii() and raw.isdigit() and len(raw) <= 19
+def parse_integer(raw: str, maximum: int) -> int | None:
+    """`raw` as an integer from 1 to `maximum`, or None: ASCII digits only (`DIGITS_PATTERN`).
+
+    Not str.isdigit(): it is true of "¹" and "٣", which int() refuses or reads. Leading
+    zeros are dropped before the length is checked, so "007" is 7 and a thousand
+    digits never reach int().
+    """
+    if not _DIGITS.fullmatch(raw):
+        return None
+    digits = raw.lstrip("0")
+    if not digits or len(digits) > len(str(maximum)) or int(digits) > maximum:
+        return None
+    return int(digits)
 
 
 @dataclass(frozen=True)
@@ -275,22 +393,28 @@ class PageQuery:
 
 
 def parse_page_query(query: MultiMapping[str]) -> PageQuery:
+    """`?status=&limit=&cursor=`, each as the document says; nothing else, nothing twice."""
     _only(query, {"status", "limit", "cursor"})
     status = query.get("status")
     if status is not None and status not in TeamStatus._value2member_map_:
         raise invalid(f"status must be one of {', '.join(s.value for s in TeamStatus)}")
-    raw_limit = query.get("limit", str(teams.DEFAULT_PAGE))
-    if not _is_decimal(raw_limit) or not 1 <= int(raw_limit) <= teams.MAX_PAGE:
+    limit = parse_integer(query.get("limit", str(teams.DEFAULT_PAGE)), teams.MAX_PAGE)
+    if limit is None:
         raise invalid(f"limit must be an integer from 1 to {teams.MAX_PAGE}")
-    return PageQuery(
-        TeamStatus(status) if status is not None else None, int(raw_limit), query.get("cursor")
-    )
+    cursor = query.get("cursor")
+    if cursor is not None:
+        try:
+            teams.decode_cursor(cursor)
+        except teams.BadCursor as exc:
+            raise invalid(str(exc)) from None
+    return PageQuery(TeamStatus(status) if status is not None else None, limit, cursor)
 
 
 def parse_organization_id(raw: str) -> int:
-    if not _is_decimal(raw) or not 1 <= int(raw) <= BIGINT_MAX:
+    organization_id = parse_integer(raw, BIGINT_MAX)
+    if organization_id is None:
         raise invalid(f"the organization id must be an integer from 1 to {BIGINT_MAX}")
-    return int(raw)
+    return organization_id
 
 
 GATHERER = web.AppKey("gatherer", Gatherer)
@@ -359,8 +483,11 @@ async def get_team(request: web.Request) -> web.Response:
         with sessions() as session:
             return teams.get_team(session, team_id)
 
-    # An id no team can have is not looked up (a NUL would not even reach PostgreSQL).
-    row = await off_loop(find) if len(team_id) <= TEAM_ID_MAX and team_id.isprintable() else None
+    # An id no team can have is refused before any lookup (a NUL would not even reach
+    # PostgreSQL), and never repeated: it may be a key.
+    if not is_team_id(team_id):
+        raise bad_team_id()
+    row = await off_loop(find)
     if row is None:
         raise ApiError(404, "not_found", "no such team")
     return json_response(to_json(row))
@@ -369,11 +496,6 @@ async def get_team(request: web.Request) -> web.Response:
 async def list_teams(request: web.Request) -> web.Response:
     organization_id = parse_organization_id(request.match_info["organization_id"])
     page_query = parse_page_query(request.query)
-    if page_query.cursor is not None:
-        try:
-            teams.decode_cursor(page_query.cursor)
-        except teams.BadCursor as exc:
-            raise invalid(str(exc)) from None
     sessions = request.app[CLIENT].sessions
 
     def page() -> teams.TeamPage | None:
@@ -472,9 +594,10 @@ async def _use_thread_pool(app: web.Application) -> None:
 
 
 def build_app(client: ValidationClient, config: ApiConfig) -> web.Application:
-    """The API as an aiohttp application; the caller owns `client`."""
+    """The API as an aiohttp application; the caller owns `client`. Serve it with `ApiRunner`."""
     app = web.Application(
-        middlewares=[errors_middleware, auth_middleware], client_max_size=BODY_LIMIT
+        middlewares=[access_log_middleware, errors_middleware, auth_middleware],
+        client_max_size=BODY_LIMIT,
     )
     app[CLIENT] = client
     app[CONFIG] = config
@@ -483,9 +606,12 @@ def build_app(client: ValidationClient, config: ApiConfig) -> web.Application:
     app.on_startup.append(_use_thread_pool)
     app.router.add_post("/v1/validations", post_validation)
     app.router.add_get("/v1/validations/{request_id}", get_validation, name="validation")
-    app.router.add_get("/v1/teams/{team_id:.+}", get_team)
-    app.router.add_get("/v1/organizations/{organization_id}/teams", list_teams)
-    app.router.add_get("/v1/organizations/{organization_id}/migration", get_migration)
+    # Any character, "/" and "\n" included: a malformed id is refused by get_team (422),
+    # not left to fall through to "no such route".
+    app.router.add_get(r"/v1/teams/{team_id:[\s\S]+}", get_team)
+    # Not aiohttp's default [^{}/]+: an id with a brace is refused by the handler (422) too.
+    app.router.add_get("/v1/organizations/{organization_id:[^/]+}/teams", list_teams)
+    app.router.add_get("/v1/organizations/{organization_id:[^/]+}/migration", get_migration)
     app.router.add_get("/v1/openapi.json", get_openapi)
     app.router.add_get("/healthz", healthz)
     return app
@@ -505,6 +631,113 @@ def api_config(settings: Settings, host: str, insecure_local: bool) -> ApiConfig
     )
 
 
+class ApiRequestHandler(RequestHandler):
+    """aiohttp's connection handler, answering what its HTTP parser refuses our way.
+
+    aiohttp answers a request its parser cannot read (a control byte in a header, a
+    line over 8190 bytes, a broken chunk, an unknown method or Content-Encoding) in
+    `handle_error`, before any middleware: with the parser's message as a text/plain
+    body and the exception on the `aiohttp.server` ERROR log. Both quote the line
+    that failed, an `Authorization` header included. Here the answer is
+    `malformed_request` and the log names the exception's class only.
+    """
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """The JSON error for `status` (400 from the parser), closing the connection.
+
+        `message` is the parser's, quoting the request: it is dropped.
+        """
+        if request.writer.output_size > 0:  # as aiohttp does: the answer is half sent
+            raise ConnectionError("the answer is partly sent; no error can follow it")
+        if status < 500:
+            error = malformed()
+            # The access-log line of a request no middleware saw.
+            log.info("api.request", extra={"status": error.status, "error": _name(exc)})
+        else:
+            error = ApiError(500, "internal_error", "an unexpected error; it is logged")
+            log.error("api.unhandled", extra={"error": _name(exc)})
+        response = error_response(error)
+        response.force_close()
+        return response
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        """aiohttp's own failures, by the exception's class: their text may quote the request.
+
+        A broken body a handler already refused is read once more by aiohttp before
+        the connection closes; that second failure is the client's, logged at DEBUG.
+        """
+        exc = kw.get("exc_info")
+        if not isinstance(exc, BaseException):
+            exc = sys.exc_info()[1]
+        clients_fault = isinstance(
+            exc, web.RequestPayloadError | HttpProcessingError | ConnectionError
+        )
+        log.log(
+            logging.DEBUG if clients_fault else logging.ERROR,
+            "api.server_error",
+            extra={"error": _name(exc)},
+        )
+
+
+def _name(exc: BaseException | None) -> str | None:
+    return type(exc).__name__ if exc is not None else None
+
+
+class _Server(web.Server):
+    """aiohttp's low-level server, with `ApiRequestHandler` on every connection."""
+
+    def __call__(self) -> RequestHandler:
+        # What web.Server.__call__ does, with our class: aiohttp has no public hook
+        # for it (aio-libs/aiohttp#3287, #9882). aiohttp is pinned exactly, and
+        # tests/test_api_hostile.py fails if this stops taking effect.
+        return ApiRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class ApiRunner(web.AppRunner):
+    """`web.AppRunner` whose server answers unreadable requests with `ApiRequestHandler`."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        # AppRunner builds a plain web.Server from private parts of the application;
+        # retyping it keeps every one of them.
+        server.__class__ = _Server
+        return server
+
+
+async def start_api(
+    app: web.Application, host: str, port: int, *, handle_signals: bool = False
+) -> ApiRunner:
+    """`app` listening on host:port through `ApiRunner`; the caller awaits its cleanup()."""
+    runner = ApiRunner(
+        app,
+        handle_signals=handle_signals,
+        access_log=None,  # access_log_middleware writes the access log
+        keepalive_timeout=KEEPALIVE_TIMEOUT,
+    )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
+
+
+async def _serve_until_stopped(app: web.Application, host: str, port: int, auth: bool) -> None:
+    runner = await start_api(app, host, port, handle_signals=True)
+    log.info("api.started", extra={"host": host, "port": port, "auth": auth})
+    try:
+        await asyncio.Event().wait()  # SIGINT and SIGTERM raise GracefulExit
+    finally:
+        await runner.cleanup()
+
+
 def serve(settings: Settings, host: str, port: int, insecure_local: bool = False) -> None:
     """Run the API in the foreground until SIGINT or SIGTERM."""
     config = api_config(settings, host, insecure_local)
@@ -516,5 +749,5 @@ def serve(settings: Settings, host: str, port: int, insecure_local: bool = False
         await asyncio.to_thread(client.close)
 
     app.on_cleanup.append(close_client)
-    log.info("api.started", extra={"host": host, "port": port, "auth": config.token is not None})
-    web.run_app(app, host=host, port=port, print=None, access_log=None)
+    with contextlib.suppress(web.GracefulExit, KeyboardInterrupt):
+        asyncio.run(_serve_until_stopped(app, host, port, config.token is not None))

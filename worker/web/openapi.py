@@ -1,7 +1,15 @@
 """The OpenAPI 3.1 document of the HTTP API (served at `GET /v1/openapi.json`).
 
-Written by hand, next to the code it describes (worker/web/api.py); the API tests
-check every answer they get against it, so the two cannot drift apart unnoticed.
+Written by hand, next to the code it describes (worker/web/api.py), which checks
+its input with the patterns and limits defined here. The API tests check every
+answer they get against it, and tests/test_api_schema.py sends requests generated
+from it: what it calls valid is never refused as invalid, and what it calls invalid
+always is.
+
+JSON Schema cannot tell 7 from 7.0, nor say how a number is written in a query
+string; the descriptions say it: ids, `limit` and the body's integers are written
+as integer literals (7, never 7.0, "7" or true), `wait` as a decimal number (5, 0.5,
+1e-3).
 """
 
 from __future__ import annotations
@@ -14,10 +22,30 @@ from worker.platforms.opsgenie import OPSGENIE_END_OF_SUPPORT
 
 BIGINT_MAX = 2**63 - 1
 INTEGER_MAX = 2**31 - 1
-TEAM_ID_MAX = 300
+TEAM_ID_MAX = 300  # teams.id is a String(300)
 IDEMPOTENCY_KEY_MAX = 200
+CURSOR_MAX = 1600  # base64url of the longest team id: 300 characters of up to 4 UTF-8 bytes
+
+# `<organization_integration_id>-<label>` (models.Team.make_id). The id is an Integer
+# column, so at most 10 digits. A label holds no control character (C0 or C1), line
+# separator or lone surrogate, and no space at either end. Refusing the rest keeps a
+# key pasted into `team_id` (a UUID) out of the database and out of every answer,
+# unless the key's first group happens to be all digits.
+_LABEL_CHAR = r"[^\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]"
+_LABEL_EDGE = r"[^\x00-\x20\x7f-\x9f\u2028\u2029\ud800-\udfff]"
+TEAM_ID_PATTERN = rf"^[1-9][0-9]{{0,9}}-{_LABEL_EDGE}(?:{_LABEL_CHAR}*{_LABEL_EDGE})?$"
+# Unpadded base64url; a length of 1 more than a multiple of 4 encodes no byte.
+CURSOR_PATTERN = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2,3})?$"
+# Printable ASCII; HTTP drops spaces around a header value, so none can start or end it.
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$"
+# How `?wait=` is written: a decimal number, optionally with an exponent; never a sign.
+DECIMAL_PATTERN = r"^[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$"
+# How ids and `limit` are written in a path or a query: decimal digits only.
+DIGITS_PATTERN = r"^[0-9]+$"
 
 ERROR_CODES = {
+    "malformed_request": "400: not well-formed HTTP (a bad or over-long request line or "
+    "header, a body whose framing or Content-Encoding is broken); nothing of it is repeated",
     "malformed_json": "400: the body is not JSON",
     "unauthorized": "401: no bearer token, or the wrong one",
     "not_found": "404: no such request, team, organization or route",
@@ -55,7 +83,7 @@ def _error_response(description: str) -> dict[str, Any]:
 
 def _errors(*statuses: int) -> dict[str, Any]:
     names = {
-        400: "MalformedJson",
+        400: "BadRequest",
         401: "Unauthorized",
         404: "NotFound",
         409: "IdempotencyConflict",
@@ -275,24 +303,52 @@ def _migration_schemas() -> dict[str, Any]:
     }
 
 
+INTEGER_LITERAL = 'An integer literal: 7, never 7.0, "7" or true.'
+
+
+def team_id_schema(more: str) -> dict[str, Any]:
+    """A team id as the API takes it, in a body or a path; `more` ends the description."""
+    return {
+        "type": "string",
+        "minLength": 3,
+        "maxLength": TEAM_ID_MAX,
+        "pattern": TEAM_ID_PATTERN,
+        "description": "`<organization_integration_id>-<label>`, as `ogv team add` printed "
+        "it: the label has no control character and no space at either end. Anything else "
+        "is refused (422) and never repeated: it may be a key pasted into the wrong field. " + more,
+    }
+
+
+def _validation_input() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["organization_id", "integration_id", "team_id"],
+        "additionalProperties": False,
+        "properties": {
+            "organization_id": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": BIGINT_MAX,
+                "description": INTEGER_LITERAL,
+            },
+            "integration_id": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": INTEGER_MAX,
+                "description": INTEGER_LITERAL,
+            },
+            "team_id": team_id_schema(
+                "A well-formed id of no team of that integration is not refused: the request "
+                "ends with the outcome `invalid_team`."
+            ),
+        },
+    }
+
+
 def _schemas() -> dict[str, Any]:
     return {
         **_migration_schemas(),
-        "ValidationInput": {
-            "type": "object",
-            "required": ["organization_id", "integration_id", "team_id"],
-            "additionalProperties": False,
-            "properties": {
-                "organization_id": {"type": "integer", "minimum": 1, "maximum": BIGINT_MAX},
-                "integration_id": {"type": "integer", "minimum": 1, "maximum": INTEGER_MAX},
-                "team_id": {
-                    "type": "string",
-                    "maxLength": TEAM_ID_MAX,
-                    "description": "Printable characters. An unknown (or empty) team is not "
-                    "refused: the request ends with the outcome `invalid_team`.",
-                },
-            },
-        },
+        "ValidationInput": _validation_input(),
         "ValidationRequest": _request_schema(),
         "Team": _team_schema(),
         "TeamPage": {
@@ -349,7 +405,11 @@ def _responses() -> dict[str, Any]:
         "Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}
     }
     return {
-        "MalformedJson": _error_response("`malformed_json`: the body is not JSON."),
+        "BadRequest": _error_response(
+            "`malformed_request`: not well-formed HTTP, on any route (a bad or over-long "
+            "request line or header, a body whose framing or Content-Encoding is broken); "
+            "`malformed_json`: the body is not JSON. Nothing of the request is repeated."
+        ),
         "Unauthorized": {
             **_error_response("`unauthorized`: no bearer token, or the wrong one."),
             "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
@@ -391,22 +451,28 @@ def _post_validations() -> dict[str, Any]:
         "summary": "Ask for a check of a team's key",
         "description": "Records the request and queues it. While a check of the team is "
         "pending or running, that request is returned instead of a new one. "
-        "`invalid_integration` and `invalid_team` are outcomes, not errors.",
+        "`invalid_integration` and `invalid_team` are outcomes, not errors. A query "
+        "parameter other than `wait`, or one given twice, is refused (422).",
         "parameters": [
             {
                 "name": "wait",
                 "in": "query",
                 "required": False,
                 "description": "Wait up to this many seconds for the outcome (capped by "
-                "OGV_API_MAX_WAIT, default 30).",
+                "OGV_API_MAX_WAIT, default 30). A decimal number: 5, 0.5 or 1e-3; no sign.",
                 "schema": {"type": "number", "minimum": 0},
             },
             {
                 "name": "Idempotency-Key",
                 "in": "header",
                 "required": False,
-                "description": "The same key returns the same request.",
-                "schema": {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX},
+                "description": "The same key returns the same request. Printable ASCII.",
+                "schema": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": IDEMPOTENCY_KEY_MAX,
+                    "pattern": IDEMPOTENCY_KEY_PATTERN,
+                },
             },
         ],
         "requestBody": {
@@ -429,6 +495,44 @@ def _post_validations() -> dict[str, Any]:
     }
 
 
+def _organization_id() -> dict[str, Any]:
+    return {
+        "name": "organization_id",
+        "in": "path",
+        "required": True,
+        "description": "Decimal digits.",
+        "schema": {"type": "integer", "minimum": 1, "maximum": BIGINT_MAX},
+    }
+
+
+def _page_parameters() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "status",
+            "in": "query",
+            "schema": {"type": "string", "enum": [s.value for s in TeamStatus]},
+        },
+        {
+            "name": "limit",
+            "in": "query",
+            "description": "Decimal digits.",
+            "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50},
+        },
+        {
+            "name": "cursor",
+            "in": "query",
+            "description": "`next_cursor` of the previous page: the page starts after the team "
+            "it names. Any other well-formed cursor names a place in the order as well.",
+            "schema": {
+                "type": "string",
+                "minLength": 2,
+                "maxLength": CURSOR_MAX,
+                "pattern": CURSOR_PATTERN,
+            },
+        },
+    ]
+
+
 def _paths() -> dict[str, Any]:
     public: list[dict[str, Any]] = []
     return {
@@ -447,7 +551,7 @@ def _paths() -> dict[str, Any]:
                 ],
                 "responses": {
                     "200": _json(_ref("ValidationRequest"), "The request."),
-                    **_errors(401, 404, 500, 503),
+                    **_errors(400, 401, 404, 500, 503),
                 },
             }
         },
@@ -460,13 +564,12 @@ def _paths() -> dict[str, Any]:
                         "name": "team_id",
                         "in": "path",
                         "required": True,
-                        "description": "`<organization_integration_id>-<label>`, URL-encoded.",
-                        "schema": {"type": "string"},
+                        "schema": team_id_schema("URL-encoded in the path."),
                     }
                 ],
                 "responses": {
                     "200": _json(_ref("Team"), "The team."),
-                    **_errors(401, 404, 500, 503),
+                    **_errors(400, 401, 404, 422, 500, 503),
                 },
             }
         },
@@ -474,33 +577,12 @@ def _paths() -> dict[str, Any]:
             "get": {
                 "operationId": "listTeams",
                 "summary": "An organization's teams, by team id, a page at a time",
-                "parameters": [
-                    {
-                        "name": "organization_id",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "integer", "minimum": 1, "maximum": BIGINT_MAX},
-                    },
-                    {
-                        "name": "status",
-                        "in": "query",
-                        "schema": {"type": "string", "enum": [s.value for s in TeamStatus]},
-                    },
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50},
-                    },
-                    {
-                        "name": "cursor",
-                        "in": "query",
-                        "description": "`next_cursor` of the previous page.",
-                        "schema": {"type": "string"},
-                    },
-                ],
+                "description": "A query parameter not listed here, or one given twice, is "
+                "refused (422).",
+                "parameters": [_organization_id(), *_page_parameters()],
                 "responses": {
                     "200": _json(_ref("TeamPage"), "One page of teams."),
-                    **_errors(401, 404, 422, 500, 503),
+                    **_errors(400, 401, 404, 422, 500, 503),
                 },
             }
         },
@@ -509,18 +591,12 @@ def _paths() -> dict[str, Any]:
                 "operationId": "getMigrationReport",
                 "summary": "An organization's readiness for JSM Operations, as recorded",
                 "description": "The figures of `ogv migration report` for one organization, "
-                "read from the last probes; this call probes nothing.",
-                "parameters": [
-                    {
-                        "name": "organization_id",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "integer", "minimum": 1, "maximum": BIGINT_MAX},
-                    }
-                ],
+                "read from the last probes; this call probes nothing. It takes no query "
+                "parameter (422).",
+                "parameters": [_organization_id()],
                 "responses": {
                     "200": _json(_ref("MigrationReport"), "The organization's report."),
-                    **_errors(401, 404, 422, 500, 503),
+                    **_errors(400, 401, 404, 422, 500, 503),
                 },
             }
         },
@@ -529,7 +605,10 @@ def _paths() -> dict[str, Any]:
                 "operationId": "getOpenApi",
                 "summary": "This document",
                 "security": public,
-                "responses": {"200": _json({"type": "object"}, "The OpenAPI document.")},
+                "responses": {
+                    "200": _json({"type": "object"}, "The OpenAPI document."),
+                    **_errors(400),
+                },
             }
         },
         "/healthz": {
@@ -539,6 +618,7 @@ def _paths() -> dict[str, Any]:
                 "security": public,
                 "responses": {
                     "200": _json(_ref("Health"), "Both are reachable."),
+                    **_errors(400),
                     "503": _json(_ref("Health"), "At least one is not."),
                 },
             }
@@ -554,8 +634,10 @@ def document() -> dict[str, Any]:
             "title": "opsgenie-validator",
             "version": "1",
             "description": "Ask for checks of stored Opsgenie integration keys and read the "
-            'answers. Every error is `{"error": {"code", "message"}}` with a stable code. '
-            "Nothing of a key is ever part of an answer.",
+            'answers. Every error is `{"error": {"code", "message"}}` with a stable code, '
+            "on every route, even for a request that is not well-formed HTTP. Nothing of a "
+            "key, and nothing of a refused value, is ever part of an answer. Integers are "
+            'integer literals (7, never 7.0, "7" or true).',
         },
         "security": [{"bearerAuth": []}],
         "paths": _paths(),

@@ -2,13 +2,16 @@
 
 Pages are keyset pages ordered by team id: a cursor names the last team of the
 previous page, so a page costs the same however deep it is and a team added or
-removed meanwhile never shifts the others. Nothing here selects the key.
+removed meanwhile never shifts the others. A cursor is a place in that order, not a
+promise that the team still exists: every well-formed cursor (`CURSOR_PATTERN`)
+names one, so the OpenAPI document states all there is to know about it. Nothing
+here selects the key.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,10 +21,11 @@ from sqlalchemy.orm import Session, defer
 from models import Integration, OrganizationIntegration, Team, TeamStatus
 from worker.platforms import get_platform
 from worker.settings import get_settings
+from worker.web.openapi import CURSOR_MAX, CURSOR_PATTERN
 
 MAX_PAGE = 100
-TEAM_ID_MAX = 300  # teams.id is a String(300)
 DEFAULT_PAGE = 50
+_CURSOR = re.compile(CURSOR_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ class TeamRow:
 
 
 class BadCursor(ValueError):
-    """Raised when a page cursor was not made by `encode_cursor`."""
+    """Raised when a page cursor is not unpadded base64url of 2 to `CURSOR_MAX` characters."""
 
 
 @dataclass(frozen=True)
@@ -62,15 +66,16 @@ def encode_cursor(team_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> str:
-    try:
-        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
-        team_id = raw.decode()
-    except (binascii.Error, ValueError) as exc:
-        raise BadCursor("the cursor is not one this API gave out") from exc
-    # Team ids are printable; anything else (a NUL above all) never reaches the database.
-    if not team_id or len(team_id) > TEAM_ID_MAX or not team_id.isprintable():
-        raise BadCursor("the cursor is not one this API gave out")
-    return team_id
+    """The place in the order that `cursor` names: the team id it encodes, or BadCursor.
+
+    A cursor this API did not give out names a place as well. Bytes that are not
+    UTF-8, and a NUL (PostgreSQL refuses it in text), become U+FFFD; such a place
+    sorts where no team id is, which is all a bound needs.
+    """
+    if not 2 <= len(cursor) <= CURSOR_MAX or not _CURSOR.fullmatch(cursor):
+        raise BadCursor("the cursor must be a next_cursor this API gave out")
+    raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    return raw.decode("utf-8", "replace").replace("\x00", "\ufffd")
 
 
 def _rows() -> Select[Team, OrganizationIntegration, Integration]:
