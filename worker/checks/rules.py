@@ -217,8 +217,9 @@ def _resolve_one(
     if team is None or team.organization_integration_id != link.link_id:
         return Result(
             Outcome.INVALID_TEAM,
-            f"Team {request.team_id!r} does not belong to the Opsgenie account "
-            f"{link.account_name!r}.",
+            # The id asked about is not repeated: it may be a key pasted into the wrong field.
+            f"No team with that id belongs to the account {link.account_name!r} of "
+            f"integration {request.integration_id}; team ids look like 2-payments.",
         )
     try:
         key = vault.decrypt(team.encrypted_key)
