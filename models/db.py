@@ -28,7 +28,6 @@ from sqlalchemy import (
     func,
     select,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import QueryableAttribute, Session, sessionmaker
 
@@ -133,6 +132,9 @@ def array_of(
     column: ColumnElement[Any] | QueryableAttribute[Any], values: Iterable[Any]
 ) -> BindParameter[Any]:
     """`values` as one PostgreSQL array parameter, typed like `column`'s values."""
+    # Imported here, not at the top: a SQLite-only process never loads the PostgreSQL dialect.
+    from sqlalchemy.dialects.postgresql import ARRAY
+
     return bindparam(None, list(values), type_=ARRAY(column.type))
 
 

@@ -16,7 +16,6 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -288,6 +287,8 @@ def _with_psycopg_driver(url: str) -> str:
 
 
 def _embedded_key(data_dir: Path) -> bytes:
+    from cryptography.fernet import Fernet  # only here: most commands never touch a key
+
     path = data_dir / "encryption.key"
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)

@@ -38,15 +38,15 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import Row, bindparam, case, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import PlatformHealth, utcnow
-from worker import metrics
-from worker.checks.opsgenie import TransientError, UnrecognisedAnswer
-from worker.checks.rules import Result, Target
 
+# `ogv status` and `ogv health` read `states` and `describe` only: the checks'
+# HTTP client, rules and metrics are imported where the workers use them.
 if TYPE_CHECKING:
+    from worker.checks.opsgenie import TransientError
+    from worker.checks.rules import Result, Target
     from worker.settings import Settings
 
 log = logging.getLogger("ogv.platform_health")
@@ -136,6 +136,9 @@ def tally(answered: Iterable[tuple[Target, Result | TransientError]]) -> dict[st
     5xx, a 429, a paused account or an allowlist refusal says nothing about what
     the host answers, so it is left out.
     """
+    from worker.checks.opsgenie import UnrecognisedAnswer
+    from worker.checks.rules import Result
+
     counts: dict[str, tuple[str, int, int]] = {}
     for target, answer in answered:
         if isinstance(answer, UnrecognisedAnswer):
@@ -176,6 +179,8 @@ def _add(
     session: Session, base_url: str, counted: Tally, thresholds: Thresholds, now: datetime
 ) -> _Window:
     """Insert the row, or add to its window (restarted first when it has expired)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
     model = PlatformHealth
     insert = (
         postgresql.insert(model)
@@ -288,6 +293,8 @@ def announce(transition: Transition) -> None:
             "unrecognised": transition.unrecognised,
         },
     )
+    from worker import metrics
+
     metrics.platform_transition(transition.platform, transition.state)
 
 

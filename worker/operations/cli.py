@@ -16,20 +16,17 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from models.crypto import KeyVault
-from models.db import session_factory
-from models.migrate import upgrade
-from worker import inventory
-from worker.checks.baseurl import BaseUrlError
-from worker.settings import get_settings
-from worker.web import teams
+if TYPE_CHECKING:
+    from worker.web import teams
 
+# Each command imports what it needs (SQLAlchemy, settings, Celery, aiohttp...) inside
+# itself: `ogv --help` and `ogv status` start without the rest (bench/startup.py).
 app = typer.Typer(no_args_is_help=True, help="Validate stored Opsgenie integration keys.")
 db_app = typer.Typer(no_args_is_help=True, help="The database schema.")
 integration_app = typer.Typer(no_args_is_help=True, help="Opsgenie accounts.")
@@ -92,6 +89,9 @@ def fail(code: str, message: str, as_json: bool, exit_code: int = ExitCode.REFUS
 @db_app.command("upgrade")
 def db_upgrade(as_json: JsonOption = False) -> None:
     """Create or migrate the schema to the newest revision."""
+    from models.migrate import upgrade
+    from worker.settings import get_settings
+
     settings = get_settings()
     applied = upgrade(settings.effective_database_url)
     emit(
@@ -124,7 +124,11 @@ def integration_add(
     as_json: JsonOption = False,
 ) -> None:
     """Install an account on Opsgenie (US or EU) or JSM Operations for an organization."""
+    from models.db import session_factory
+    from worker import inventory
+    from worker.checks.baseurl import BaseUrlError
     from worker.checks.rules import CheckOptions
+    from worker.settings import get_settings
 
     settings = get_settings()
     try:
@@ -180,8 +184,10 @@ def integration_migrate(
     Refused unless every team's key works there as last probed (`ogv migration
     report`), or with --force.
     """
+    from models.db import session_factory
     from worker.checks.rules import CheckOptions
     from worker.operations import migration
+    from worker.settings import get_settings
 
     settings = get_settings()
     _log_events(settings)
@@ -237,10 +243,12 @@ def migration_report(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+    from models.db import session_factory
     from worker import readiness
     from worker.checks.rules import CheckOptions
     from worker.checks.runtime import Runtime
     from worker.operations import migration
+    from worker.settings import get_settings
 
     settings = get_settings()
     sessions = session_factory()
@@ -320,6 +328,11 @@ def team_add(
 ) -> None:
     """Store a team's integration key, read from standard input (asked for, unechoed,
     on a terminal)."""
+    from models.crypto import KeyVault
+    from models.db import session_factory
+    from worker import inventory
+    from worker.settings import get_settings
+
     if sys.stdin.isatty():
         import getpass
 
@@ -356,7 +369,10 @@ def team_import(
 
     Every refused line is reported by number; the keys never appear in the output.
     """
+    from models.crypto import KeyVault
+    from models.db import session_factory
     from worker.operations.importer import import_teams
+    from worker.settings import get_settings
 
     settings = get_settings()
     vault = KeyVault(settings.fernet_keys())
@@ -415,8 +431,10 @@ def revalidate(
 ) -> None:
     """Re-check every team (or one organization's) and follow the run to the end."""
     from models import Requester
+    from models.db import session_factory
     from worker.celery import app as celery_app
     from worker.periodic import dispatch
+    from worker.settings import get_settings
     from worker.web.enqueue import publish_batch
 
     if all_teams == (org is not None):
@@ -500,6 +518,7 @@ def validate(
             as_json,
         )
     from models import Requester
+    from models.db import session_factory
     from worker.celery import app as celery_app
     from worker.web.enqueue import request_validation, wait_for
 
@@ -532,7 +551,9 @@ def status(
     as_json: JsonOption = False,
 ) -> None:
     """Show every team with its status, last check and last error."""
+    from models.db import session_factory
     from worker.checks import platform_health
+    from worker.web import teams
 
     with session_factory()() as session:
         rows = teams.list_teams(session, org)
@@ -552,6 +573,7 @@ def _print_status(rows: Sequence[teams.TeamRow], unavailable: Sequence[Any]) -> 
 @app.command()
 def platforms(as_json: JsonOption = False) -> None:
     """Show how each base URL has been answering: available, or unavailable since when."""
+    from models.db import session_factory
     from worker.checks import platform_health
 
     with session_factory()() as session:
@@ -612,7 +634,10 @@ def keys_rotate(
     """Re-encrypt every stored key under the first key of OGV_ENCRYPTION_KEYS."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress
 
+    from models.crypto import KeyVault
+    from models.db import session_factory
     from worker.operations.rotation import count_teams, rotate
+    from worker.settings import get_settings
 
     settings = get_settings()
     sessions = session_factory()
@@ -706,6 +731,7 @@ def api(
     ] = False,
 ) -> None:
     """Serve the HTTP API for web apps (docs/WEB_APPS.md)."""
+    from worker.settings import get_settings
     from worker.web.api import StartRefused, serve
 
     try:
@@ -726,6 +752,7 @@ def flower(
     """Start Flower on the configured broker, behind OGV_FLOWER_BASIC_AUTH."""
     from worker.celery import app as celery_app
     from worker.operations.flower import FlowerRefused, plan, run
+    from worker.settings import get_settings
 
     try:
         flower_plan = plan(get_settings(), port=port, host=host, insecure_local=insecure_local)
@@ -745,6 +772,7 @@ def health(
     as_json: JsonOption = False,
 ) -> None:
     """Check the database, the broker, and that a worker consumes; exit 3 if not."""
+    from models.db import session_factory
     from worker.celery import app as celery_app
     from worker.operations.health import run_checks
 
@@ -779,11 +807,12 @@ def demo(as_json: JsonOption = False) -> None:
 def main() -> None:
     """`ogv`: what an operator can act on is one line (`--json`: `{"error": ...}`), not a
     traceback; `OGV_LOG_LEVEL=DEBUG` keeps the traceback."""
-    from worker.operations.failures import explain
-
     try:
         app()
     except Exception as exc:
+        # Imported only now: it knows the errors of SQLAlchemy, pydantic, kombu and Redis.
+        from worker.operations.failures import explain
+
         refusal = explain(exc)
         if refusal is None or os.environ.get("OGV_LOG_LEVEL", "").upper() == "DEBUG":
             raise
