@@ -182,3 +182,11 @@ def test_choose_platform_refuses_what_does_not_fit(
 ) -> None:
     with pytest.raises(PlatformChoiceError, match=message):
         choose_platform(platform, base_url, probe, OFFICIAL)
+
+
+def test_json_nested_past_the_parsers_limit_is_no_answer() -> None:
+    deep = b"[" * 20_000 + b"]" * 20_000
+
+    assert json_object(deep) is None
+    with pytest.raises(UnrecognisedAnswer):
+        classify(401, CIMultiDict(), deep, OPSGENIE, "alerts")

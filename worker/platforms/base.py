@@ -84,6 +84,6 @@ def json_object(body: bytes) -> dict[str, Any] | None:
     """The body as a JSON object, or None when it is anything else (HTML, empty, a list)."""
     try:
         parsed = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested past the parser's limit: not an answer
         return None
     return parsed if isinstance(parsed, dict) else None
