@@ -24,6 +24,7 @@ from models import (
     ValidationRequest,
     utcnow,
 )
+from worker.checks.records import fit
 from worker.checks.requests import FINAL_STATES
 from worker.checks.rules import Result
 
@@ -90,19 +91,26 @@ def _claim(session: Session, which: ColumnElement[bool], lease: timedelta) -> li
 def note_retry(
     session: Session, request_id: uuid.UUID, result: Result, attempts: int, delay: float
 ) -> None:
-    """Record a transient failure on a request that will be tried in `delay` seconds."""
+    """Record a transient failure on a request that will be tried in `delay` seconds.
+
+    The columns are `fit` like a finished request's, so a note cannot fail to fit.
+    """
+    values = fit(
+        _REQUESTS,
+        {
+            "state": RequestState.PENDING,
+            "message": result.message,
+            "http_status": result.http_status,
+            "error_code": result.error_code,
+            "rate_limit_state": result.rate_limit_state,
+            "rate_limit_reason": result.rate_limit_reason,
+            "attempts": attempts,
+            "lease_until": None,
+            "next_attempt_at": utcnow() + timedelta(seconds=delay),
+        },
+    )
     session.execute(
         update(ValidationRequest)
         .where(ValidationRequest.id == request_id, ValidationRequest.state.not_in(FINAL_STATES))
-        .values(
-            state=RequestState.PENDING,
-            message=result.message,
-            http_status=result.http_status,
-            error_code=result.error_code,
-            rate_limit_state=result.rate_limit_state,
-            rate_limit_reason=result.rate_limit_reason,
-            attempts=attempts,
-            lease_until=None,
-            next_attempt_at=utcnow() + timedelta(seconds=delay),
-        )
+        .values(values)
     )

@@ -8,28 +8,41 @@ One request (`run_attempt`) and a batch (`run_batch`) go through the same steps:
    each call waiting its turn in its account's pacing;
 3. **settle**: a final answer becomes a `Completion`; a transient failure is
    retried later (alone, even inside a batch) until attempts run out;
-4. **write**: one short transaction writes every outcome in bulk;
+4. **write**: one short transaction writes every outcome in bulk. When the database
+   refuses that write (a value, a constraint, a trigger: not a lost connection),
+   each outcome is written in a transaction of its own instead, and one that is
+   still refused is a `WriteFailed` of that request alone: its attempt is counted
+   in another small transaction, and once attempts run out it ends `error` with
+   `write_failed`, its team untouched. No request is left running by its own data;
 5. **watch**: another records how each base URL answered (`platform_health`), and
    announces a base URL that turned unavailable or recovered.
 
 Every collaborator is a parameter, so tests drive this with a real database and
 the real fake Opsgenie and no Celery at all. No transaction is open while
 Opsgenie is asked.
+
+Two failures of our own join the retried `TransientError`s of the Opsgenie client:
+`ProbeFailed` (our code failed on one check's answer) and `WriteFailed` (the
+database refused one check's outcome). Both cost an attempt and concern one request,
+never its batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+import traceback
 import uuid
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import Outcome, utcnow
@@ -38,7 +51,7 @@ from worker import metrics
 from worker.checks import claims, platform_health, records
 from worker.checks.opsgenie import AccountPaused, GateUnavailable, OpsgenieClient, TransientError
 from worker.checks.ratelimit import AccountGate
-from worker.checks.retries import RetryPolicy
+from worker.checks.retries import RetryPolicy, is_retried_database_error
 from worker.checks.rules import (
     CheckOptions,
     Result,
@@ -53,6 +66,24 @@ log = logging.getLogger("ogv.pipeline")
 
 NOT_CALLED = (AccountPaused, GateUnavailable)
 """Transient failures that happened before Opsgenie was called: they cost no attempt."""
+
+WRITE_FAILED = "write_failed"
+
+T = TypeVar("T")
+
+
+class ProbeFailed(TransientError):
+    """Returned when our own code failed on one check's probe (an answer nested past
+    the recursion limit, say): that check is retried alone, and its batch goes on."""
+
+    code = "probe_failed"
+
+
+class WriteFailed(TransientError):
+    """Returned when the database refused to write one check's outcome: the attempt is
+    counted, and the check retried alone until attempts run out."""
+
+    code = WRITE_FAILED
 
 
 @dataclass(frozen=True)
@@ -191,8 +222,36 @@ async def _probe_all(
             except RedisError as exc:
                 # The pacing store failed for this call: retry it alone, not the batch.
                 return GateUnavailable(f"the account pacing store failed ({type(exc).__name__})")
+            except Exception as exc:
+                # Our own code failed on this answer (JSON nested past the recursion limit
+                # raises RecursionError, not ValueError): this check's failure, not its
+                # batch's, and retried until attempts run out like any other.
+                _log_probe_failed(item.request_id, item.found, exc)
+                return ProbeFailed(f"the answer could not be read ({type(exc).__name__})")
 
     return list(await asyncio.gather(*(one(item) for item in claimed)))
+
+
+@dataclass(frozen=True)
+class _Retry:
+    """A transient failure to note on its request, to be tried again after `delay`."""
+
+    request_id: uuid.UUID
+    target: Target
+    error: TransientError
+    attempts: int
+    delay: float
+
+
+@dataclass
+class _Stored:
+    """What the write step stored, and what the database refused."""
+
+    finished: list[uuid.UUID] = field(default_factory=list)
+    changes: list[records.StatusChange] = field(default_factory=list)
+    noted: list[_Retry] = field(default_factory=list)
+    refused: dict[uuid.UUID, StatementError] = field(default_factory=dict)
+    """Request id → the error of its refused write (a completion's or a note's)."""
 
 
 def _write(
@@ -202,7 +261,36 @@ def _write(
     seconds: float,
     deps: Collaborators,
 ) -> Report:
-    report, completions, retries = Report(), [], []
+    """Settle the answers, store them, and say what happens next to each request."""
+    completions, retries = _settle(claimed, answers, started, deps)
+    stored = _store(completions, retries, deps)
+    report = Report(changes=stored.changes)
+    finished = set(stored.finished)
+    for completion in completions:
+        if completion.request_id in finished:
+            report.steps[completion.request_id] = Finished(completion.result)
+            _log_finished(completion, seconds)
+            metrics.validation_finished(completion.result, completion.target)
+    for retry in stored.noted:
+        report.steps[retry.request_id] = RetryLater(retry.delay, retry.error)
+        _log_retry(retry.request_id, retry.target, retry.error, retry.attempts, retry.delay)
+        metrics.retry_scheduled(retry.target, retry.error)
+    report.steps.update(_count_refused(claimed, stored.refused, deps))
+    for change in stored.changes:
+        _log_change(change)
+    if stored.changes:
+        deps.on_changes(stored.changes)
+    return report
+
+
+def _settle(
+    claimed: Sequence[_Claimed],
+    answers: Sequence[Result | TransientError],
+    started: datetime,
+    deps: Collaborators,
+) -> tuple[list[records.Completion], list[_Retry]]:
+    """Each answer as a completion to write, or a retry to note (step 3)."""
+    completions, retries = [], []
     for item, answer in zip(claimed, answers, strict=True):
         target = item.found if isinstance(item.found, Target) else None
         called = target is not None and not isinstance(answer, NOT_CALLED)
@@ -210,31 +298,183 @@ def _write(
         if isinstance(answer, TransientError) and target is not None:
             if isinstance(answer, NOT_CALLED) or not deps.policy.exhausted(attempts):
                 delay = deps.policy.delay_for(answer, max(attempts, 1))
-                retries.append((item.request_id, target, answer, attempts, delay))
+                retries.append(_Retry(item.request_id, target, answer, attempts, delay))
                 continue
             answer = give_up(target, answer, attempts)
         assert isinstance(answer, Result)
-        completions.append(records.Completion(item.request_id, answer, target, started, attempts))
-    with deps.sessions.begin() as session:
-        written = records.finish_many(session, completions)
-        for request_id, _, error, attempts, delay in retries:
-            claims.note_retry(session, request_id, _retry_note(error, delay), attempts, delay)
-    finished = set(written.finished)
+        result = records.fitted(answer)
+        completions.append(records.Completion(item.request_id, result, target, started, attempts))
+    return completions, retries
+
+
+def _store(
+    completions: Sequence[records.Completion], retries: Sequence[_Retry], deps: Collaborators
+) -> _Stored:
+    """Write every outcome and retry note in one transaction (step 4).
+
+    When the database refuses it, and there is more than one write, each is tried
+    in a transaction of its own, so that one refused write costs only its own
+    request. A database that cannot be reached raises: the whole attempt is
+    retried, as before.
+    """
+    stored = _alone(deps, functools.partial(_store_all, completions, retries))
+    if not isinstance(stored, StatementError):
+        return stored
+    ids = [c.request_id for c in completions] + [r.request_id for r in retries]
+    _log_write_refused(len(ids), stored)
+    if len(ids) == 1:  # nothing else to save: the same write alone would fail the same
+        return _Stored(refused={ids[0]: stored})
+    return _store_one_by_one(completions, retries, deps)
+
+
+def _store_all(
+    completions: Sequence[records.Completion], retries: Sequence[_Retry], session: Session
+) -> _Stored:
+    written = records.finish_many(session, completions)
+    for retry in retries:
+        _note(session, retry)
+    return _Stored(written.finished, written.changes, list(retries))
+
+
+def _store_one_by_one(
+    completions: Sequence[records.Completion], retries: Sequence[_Retry], deps: Collaborators
+) -> _Stored:
+    """Each write in a transaction of its own; a refused one is recorded, not raised."""
+    stored = _Stored()
     for completion in completions:
-        if completion.request_id in finished:
-            report.steps[completion.request_id] = Finished(completion.result)
-            _log_finished(completion, seconds)
-            metrics.validation_finished(completion.result, completion.target)
-    for request_id, target, error, attempts, delay in retries:
-        report.steps[request_id] = RetryLater(delay, error)
-        _log_retry(request_id, target, error, attempts, delay)
-        metrics.retry_scheduled(target, error)
-    report.changes = written.changes
-    for change in written.changes:
-        _log_change(change)
-    if written.changes:
-        deps.on_changes(written.changes)
-    return report
+        written = _alone(deps, functools.partial(records.finish_many, completions=[completion]))
+        if isinstance(written, StatementError):
+            stored.refused[completion.request_id] = written
+        else:
+            stored.finished.extend(written.finished)
+            stored.changes.extend(written.changes)
+    for retry in retries:
+        noted = _alone(deps, functools.partial(_note, retry=retry))
+        if isinstance(noted, StatementError):
+            stored.refused[retry.request_id] = noted
+        else:
+            stored.noted.append(retry)
+    stored.changes.sort(key=lambda change: change.id)
+    return stored
+
+
+def _alone(deps: Collaborators, write: Callable[[Session], T]) -> T | StatementError:
+    """`write` in a transaction of its own: what it returned, or the error that refused
+    it. A database that cannot be reached raises."""
+    try:
+        with deps.sessions.begin() as session:
+            return write(session)
+    except StatementError as exc:
+        if not _refused(exc):
+            raise
+        return exc
+
+
+def _note(session: Session, retry: _Retry) -> None:
+    note = _retry_note(retry.error, retry.delay)
+    claims.note_retry(session, retry.request_id, note, retry.attempts, retry.delay)
+
+
+def _refused(exc: StatementError) -> bool:
+    """True when the database refused what was written (a value, a constraint, a
+    trigger), False when it could not be reached or was busy: the first is this
+    write's fault, and writing the same again fails again; the second is every
+    write's, and worth retrying whole."""
+    return not is_retried_database_error(exc)
+
+
+def _count_refused(
+    claimed: Sequence[_Claimed], refused: dict[uuid.UUID, StatementError], deps: Collaborators
+) -> dict[uuid.UUID, Step]:
+    """The step of each request whose write was refused, once its attempt is counted.
+
+    This attempt counts even when Opsgenie was not called (a paused account's note
+    refused, say): a request that can never be written must run out of attempts.
+    """
+    steps: dict[uuid.UUID, Step] = {}
+    for item in claimed:
+        if item.request_id in refused:
+            target = item.found if isinstance(item.found, Target) else None
+            name = _error_name(refused[item.request_id])
+            step = _count_refused_write(item.request_id, target, item.attempts + 1, name, deps)
+            if step is not None:
+                steps[item.request_id] = step
+    return steps
+
+
+def _count_refused_write(
+    request_id: uuid.UUID, target: Target | None, attempts: int, error: str, deps: Collaborators
+) -> Step | None:
+    """Count the attempt of a request whose outcome was refused, in a transaction of its
+    own holding nothing from upstream; end the request once attempts run out.
+
+    The team is never written: the outcome that would have changed it was not. Returns
+    the request's step, or None when even this was refused (the request's lease then
+    lapses, and the sweeper hands it on).
+    """
+    count: Callable[[Session], Step]
+    if deps.policy.exhausted(attempts):
+        count = functools.partial(_give_up_writing, request_id, target, attempts, error)
+    else:
+        count = functools.partial(_retry_writing, request_id, attempts, error, deps.policy)
+    step = _alone(deps, count)
+    if isinstance(step, StatementError):
+        _log_write_failed(request_id, target, attempts, error, final=None)
+        return None
+    _log_write_failed(request_id, target, attempts, error, final=not isinstance(step, RetryLater))
+    if isinstance(step, Finished):
+        metrics.validation_finished(step.result, target)
+    elif isinstance(step, RetryLater) and target is not None:
+        metrics.retry_scheduled(target, step.error)
+    return step
+
+
+def _retry_writing(
+    request_id: uuid.UUID, attempts: int, error: str, policy: RetryPolicy, session: Session
+) -> RetryLater:
+    delay = policy.backoff(attempts)
+    note = Result(
+        Outcome.ERROR,
+        f"The outcome could not be written (the database refused it: {error}); "
+        f"retrying in {delay:.1f}s.",
+        error_code=WRITE_FAILED,
+    )
+    claims.note_retry(session, request_id, note, attempts, delay)
+    return RetryLater(delay, WriteFailed(f"the outcome could not be written ({error})"))
+
+
+def _give_up_writing(
+    request_id: uuid.UUID, target: Target | None, attempts: int, error: str, session: Session
+) -> Finished | AlreadyFinal:
+    result = _write_failed(target, attempts, error)
+    # No target: the team is left as it was, since its outcome could not be written.
+    completion = records.Completion(request_id, result, None, utcnow(), attempts)
+    return (
+        Finished(result) if records.finish_many(session, [completion]).finished else AlreadyFinal()
+    )
+
+
+def _write_failed(target: Target | None, attempts: int, name: str) -> Result:
+    """The final outcome of a request whose outcome the database kept refusing."""
+    who = (
+        f"team {target.label!r} of {target.platform.title} account {target.account!r}"
+        if target
+        else "this request"
+    )
+    return Result(
+        Outcome.ERROR,
+        f"The outcome of the check of {who} could not be written after {attempts} "
+        f"attempts (the database refused it: {name}). The team's status is unchanged.",
+        error_code=WRITE_FAILED,
+    )
+
+
+def _error_name(exc: BaseException) -> str:
+    """The driver's name for a database error (`CheckViolation`, `StringDataRightTruncation`),
+    never its text: the text of a refused write quotes the values it carried."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        return type(exc.orig).__name__
+    return type(exc).__name__
 
 
 def _retry_note(error: TransientError, delay: float) -> Result:
@@ -264,6 +504,49 @@ def _log_retry(
             "http_status": error.http_status,
             "attempt": attempts,
             "delay_s": round(delay, 3),
+        },
+    )
+
+
+def _log_probe_failed(request_id: uuid.UUID, found: Target | Result, exc: Exception) -> None:
+    # The class and the line that raised it, never the text: it may quote the answer.
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f"{frames[-1].filename.rsplit('/', 2)[-1]}:{frames[-1].lineno}" if frames else None
+    target = found if isinstance(found, Target) else None
+    log.warning(
+        "validation.probe_failed",
+        extra={
+            "request_id": str(request_id),
+            "team_id": target.team_id if target else None,
+            "account": target.account if target else None,
+            "error": type(exc).__name__,
+            "raised_at": where,
+        },
+    )
+
+
+def _log_write_refused(writes: int, exc: StatementError) -> None:
+    log.warning(
+        "validation.write_refused",
+        extra={"writes": writes, "error": _error_name(exc), "one_by_one": writes > 1},
+    )
+
+
+def _log_write_failed(
+    request_id: uuid.UUID, target: Target | None, attempts: int, error: str, final: bool | None
+) -> None:
+    """`final`: the request ended `write_failed` (True), will be retried (False), or even
+    its attempt could not be counted (None)."""
+    log.log(
+        logging.WARNING if final is False else logging.ERROR,
+        "validation.write_failed",
+        extra={
+            "request_id": str(request_id),
+            "team_id": target.team_id if target else None,
+            "account": target.account if target else None,
+            "attempt": attempts,
+            "error": error,
+            "final": final,
         },
     )
 
@@ -303,9 +586,11 @@ __all__ = [
     "AlreadyFinal",
     "Collaborators",
     "Finished",
+    "ProbeFailed",
     "Report",
     "RetryLater",
     "Step",
+    "WriteFailed",
     "run_attempt",
     "run_batch",
 ]

@@ -4,18 +4,30 @@ The write rules that make the pipeline idempotent live here:
 - a request is finished at most once (a conditional UPDATE on its state);
 - a team takes a result only if it is about the key it holds now (`key_version`)
   and no newer result was written before it (`last_checked_at`).
+
+Every row written here is `fit` to its columns first: text is stripped of control
+characters and cut to the column's length, an integer out of its column's range
+is dropped. Values from upstream are `scrub`bed and bounded long before
+(`worker.checks.opsgenie`); this is the last line, so that a field added later, or
+a bound that drifts from its column, cannot make a write fail.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+import functools
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
+    BigInteger,
     Connection,
+    Integer,
+    String,
     Table,
     bindparam,
     insert,
@@ -46,6 +58,12 @@ _TEAMS = cast(Table, Team.__table__)
 _CHANGES = cast(Table, TeamStatusChange.__table__)
 _CLOSE_REQUEST = update(_REQUESTS).where(_REQUESTS.c.id == bindparam("request_id"))
 _UPDATE_TEAM = update(_TEAMS).where(_TEAMS.c.id == bindparam("team_id"))
+
+TEXT_LIMIT = 2000
+"""The most characters kept in a text column without a declared length (a request's
+`message`): our own sentences plus Opsgenie's message (500) fit several times over."""
+INT32 = range(-(2**31), 2**31)
+"""What an `Integer` column holds on PostgreSQL (SQLite holds more)."""
 
 
 @dataclass(frozen=True)
@@ -118,25 +136,94 @@ def finish(
     return bool(written.finished)
 
 
+def fit(table: Table, values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` as the columns of `table` can hold them, whatever their source.
+
+    Text is stripped of control characters and cut to its column's length
+    (`TEXT_LIMIT` when the column declares none); an integer out of its column's
+    range becomes NULL where the column allows it. Enum members, other types, and
+    names that are no column of `table` (bind parameters such as `team_id`) pass
+    unchanged.
+    """
+    fitters = _fitters(table)
+    return {
+        name: value if (fitter := fitters.get(name)) is None else fitter(value)
+        for name, value in values.items()
+    }
+
+
+@functools.cache
+def _fitters(table: Table) -> dict[str, Callable[[Any], Any]]:
+    """For each column of `table` that a value can overflow, what makes a value fit it
+    (worked out once per table: `fit` runs on the hot path, once per row written)."""
+    fitters: dict[str, Callable[[Any], Any]] = {}
+    for column in table.columns:
+        kind = column.type
+        if isinstance(kind, String):  # Text, and String(n); an Enum's values are members
+            fitters[column.name] = functools.partial(_fit_text, limit=kind.length or TEXT_LIMIT)
+        elif isinstance(kind, Integer) and not isinstance(kind, BigInteger) and column.nullable:
+            fitters[column.name] = _fit_int32
+    return fitters
+
+
+def _fit_text(value: Any, limit: int) -> Any:
+    if isinstance(value, str) and not isinstance(value, enum.Enum):
+        return printable(value)[:limit]
+    return value
+
+
+def _fit_int32(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool) and value not in INT32:
+        return None
+    return value
+
+
+def printable(text: str) -> str:
+    """`text` without control characters: a newline would forge a log line, and
+    PostgreSQL refuses a NUL in any text column."""
+    return text if text.isprintable() else "".join(ch for ch in text if ch.isprintable())
+
+
+def fitted(result: Result) -> Result:
+    """`result` with each field cut as its request column will hold it, so that what
+    is logged about a check is what is stored."""
+    fields = fit(
+        _REQUESTS,
+        {
+            "message": result.message,
+            "http_status": result.http_status,
+            "error_code": result.error_code,
+            "rate_limit_state": result.rate_limit_state,
+            "rate_limit_reason": result.rate_limit_reason,
+        },
+    )
+    if all(value is getattr(result, name) for name, value in fields.items()):
+        return result  # the usual case, and cheaper than a copy
+    return dataclasses.replace(result, **fields)
+
+
 def _closed(completion: Completion, now: datetime) -> dict[str, Any]:
     """The request's columns once `completion` is written (a bulk UPDATE by id)."""
     result = completion.result
     failed = result.outcome is Outcome.ERROR
-    return {
-        "request_id": completion.request_id,
-        "state": RequestState.FAILED if failed else RequestState.DONE,
-        "outcome": result.outcome,
-        "message": result.message,
-        "http_status": result.http_status,
-        "error_code": result.error_code,
-        "works_on": ",".join(result.works_on) or None,
-        "rate_limit_state": result.rate_limit_state,
-        "rate_limit_reason": result.rate_limit_reason,
-        "attempts": completion.attempts,
-        "lease_until": None,
-        "next_attempt_at": None,
-        "finished_at": now,
-    }
+    return fit(
+        _REQUESTS,
+        {
+            "request_id": completion.request_id,
+            "state": RequestState.FAILED if failed else RequestState.DONE,
+            "outcome": result.outcome,
+            "message": result.message,
+            "http_status": result.http_status,
+            "error_code": result.error_code,
+            "works_on": ",".join(result.works_on) or None,
+            "rate_limit_state": result.rate_limit_state,
+            "rate_limit_reason": result.rate_limit_reason,
+            "attempts": completion.attempts,
+            "lease_until": None,
+            "next_attempt_at": None,
+            "finished_at": now,
+        },
+    )
 
 
 @dataclass
@@ -171,7 +258,11 @@ def _apply_to_teams(connection: Connection, completions: list[Completion]) -> li
             changes.append(change)
     for columns in {frozenset(team.written) for team in teams.values() if team.written}:
         # One executemany per set of columns written (a statement has one SET clause).
-        rows = [t.written | {"team_id": t.id} for t in teams.values() if set(t.written) == columns]
+        rows = [
+            fit(_TEAMS, t.written | {"team_id": t.id})
+            for t in teams.values()
+            if set(t.written) == columns
+        ]
         connection.execute(_UPDATE_TEAM, rows)
     if not changes:
         return []
