@@ -135,7 +135,8 @@ audit's 4xx answers, since every 429 pauses its account."""
 KINDS: dict[str, tuple[Callable[[str], Answer], Expected]] = {
     "long_code": (long_code, Expected("rejected", "opsgenie_" + "E" * 32, "rejected")),
     "binary": (binary, Expected("error", "unrecognised_answer", "unknown")),
-    "deep": (deep, Expected("error", "probe_failed", "unknown")),
+    # Nested past the parser's limit: RecursionError in json.loads, taken as no answer.
+    "deep": (deep, Expected("error", "unrecognised_answer", "unknown")),
     "nested": (nested, Expected("error", "unrecognised_answer", "unknown")),
     "echo_upper": (echo_upper, Expected("rejected", f"opsgenie_{REDACTED}", "rejected")),
     "echo_parts": (echo_parts, Expected("rejected", f"opsgenie_{REDACTED}", "rejected")),

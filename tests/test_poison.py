@@ -40,7 +40,7 @@ from models.db import session_factory
 from tests.hostile_upstream import KINDS, THROTTLED, HostileUpstream, fragments, leaks
 from worker import inventory
 from worker.checks import claims, records, requests
-from worker.checks.opsgenie import REDACTED
+from worker.checks.opsgenie import REDACTED, UnrecognisedAnswer
 from worker.checks.pipeline import (
     Collaborators,
     Finished,
@@ -452,7 +452,7 @@ def test_every_hostile_answer_ends_its_check_and_no_key_is_kept(
     report = run_batch(batch.batch_id, hostile_deps)
 
     deep = batch.requests[batch.teams[list(keys).index("deep")]]
-    assert isinstance(report.retries[deep].error, ProbeFailed)
+    assert isinstance(report.retries[deep].error, UnrecognisedAnswer)
     for request_id in report.retries:
         run_until_final(hostile_deps, request_id)
     found = {
@@ -487,4 +487,33 @@ def test_every_hostile_answer_ends_its_check_and_no_key_is_kept(
     logged = [repr(vars(record)) for record in caplog.records]
     assert leaks("\n".join(stored), pieces) == set()
     assert leaks("\n".join(logged), pieces) == set()
-    assert any(r.getMessage() == "validation.probe_failed" for r in caplog.records)
+
+
+class ExplodingClient:
+    """A client whose probe raises what no probe should: a bug, not an answer."""
+
+    async def check_key(self, base_url: str, key: str, **_: object) -> None:
+        raise RuntimeError(f"unexpected failure while reading {key}")
+
+
+def test_an_unexpected_error_in_one_probe_is_that_checks_failure_only(
+    hostile_deps: Collaborators, hostile: HostileUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    keys = [f"key-{uuid.uuid4()}" for _ in range(3)]
+    batch = fleet(hostile_deps, hostile.url, keys)
+    exploding = replace(hostile_deps, client=ExplodingClient())  # type: ignore[arg-type]
+
+    report = run_batch(batch.batch_id, exploding)
+
+    assert {type(retry.error) for retry in report.retries.values()} == {ProbeFailed}
+    for request_id in report.retries:
+        run_until_final(exploding, request_id)
+    found = {
+        (request_of(hostile_deps, r).outcome, request_of(hostile_deps, r).error_code)
+        for r in batch.requests.values()
+    }
+    assert found == {(Outcome.ERROR, "probe_failed")}
+    assert {team_of(hostile_deps, team).status for team in batch.teams} == {TeamStatus.UNKNOWN}
+    failed = [r for r in caplog.records if r.getMessage() == "validation.probe_failed"]
+    assert failed and not any(key in repr(vars(r)) for r in failed for key in keys)
