@@ -406,3 +406,14 @@ def test_countdowns_stay_within_the_window() -> None:
     # Teams that came into scope after the count go at the end of the window.
     assert dispatch._spread(600.0, 1500, 1000) == 600.0
     assert dispatch._spread(600.0, 250, 0) == 0.0
+
+
+def test_the_dispatcher_is_not_held_to_a_checks_time_limit() -> None:
+    """A run's dispatch can take longer than a batch of calls: it has limits of its own."""
+    from worker.tasks import DISPATCH_SOFT_TIME_LIMIT, DISPATCH_TIME_LIMIT, revalidate
+
+    assert (revalidate.soft_time_limit, revalidate.time_limit) == (
+        DISPATCH_SOFT_TIME_LIMIT,
+        DISPATCH_TIME_LIMIT,
+    )
+    assert Settings().task_soft_time_limit < DISPATCH_SOFT_TIME_LIMIT

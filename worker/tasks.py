@@ -129,7 +129,18 @@ def validate_batch(self: Task[Any, Any], batch_id: str) -> int:
     return len(report.steps)
 
 
-@app.task(name=REVALIDATE_TASK, ignore_result=True)
+# The dispatcher records and publishes a whole run (about 30 s for 1M teams alone on
+# two cores): the checks' time limits, sized for one batch of calls, do not fit it.
+DISPATCH_SOFT_TIME_LIMIT = 600
+DISPATCH_TIME_LIMIT = 630
+
+
+@app.task(
+    name=REVALIDATE_TASK,
+    ignore_result=True,
+    soft_time_limit=DISPATCH_SOFT_TIME_LIMIT,
+    time_limit=DISPATCH_TIME_LIMIT,
+)
 def revalidate(organization_id: int | None = None, run_id: str | None = None) -> str:
     """Re-check every stored team (of one organization, if given): the beat's job."""
     settings = get_settings()
