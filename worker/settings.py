@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     database_url: str = ""
     database_pool_size: int = Field(default=20, ge=1, le=1000)
     broker_url: str = ""
+    redis_url: str = ""
+    """Where the state every worker shares lives (pacing, pauses, the guard's windows):
+    the broker's URL when it is Redis."""
     encryption_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     allowed_base_urls: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(OFFICIAL_BASE_URLS)
@@ -260,7 +263,16 @@ class Settings(BaseSettings):
 
     @property
     def uses_redis(self) -> bool:
+        """True when the broker is Redis (its transport needs a visibility timeout)."""
         return self.effective_broker_url.startswith(("redis://", "rediss://"))
+
+    @property
+    def shared_state_url(self) -> str | None:
+        """The Redis every worker shares state through: OGV_REDIS_URL, else the broker
+        when it is Redis, else None (each process keeps its own)."""
+        if self.redis_url:
+            return self.redis_url
+        return self.effective_broker_url if self.uses_redis else None
 
     def fernet_keys(self) -> list[bytes]:
         """The Fernet keys, newest first; on the embedded default one is made once."""

@@ -87,11 +87,11 @@ class Runtime:
             )
             session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
             client = None
-            if settings.uses_redis:
+            if settings.shared_state_url:
                 # A batch's calls book their turns concurrently: wait for a free
                 # connection rather than fail when they outnumber the pool.
                 pool = aioredis.BlockingConnectionPool.from_url(
-                    settings.effective_broker_url, max_connections=REDIS_CONNECTIONS, timeout=10
+                    settings.shared_state_url, max_connections=REDIS_CONNECTIONS, timeout=10
                 )
                 client = aioredis.Redis(connection_pool=pool)
             return session, client
