@@ -1,6 +1,7 @@
 """The service's records: SQLAlchemy 2.x typed models and their Alembic migrations."""
 
 from models.base import (
+    FAILING_VERDICTS,
     Base,
     IntegrationStatus,
     Outcome,
@@ -9,13 +10,22 @@ from models.base import (
     TeamStatus,
     utcnow,
 )
-from models.history import IntegrationMove, PlatformHealth, TeamStatusChange
+from models.history import (
+    GuardWindow,
+    HeldChange,
+    IntegrationMove,
+    PlatformHealth,
+    TeamStatusChange,
+)
 from models.integration import Integration, OrganizationIntegration, Team
 from models.validation import HealthCheck, ValidationRequest, ValidationRun
 
 __all__ = [
+    "FAILING_VERDICTS",
     "Base",
+    "GuardWindow",
     "HealthCheck",
+    "HeldChange",
     "Integration",
     "IntegrationMove",
     "IntegrationStatus",

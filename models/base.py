@@ -75,6 +75,9 @@ class Outcome(enum.StrEnum):
         return self in KEY_VERDICTS
 
 
+FAILING_VERDICTS = frozenset({Outcome.INVALID_KEY, Outcome.KEY_LACKS_ACCESS, Outcome.REJECTED})
+"""Verdicts that say the key no longer works: from `valid`, each is confirmed first."""
+
 KEY_VERDICTS = frozenset(
     {Outcome.VALID, Outcome.INVALID_KEY, Outcome.KEY_LACKS_ACCESS, Outcome.REJECTED}
 )
@@ -98,6 +101,8 @@ class IntegrationStatus(enum.StrEnum):
 class RequestState(enum.StrEnum):
     PENDING = "pending"
     RUNNING = "running"
+    CONFIRMING = "confirming"
+    """A valid team's key got a failing verdict: a second check will confirm it first."""
     DONE = "done"
     FAILED = "failed"
 

@@ -1,14 +1,16 @@
-"""History: team status transitions, integrations moved between platforms, platform alarms."""
+"""History: team status transitions, integrations moved between platforms, platform
+alarms, and the changes the mass-change guard holds back."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, Uuid
+from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, TeamStatus, enum_column, utcnow
+from models.integration import ACCOUNT_MAX
 
 
 class TeamStatusChange(Base):
@@ -69,3 +71,42 @@ class PlatformHealth(Base):
     unrecognised: Mapped[int] = mapped_column(Integer, default=0)
     unavailable_since: Mapped[datetime | None]
     changed_at: Mapped[datetime | None]
+
+
+class HeldChange(Base):
+    """A confirmed change from `valid` to a failing status that the mass-change guard
+    held: the team kept `valid`, and this row keeps the evidence until an operator
+    releases or discards it, or a re-check finds the key valid again.
+
+    At most one per team (unique `team_id`): a later held verdict replaces it.
+    """
+
+    __tablename__ = "held_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    team_id: Mapped[str] = mapped_column(
+        String(300), ForeignKey("teams.id", ondelete="CASCADE"), unique=True
+    )
+    request_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    base_url: Mapped[str] = mapped_column(String(255), index=True)
+    account: Mapped[str] = mapped_column(String(ACCOUNT_MAX))
+    key_version: Mapped[int] = mapped_column(Integer)
+    old_status: Mapped[TeamStatus] = mapped_column(enum_column(TeamStatus))
+    new_status: Mapped[TeamStatus] = mapped_column(enum_column(TeamStatus))
+    http_status: Mapped[int | None]
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    message: Mapped[str | None] = mapped_column(Text)
+    held_at: Mapped[datetime] = mapped_column(default=utcnow)
+    rechecked_at: Mapped[datetime | None]
+
+
+class GuardWindow(Base):
+    """The mass-change guard's sliding window for one base URL, where the workers share
+    it through the database (no OGV_REDIS_URL): `buckets` is its JSON document."""
+
+    __tablename__ = "guard_windows"
+
+    base_url: Mapped[str] = mapped_column(String(255), primary_key=True)
+    buckets: Mapped[str] = mapped_column(Text, default="{}")
+    tripped_at: Mapped[datetime | None]
+    trips: Mapped[int] = mapped_column(Integer, default=0)

@@ -10,6 +10,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, Outcome, Requester, RequestState, enum_column, utcnow
 
+OPEN_STATES_SQL = "state IN ('pending', 'running', 'confirming')"
+"""The states of a request that is not finished, as the coalescing index names them."""
+
 
 class ValidationRequest(Base):
     """One requested check of one team's key, and what became of it.
@@ -37,6 +40,10 @@ class ValidationRequest(Base):
     rate_limit_state: Mapped[str | None] = mapped_column(String(32))
     rate_limit_reason: Mapped[str | None] = mapped_column(String(32))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Confirmation: the first failing verdict about a valid team's key, awaiting a
+    # second check; then whether the second check `confirmed` or `disagreed`.
+    confirming_outcome: Mapped[Outcome | None] = mapped_column(enum_column(Outcome))
+    confirmation: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -56,15 +63,15 @@ class ValidationRequest(Base):
 
     __table_args__ = (
         Index("ix_validation_requests_state_created", "state", "created_at"),
-        # Coalescing: at most one pending or running request per team.
+        # Coalescing: at most one open (pending, running, confirming) request per team.
         Index(
-            "uq_validation_requests_active_team",
+            "uq_validation_requests_open_team",
             "organization_id",
             "integration_id",
             "team_id",
             unique=True,
-            postgresql_where=text("state IN ('pending', 'running')"),
-            sqlite_where=text("state IN ('pending', 'running')"),
+            postgresql_where=text(OPEN_STATES_SQL),
+            sqlite_where=text(OPEN_STATES_SQL),
         ),
     )
 

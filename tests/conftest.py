@@ -238,6 +238,8 @@ def service_env(data_dir: Path, fake: FakeOpsgenie, **extra: str) -> dict[str, s
     return env
 
 
+    # One answer decides, as before confirmation: the tests of confirmation ask for it.
+    env["OGV_CONFIRM_AFTER"] = "0"
 def open_stack(
     kind: str,
     request: pytest.FixtureRequest,

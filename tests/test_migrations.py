@@ -26,6 +26,8 @@ TABLES = {
     "health_checks",
     "integration_moves",
     "platform_health",
+    "held_changes",
+    "guard_windows",
 }
 
 

@@ -47,7 +47,15 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import PlatformHealth, RequestState, Team, TeamStatus, ValidationRequest, utcnow
+from models import (
+    HeldChange,
+    PlatformHealth,
+    RequestState,
+    Team,
+    TeamStatus,
+    ValidationRequest,
+    utcnow,
+)
 from models.base import Outcome
 from worker.platforms import PLATFORMS
 
@@ -111,6 +119,22 @@ PLATFORM_TRANSITIONS = Counter(
 )
 PLATFORM_STATES = ("unavailable", "recovered")
 
+CONFIRMATIONS = Counter(
+    "ogv_confirmations",
+    "Failing verdicts about valid teams' keys, by what became of them: `started` (a second "
+    "check is due), `confirmed` (it agreed), `disagreed` (it did not; the team kept valid).",
+    ["result"],
+    registry=None,
+)
+CONFIRMATION_RESULTS = ("started", "confirmed", "disagreed")
+GUARD_TRIPS = Counter(
+    "ogv_guard_trips",
+    "Times the mass-change guard tripped for a base URL; counted once, by the worker that "
+    "tripped it.",
+    ["base_url"],
+    registry=None,
+)
+
 P = ParamSpec("P")
 
 
@@ -150,6 +174,18 @@ def retry_scheduled(target: Target, error: TransientError) -> None:
 def platform_transition(platform: str, state: str) -> None:
     """Count a base URL turning unavailable or recovering (worker.checks.platform_health)."""
     PLATFORM_TRANSITIONS.labels(platform, state).inc()
+
+
+@_never_raise
+def confirmation(result: str) -> None:
+    """Count a confirmation started, confirmed, or disagreed with (worker.checks.guard)."""
+    CONFIRMATIONS.labels(result).inc()
+
+
+@_never_raise
+def guard_tripped(base_url: str) -> None:
+    """Count the mass-change guard tripping for a base URL (worker.checks.guard)."""
+    GUARD_TRIPS.labels(base_url).inc()
 
 
 def status_class(status: int) -> str:
@@ -195,6 +231,11 @@ class DatabaseCollector(Collector):
                         PlatformHealth.unavailable_since.is_not(None),
                     )
                 ).all()
+                held = dict(
+                    session.execute(
+                        select(HeldChange.base_url, func.count()).group_by(HeldChange.base_url)
+                    ).all()
+                )
         except SQLAlchemyError as exc:
             log.warning("metrics.database_unavailable", extra={"error": type(exc).__name__})
             return []
@@ -203,6 +244,7 @@ class DatabaseCollector(Collector):
             {status: counts.get(status, 0) for status in TeamStatus},
             age,
             [(url, platform, bool(down)) for url, platform, down in platforms],
+            held,
         )
 
     @staticmethod
@@ -210,6 +252,7 @@ class DatabaseCollector(Collector):
         teams: dict[TeamStatus, int] | None = None,
         age: float | None = None,
         platforms: list[tuple[str, str, bool]] | None = None,
+        held: dict[str, int] | None = None,
     ) -> list[Metric]:
         by_status = GaugeMetricFamily(
             "ogv_teams", "Teams by the status of their key, now.", labels=["status"]
@@ -229,7 +272,15 @@ class DatabaseCollector(Collector):
         )
         for base_url, platform, down in platforms or []:
             unavailable.add_metric([base_url, platform], 1.0 if down else 0.0)
-        return [by_status, oldest, unavailable]
+        held_changes = GaugeMetricFamily(
+            "ogv_held_changes",
+            "Changes from valid to a failing status that the mass-change guard holds, by "
+            "base URL, now.",
+            labels=["base_url"],
+        )
+        for base_url, count in (held or {}).items():
+            held_changes.add_metric([base_url], count)
+        return [by_status, oldest, unavailable, held_changes]
 
 
 # --- the endpoint, in the worker's main process ----------------------------------------
@@ -268,6 +319,8 @@ def prepare_worker(settings: Settings) -> None:
     for platform in PLATFORMS:
         for state in PLATFORM_STATES:
             PLATFORM_TRANSITIONS.labels(platform, state)
+    for result in CONFIRMATION_RESULTS:
+        CONFIRMATIONS.labels(result)
 
 
 def _use_multiprocess_values() -> None:

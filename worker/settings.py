@@ -110,6 +110,19 @@ class Settings(BaseSettings):
     platform_min_answers: int = Field(default=20, ge=1)
     """Answers a window needs before it may turn a base URL unavailable, or recover it."""
 
+    # Never call a good key bad on one answer (worker/checks/guard.py).
+    confirm_after: float = Field(default=60.0, ge=0, le=3_600)
+    """Seconds before the second check that must confirm a valid key's failing verdict
+    (0: no confirmation)."""
+    guard_window: float = Field(default=600.0, gt=0, le=86_400)
+    """Seconds of the sliding window the mass-change guard counts over, per base URL."""
+    guard_threshold: float = Field(default=0.2, gt=0, le=1)
+    """The share of checks of valid teams that may turn failing before the guard trips."""
+    guard_min_changes: int = Field(default=20, ge=1)
+    """Changes a window needs (over at least three accounts) before the guard may trip."""
+    guard_recheck: float = Field(default=900.0, gt=0)
+    """Seconds between re-checks of a team whose change the guard holds."""
+
     status_webhook_url: str | None = None
     webhook_timeout: float = Field(default=5.0, gt=0)
     webhook_max_attempts: int = Field(default=8, ge=1)
@@ -227,11 +240,15 @@ class Settings(BaseSettings):
             raise ValueError("OGV_LEASE_SECONDS must be longer than OGV_TASK_TIME_LIMIT")
         # A Redis message waiting out a countdown must not be handed to a second
         # worker: the visibility timeout has to outlast the longest wait we schedule.
-        longest_wait = max(self.backoff_cap, 60.0, self.dispatch_window) + self.task_time_limit
+        longest_wait = (
+            max(self.backoff_cap, 60.0, self.dispatch_window, self.confirm_after)
+            + self.task_time_limit
+        )
         if self.visibility_timeout <= longest_wait:
             raise ValueError(
                 f"OGV_VISIBILITY_TIMEOUT must exceed {longest_wait:.0f}s "
-                "(the longest retry countdown or dispatch window plus the task time limit)"
+                "(the longest retry countdown, confirmation delay or dispatch window plus the "
+                "task time limit)"
             )
         for key in self.encryption_keys:
             if key.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:

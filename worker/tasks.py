@@ -9,7 +9,7 @@ retried with backoff as well.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -20,6 +20,7 @@ from models.crypto import KeyVault
 from models.db import session_factory
 from worker.celery import app
 from worker.checks import events, platform_health
+from worker.checks.guard import Guard, Trip
 from worker.checks.pipeline import Collaborators, RetryLater, run_attempt, run_batch
 from worker.checks.records import StatusChange
 from worker.checks.retries import RetryPolicy, is_retried_database_error
@@ -57,7 +58,9 @@ def collaborators() -> Collaborators:
         on_changes=_notifier(settings),
         options=CheckOptions.from_settings(settings),
         platform_thresholds=platform_health.Thresholds.from_settings(settings),
-        on_platform_transitions=_platform_notifier(settings),
+        on_platform_transitions=_document_notifier(settings),
+        guard=Guard.from_settings(settings),
+        on_guard_trips=_document_notifier(settings),
     )
 
 
@@ -72,13 +75,17 @@ def _notifier(settings: Settings) -> Callable[[list[StatusChange]], None]:
     return notify
 
 
-def _platform_notifier(
-    settings: Settings,
-) -> Callable[[list[platform_health.Transition]], None]:
+Announced = platform_health.Transition | Trip
+"""An event about a base URL whose document is posted to OGV_STATUS_WEBHOOK_URL."""
+
+
+def _document_notifier(settings: Settings) -> Callable[[Sequence[Announced]], None]:
+    """Posts the document of each base URL that turned unavailable or recovered, or
+    whose mass-change guard tripped."""
     if not settings.status_webhook_url:
         return lambda transitions: None
 
-    def notify(transitions: list[platform_health.Transition]) -> None:
+    def notify(transitions: Sequence[Announced]) -> None:
         for transition in transitions:
             # No row keeps a transition's document (its window restarted), so the
             # message carries it: base URLs and counts, never a key.

@@ -20,6 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from models import (
+    Outcome,
     RequestState,
     ValidationRequest,
     utcnow,
@@ -40,6 +41,8 @@ class Claim:
     integration_id: int
     team_id: str
     attempts: int
+    confirming: Outcome | None = None
+    """The failing verdict this attempt must confirm (a `confirming` request's)."""
 
 
 def claim_one(session: Session, request_id: uuid.UUID, lease: timedelta) -> list[Claim]:
@@ -83,6 +86,7 @@ def _claim(session: Session, which: ColumnElement[bool], lease: timedelta) -> li
             columns.integration_id,
             columns.team_id,
             columns.attempts,
+            columns.confirming_outcome,
         )
     )
     return sorted((Claim(*row) for row in rows), key=lambda claim: claim.id)

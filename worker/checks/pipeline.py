@@ -49,6 +49,7 @@ from models import Outcome, utcnow
 from models.crypto import KeyVault
 from worker import metrics
 from worker.checks import claims, platform_health, records
+from worker.checks.guard import Guard, Trip, announce
 from worker.checks.opsgenie import AccountPaused, GateUnavailable, OpsgenieClient, TransientError
 from worker.checks.ratelimit import AccountGate
 from worker.checks.retries import RetryPolicy, is_retried_database_error
@@ -77,6 +78,17 @@ class ProbeFailed(TransientError):
     the recursion limit, say): that check is retried alone, and its batch goes on."""
 
     code = "probe_failed"
+
+
+class Confirming(TransientError):
+    """Not a failure: a valid team's key got a failing verdict, and the request waits
+    for the second check that must confirm it (`Collaborators.guard.confirm_after`)."""
+
+    code = "confirming"
+
+    def __init__(self, first: Result) -> None:
+        super().__init__(f"confirming {first.outcome.value} with a second check")
+        self.first = first
 
 
 class WriteFailed(TransientError):
@@ -138,6 +150,10 @@ class Collaborators:
         lambda transitions: None
     )
     """Called once per base URL that turned unavailable or recovered (webhooks)."""
+    guard: Guard = field(default_factory=Guard)
+    """Confirmation of failing verdicts about valid teams, and the mass-change guard."""
+    on_guard_trips: Callable[[list[Trip]], None] = lambda trips: None
+    """Called once per base URL whose guard tripped, after its commit (webhooks)."""
 
 
 @dataclass
@@ -157,6 +173,7 @@ class _Claimed:
     request_id: uuid.UUID
     attempts: int
     found: Target | Result
+    confirming: Outcome | None = None
 
 
 def run_attempt(request_id: uuid.UUID, deps: Collaborators) -> Step:
@@ -174,7 +191,7 @@ def _run(claim: Callable[[Session], Sequence[claims.Claim]], deps: Collaborators
     with deps.sessions.begin() as session:
         requests = claim(session)
         found = resolve_many(session, requests, deps.vault, deps.options.default_probe)
-        claimed = [_Claimed(r.id, r.attempts, found[r.id]) for r in requests]
+        claimed = [_Claimed(r.id, r.attempts, found[r.id], r.confirming) for r in requests]
     if not claimed:
         return Report()
     started, clock = utcnow(), time.monotonic()
@@ -247,8 +264,7 @@ class _Retry:
 class _Stored:
     """What the write step stored, and what the database refused."""
 
-    finished: list[uuid.UUID] = field(default_factory=list)
-    changes: list[records.StatusChange] = field(default_factory=list)
+    written: records.Written = field(default_factory=lambda: records.Written([], []))
     noted: list[_Retry] = field(default_factory=list)
     refused: dict[uuid.UUID, StatementError] = field(default_factory=dict)
     """Request id → the error of its refused write (a completion's or a note's)."""
@@ -264,22 +280,31 @@ def _write(
     """Settle the answers, store them, and say what happens next to each request."""
     completions, retries = _settle(claimed, answers, started, deps)
     stored = _store(completions, retries, deps)
-    report = Report(changes=stored.changes)
-    finished = set(stored.finished)
+    written = stored.written
+    report = Report(changes=written.changes)
+    finished, confirming = set(written.finished), set(written.confirming)
     for completion in completions:
         if completion.request_id in finished:
             report.steps[completion.request_id] = Finished(completion.result)
             _log_finished(completion, seconds)
             metrics.validation_finished(completion.result, completion.target)
+        elif completion.request_id in confirming and completion.target is not None:
+            delay = deps.guard.confirm_after
+            report.steps[completion.request_id] = RetryLater(delay, Confirming(completion.result))
+            _log_confirming(completion, delay)
     for retry in stored.noted:
         report.steps[retry.request_id] = RetryLater(retry.delay, retry.error)
         _log_retry(retry.request_id, retry.target, retry.error, retry.attempts, retry.delay)
         metrics.retry_scheduled(retry.target, retry.error)
     report.steps.update(_count_refused(claimed, stored.refused, deps))
-    for change in stored.changes:
+    _log_second_opinions(completions, written)
+    for change in written.changes:
         _log_change(change)
-    if stored.changes:
-        deps.on_changes(stored.changes)
+    if written.changes:
+        deps.on_changes(written.changes)
+    if written.trips:
+        announce(written.trips)
+        deps.on_guard_trips(written.trips)
     return report
 
 
@@ -303,7 +328,9 @@ def _settle(
             answer = give_up(target, answer, attempts)
         assert isinstance(answer, Result)
         result = records.fitted(answer)
-        completions.append(records.Completion(item.request_id, result, target, started, attempts))
+        completions.append(
+            records.Completion(item.request_id, result, target, started, attempts, item.confirming)
+        )
     return completions, retries
 
 
@@ -317,7 +344,7 @@ def _store(
     request. A database that cannot be reached raises: the whole attempt is
     retried, as before.
     """
-    stored = _alone(deps, functools.partial(_store_all, completions, retries))
+    stored = _alone(deps, functools.partial(_store_all, completions, retries, deps.guard))
     if not isinstance(stored, StatementError):
         return stored
     ids = [c.request_id for c in completions] + [r.request_id for r in retries]
@@ -328,12 +355,15 @@ def _store(
 
 
 def _store_all(
-    completions: Sequence[records.Completion], retries: Sequence[_Retry], session: Session
+    completions: Sequence[records.Completion],
+    retries: Sequence[_Retry],
+    guard: Guard,
+    session: Session,
 ) -> _Stored:
-    written = records.finish_many(session, completions)
+    written = records.finish_many(session, completions, guard)
     for retry in retries:
         _note(session, retry)
-    return _Stored(written.finished, written.changes, list(retries))
+    return _Stored(written, list(retries))
 
 
 def _store_one_by_one(
@@ -342,19 +372,21 @@ def _store_one_by_one(
     """Each write in a transaction of its own; a refused one is recorded, not raised."""
     stored = _Stored()
     for completion in completions:
-        written = _alone(deps, functools.partial(records.finish_many, completions=[completion]))
+        written = _alone(
+            deps,
+            functools.partial(records.finish_many, completions=[completion], guard=deps.guard),
+        )
         if isinstance(written, StatementError):
             stored.refused[completion.request_id] = written
         else:
-            stored.finished.extend(written.finished)
-            stored.changes.extend(written.changes)
+            stored.written.extend(written)
     for retry in retries:
         noted = _alone(deps, functools.partial(_note, retry=retry))
         if isinstance(noted, StatementError):
             stored.refused[retry.request_id] = noted
         else:
             stored.noted.append(retry)
-    stored.changes.sort(key=lambda change: change.id)
+    stored.written.changes.sort(key=lambda change: change.id)
     return stored
 
 
@@ -570,6 +602,60 @@ def _log_finished(completion: records.Completion, seconds: float) -> None:
     )
 
 
+def _log_confirming(completion: records.Completion, delay: float) -> None:
+    target, result = completion.target, completion.result
+    assert target is not None
+    metrics.confirmation("started")
+    log.info(
+        "validation.confirming",
+        extra={
+            "request_id": str(completion.request_id),
+            "team_id": target.team_id,
+            "account": target.account,
+            "base_url": target.base_url,
+            "outcome": result.outcome.value,
+            "http_status": result.http_status,
+            "error_code": result.error_code,
+            "confirm_in_s": delay,
+        },
+    )
+
+
+def _log_second_opinions(
+    completions: Sequence[records.Completion], written: records.Written
+) -> None:
+    """A line per second check that answered (and a count), and per change held."""
+    held = set(written.held)
+    for completion in completions:
+        target = completion.target
+        verdict = written.confirmations.get(completion.request_id)
+        if verdict is not None and target is not None:
+            metrics.confirmation(verdict)
+            log.log(
+                logging.WARNING if verdict == "disagreed" else logging.INFO,
+                f"validation.{verdict}",
+                extra={
+                    "request_id": str(completion.request_id),
+                    "team_id": target.team_id,
+                    "account": target.account,
+                    "base_url": target.base_url,
+                    "first_outcome": completion.confirming.value if completion.confirming else None,
+                    "outcome": completion.result.outcome.value,
+                },
+            )
+        if completion.request_id in held and target is not None:
+            log.warning(
+                "team.change_held",
+                extra={
+                    "request_id": str(completion.request_id),
+                    "team_id": target.team_id,
+                    "account": target.account,
+                    "base_url": target.base_url,
+                    "new_status": completion.result.outcome.value,
+                },
+            )
+
+
 def _log_change(change: records.StatusChange) -> None:
     log.info(
         "team.status_changed",
@@ -585,6 +671,7 @@ def _log_change(change: records.StatusChange) -> None:
 __all__ = [
     "AlreadyFinal",
     "Collaborators",
+    "Confirming",
     "Finished",
     "ProbeFailed",
     "Report",

@@ -18,9 +18,10 @@ import dataclasses
 import enum
 import functools
 import uuid
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -30,13 +31,17 @@ from sqlalchemy import (
     String,
     Table,
     bindparam,
+    delete,
     insert,
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from models import (
+    FAILING_VERDICTS,
+    HeldChange,
     Outcome,
     RequestState,
     Team,
@@ -46,6 +51,7 @@ from models import (
     utcnow,
 )
 from models.db import from_arrays, one_of
+from worker.checks.guard import Guard, Trip
 from worker.checks.requests import FINAL_STATES
 from worker.checks.rules import JSM_FAILS, JSM_WORKS, Result, Target
 
@@ -56,6 +62,7 @@ from worker.checks.rules import JSM_FAILS, JSM_WORKS, Result, Target
 _REQUESTS = cast(Table, ValidationRequest.__table__)
 _TEAMS = cast(Table, Team.__table__)
 _CHANGES = cast(Table, TeamStatusChange.__table__)
+_HELD = cast(Table, HeldChange.__table__)
 _CLOSE_REQUEST = update(_REQUESTS).where(_REQUESTS.c.id == bindparam("request_id"))
 _UPDATE_TEAM = update(_TEAMS).where(_TEAMS.c.id == bindparam("team_id"))
 
@@ -75,6 +82,8 @@ class Completion:
     target: Target | None
     checked_at: datetime
     attempts: int = 0
+    confirming: Outcome | None = None
+    """The first failing verdict this check must confirm, when it is a second check."""
 
 
 @dataclass(frozen=True)
@@ -91,22 +100,53 @@ class StatusChange:
 
 @dataclass(frozen=True)
 class Written:
-    """What `finish_many` wrote: the requests it finished and the status changes."""
+    """What `finish_many` wrote: the requests it finished and the status changes, and
+    what confirmation and the mass-change guard made of the failing verdicts."""
 
     finished: list[uuid.UUID]
     changes: list[StatusChange]
+    confirming: list[uuid.UUID] = field(default_factory=list)
+    """Requests now `confirming`: their second check is due in `Guard.confirm_after`."""
+    confirmations: dict[uuid.UUID, str] = field(default_factory=dict)
+    """Second checks that answered: request id → `confirmed` or `disagreed`."""
+    held: list[uuid.UUID] = field(default_factory=list)
+    """Finished requests whose confirmed change the guard held (the team kept `valid`)."""
+    trips: list[Trip] = field(default_factory=list)
+    """Base URLs whose guard these writes tripped: to be announced once committed."""
+
+    def extend(self, other: Written) -> None:
+        """Add what another transaction wrote (writes made one by one)."""
+        self.finished.extend(other.finished)
+        self.changes.extend(other.changes)
+        self.confirming.extend(other.confirming)
+        self.confirmations.update(other.confirmations)
+        self.held.extend(other.held)
+        self.trips.extend(other.trips)
 
 
-def finish_many(session: Session, completions: Sequence[Completion]) -> Written:
+HELD_NOTE = (
+    " The change is held: the mass-change guard of {base_url} has tripped, and the team "
+    "keeps `valid` until an operator releases it (`ogv changes release`)."
+)
+
+
+def finish_many(
+    session: Session, completions: Sequence[Completion], guard: Guard | None = None
+) -> Written:
     """Write final outcomes and the teams' new state in a few bulk statements.
 
     Requests already final (a duplicate delivery) are skipped and nothing of
     theirs is written. Rows are locked in id order so concurrent batches cannot
     deadlock; the updates go out as one executemany per table.
+
+    With a `guard`, a failing verdict about a valid team waits for its second check
+    (the request turns `confirming`), and a confirmed one passes the mass-change
+    guard, which may hold it (`worker/checks/guard.py`).
     """
     by_id = {c.request_id: c for c in completions}
     if not by_id:
         return Written([], [])
+    guard = guard or Guard()
     connection = session.connection()
     open_ids = connection.scalars(
         select(_REQUESTS.c.id)
@@ -118,9 +158,26 @@ def finish_many(session: Session, completions: Sequence[Completion]) -> Written:
     if not finished:
         return Written([], [])
     now = utcnow()
-    connection.execute(_CLOSE_REQUEST, [_closed(c, now) for c in finished])
-    changes = _apply_to_teams(connection, [c for c in finished if c.target is not None])
-    return Written([c.request_id for c in finished], changes)
+    applied = _apply_to_teams(connection, [c for c in finished if c.target is not None], guard)
+    waiting = {c.request_id for c in applied.confirming}
+    closing = [c for c in finished if c.request_id not in waiting]
+    if closing:
+        held = {c.request_id for c in applied.held}
+        rows = [_closed(c, now, applied.confirmations.get(c.request_id), held) for c in closing]
+        connection.execute(_CLOSE_REQUEST, rows)
+    if applied.confirming:
+        delay = timedelta(seconds=(guard or Guard()).confirm_after)
+        connection.execute(
+            _CLOSE_REQUEST, [_confirming(c, now + delay) for c in applied.confirming]
+        )
+    return Written(
+        [c.request_id for c in closing],
+        applied.changes,
+        sorted(waiting),
+        applied.confirmations,
+        [c.request_id for c in applied.held],
+        applied.trips,
+    )
 
 
 def finish(
@@ -202,17 +259,23 @@ def fitted(result: Result) -> Result:
     return dataclasses.replace(result, **fields)
 
 
-def _closed(completion: Completion, now: datetime) -> dict[str, Any]:
+def _closed(
+    completion: Completion, now: datetime, confirmation: str | None, held: set[uuid.UUID]
+) -> dict[str, Any]:
     """The request's columns once `completion` is written (a bulk UPDATE by id)."""
     result = completion.result
     failed = result.outcome is Outcome.ERROR
+    message = result.message
+    if completion.request_id in held and completion.target is not None:
+        message += HELD_NOTE.format(base_url=completion.target.base_url)
     return fit(
         _REQUESTS,
         {
             "request_id": completion.request_id,
             "state": RequestState.FAILED if failed else RequestState.DONE,
             "outcome": result.outcome,
-            "message": result.message,
+            "message": message,
+            "confirmation": confirmation,
             "http_status": result.http_status,
             "error_code": result.error_code,
             "works_on": ",".join(result.works_on) or None,
@@ -222,6 +285,27 @@ def _closed(completion: Completion, now: datetime) -> dict[str, Any]:
             "lease_until": None,
             "next_attempt_at": None,
             "finished_at": now,
+        },
+    )
+
+
+def _confirming(completion: Completion, due: datetime) -> dict[str, Any]:
+    """The request's columns while its failing verdict waits for a second check, due
+    at `due`. Its attempts start again: the second check is a check of its own."""
+    result = completion.result
+    return fit(
+        _REQUESTS,
+        {
+            "request_id": completion.request_id,
+            "state": RequestState.CONFIRMING,
+            "confirming_outcome": result.outcome,
+            "message": f"{result.message} A second check at {due:%H:%M:%S} UTC must agree "
+            "before the team's status changes.",
+            "http_status": result.http_status,
+            "error_code": result.error_code,
+            "attempts": 0,
+            "lease_until": None,
+            "next_attempt_at": due,
         },
     )
 
@@ -237,10 +321,23 @@ class _TeamNow:
     written: dict[str, Any] = field(default_factory=dict)
 
 
-def _apply_to_teams(connection: Connection, completions: list[Completion]) -> list[StatusChange]:
+@dataclass
+class _Applied:
+    """What the teams' side of `finish_many` decided and wrote."""
+
+    changes: list[StatusChange] = field(default_factory=list)
+    confirming: list[Completion] = field(default_factory=list)
+    confirmations: dict[uuid.UUID, str] = field(default_factory=dict)
+    held: list[Completion] = field(default_factory=list)
+    trips: list[Trip] = field(default_factory=list)
+
+
+def _apply_to_teams(
+    connection: Connection, completions: list[Completion], guard: Guard
+) -> _Applied:
     targets = sorted({c.target.team_id for c in completions if c.target is not None})
     if not targets:
-        return []
+        return _Applied()
     teams = {
         row.id: _TeamNow(row.id, row.key_version, row.status, row.last_checked_at)
         for row in connection.execute(
@@ -250,12 +347,117 @@ def _apply_to_teams(connection: Connection, completions: list[Completion]) -> li
             .with_for_update()
         )
     }
-    changes = []
+    applied = _Applied()
+    changes: list[dict[str, Any]] = []
+    checks: Counter[str] = Counter()  # verdicts about valid teams, by base URL
+    guarded: dict[str, list[tuple[_TeamNow, Completion]]] = {}
     for completion in sorted(completions, key=lambda c: c.checked_at):
         assert completion.target is not None
         team = teams.get(completion.target.team_id)
-        if team is not None and (change := _apply_to_team(team, completion)) is not None:
+        if team is None or _stale(team, completion):
+            continue
+        outcome, first = completion.result.outcome, completion.confirming
+        if first is not None and outcome.judges_key:
+            applied.confirmations[completion.request_id] = (
+                "confirmed" if outcome is first else "disagreed"
+            )
+        if team.status is TeamStatus.VALID and outcome.judges_key:
+            checks[completion.target.base_url] += 1
+            if outcome in FAILING_VERDICTS:
+                if first is None and guard.confirm_after > 0:
+                    applied.confirming.append(completion)
+                    continue
+                if first is not None and outcome is not first:
+                    continue  # a second opinion that disagrees changes nothing yet
+                if guard.windows is not None:
+                    guarded.setdefault(completion.target.base_url, []).append((team, completion))
+                    continue
+        if (change := _apply_to_team(team, completion)) is not None:
             changes.append(change)
+    if guard.windows is not None:
+        for base_url in sorted(checks):
+            waiting = guarded.get(base_url, [])
+            admission = guard.windows.admit(
+                connection,
+                base_url,
+                guard.thresholds,
+                checks[base_url],
+                [completion.target.account for _, completion in waiting if completion.target],
+            )
+            applied.trips.extend([admission.trip] if admission.trip else [])
+            for team, completion in waiting[: admission.allowed]:
+                if (change := _apply_to_team(team, completion)) is not None:
+                    changes.append(change)
+            applied.held.extend(completion for _, completion in waiting[admission.allowed :])
+        _settle_held(connection, teams, completions, applied.held)
+    _write_teams(connection, teams)
+    applied.changes = _insert_changes(connection, changes)
+    return applied
+
+
+def _stale(team: _TeamNow, completion: Completion) -> bool:
+    """True when `completion` must not touch `team`: it checked a key since replaced,
+    or a newer check already wrote its answer."""
+    assert completion.target is not None
+    if team.key_version != completion.target.key_version:
+        return True
+    return team.last_checked_at is not None and team.last_checked_at > completion.checked_at
+
+
+def _settle_held(
+    connection: Connection,
+    teams: dict[str, _TeamNow],
+    completions: list[Completion],
+    held: list[Completion],
+) -> None:
+    """Keep the evidence of each change the guard held (one row per team, the latest),
+    and drop the held change of every team whose key was just judged otherwise: a
+    re-check that found it valid, or a change that was written after all."""
+    holding = {c.target.team_id for c in held if c.target is not None}
+    judged = sorted(
+        c.target.team_id
+        for c in completions
+        if c.target is not None
+        and c.result.outcome.judges_key
+        and c.target.team_id not in holding
+        and "last_checked_at" in teams[c.target.team_id].written
+    )
+    if judged:
+        connection.execute(delete(_HELD).where(one_of(connection, _HELD.c.team_id, judged)))
+    if not held:
+        return
+    rows = [_held_row(teams[c.target.team_id], c) for c in held if c.target is not None]
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(_HELD)
+    replaced = {name: statement.excluded[name] for name in rows[0] if name != "team_id"}
+    connection.execute(
+        statement.on_conflict_do_update(index_elements=["team_id"], set_=replaced), rows
+    )
+
+
+def _held_row(team: _TeamNow, completion: Completion) -> dict[str, Any]:
+    result, target = completion.result, completion.target
+    assert target is not None
+    return fit(
+        _HELD,
+        {
+            "team_id": team.id,
+            "request_id": completion.request_id,
+            "base_url": target.base_url,
+            "account": target.account,
+            "key_version": target.key_version,
+            "old_status": team.status,
+            "new_status": TeamStatus(result.outcome.value),
+            "http_status": result.http_status,
+            "error_code": result.error_code,
+            "message": result.message,
+            "held_at": completion.checked_at,
+            "rechecked_at": None,
+        },
+    )
+
+
+def _write_teams(connection: Connection, teams: dict[str, _TeamNow]) -> None:
     for columns in {frozenset(team.written) for team in teams.values() if team.written}:
         # One executemany per set of columns written (a statement has one SET clause).
         rows = [
@@ -264,6 +466,9 @@ def _apply_to_teams(connection: Connection, completions: list[Completion]) -> li
             if set(t.written) == columns
         ]
         connection.execute(_UPDATE_TEAM, rows)
+
+
+def _insert_changes(connection: Connection, changes: list[dict[str, Any]]) -> list[StatusChange]:
     if not changes:
         return []
     # INSERT ... RETURNING: the rows come back with their ids. (A SELECT after the
@@ -286,12 +491,7 @@ def _apply_to_teams(connection: Connection, completions: list[Completion]) -> li
 
 
 def _apply_to_team(team: _TeamNow, completion: Completion) -> dict[str, Any] | None:
-    result, target, checked_at = completion.result, completion.target, completion.checked_at
-    assert target is not None
-    if team.key_version != target.key_version:
-        return None  # the key was replaced while we checked the old one
-    if team.last_checked_at is not None and team.last_checked_at > checked_at:
-        return None  # a newer check already wrote its answer
+    result, checked_at = completion.result, completion.checked_at
     team.written.update(last_error_code=result.error_code, last_http_status=result.http_status)
     if result.jsm_ops in (JSM_WORKS, JSM_FAILS):
         # Only a verdict: a JSM probe that got no genuine answer keeps what was known.

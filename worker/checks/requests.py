@@ -1,7 +1,7 @@
 """Recording checks: a pending request per ask, or the team's active one.
 
-At most one request per team is pending or running (a partial unique index), so
-producers that ask about one team at once share one check. Functions take a
+At most one request per team is open (pending, running or confirming: a partial
+unique index), so producers that ask about one team at once share one check. Functions take a
 session and never commit.
 """
 
@@ -200,6 +200,6 @@ def _active_requests(session: Session, asks: Sequence[Ask]) -> Sequence[Validati
                 ValidationRequest.integration_id,
                 ValidationRequest.team_id,
             ).in_([(a.organization_id, a.integration_id, a.team_id) for a in asks]),
-            ValidationRequest.state.in_((RequestState.PENDING, RequestState.RUNNING)),
+            ValidationRequest.state.not_in(FINAL_STATES),
         )
     ).all()

@@ -447,7 +447,7 @@ def revalidate(
         sessions, lambda batch, countdown: publish_batch(celery_app, batch, countdown), run_id, plan
     )
     counts = {} if no_wait else _follow(sessions, run_id, sent.requests, timeout, as_json)
-    done = sum(v for k, v in counts.items() if k not in ("pending", "running"))
+    done = sum(v for k, v in counts.items() if k not in OPEN_STATES)
     summary = {
         "run_id": run_id,
         "requests": sent.requests,
@@ -459,6 +459,9 @@ def revalidate(
     if not no_wait and done < sent.requests:
         fail("timeout", f"run {run_id} is not finished after {timeout}s", as_json, 2)
 
+
+OPEN_STATES = ("pending", "running", "confirming")
+"""Request states (as `progress` counts them) that are not finished yet."""
 
 FOLLOW_INTERVAL = 0.5
 """Seconds between two looks at a run's progress, when counting it is quick."""
@@ -482,7 +485,7 @@ def _follow(
             with sessions() as session:
                 counts = progress(session, run_id)
             took = time.monotonic() - asked
-            done = sum(v for k, v in counts.items() if k not in ("pending", "running"))
+            done = sum(v for k, v in counts.items() if k not in OPEN_STATES)
             bar.update(task, completed=done)
             if done >= total or time.monotonic() >= deadline:
                 return counts

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from datetime import timedelta
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import RequestState, ValidationRequest, utcnow
@@ -25,8 +25,8 @@ log = logging.getLogger("ogv.outbox")
 def claim_stranded(session: Session, republish_after: timedelta, limit: int) -> list[uuid.UUID]:
     """Mark up to `limit` stranded requests as published now and return their ids.
 
-    Stranded: pending and not published (or not due for a retry) for longer than
-    `republish_after`, or running with a lapsed lease.
+    Stranded: pending or confirming and not published (or not due for its retry or
+    second check) for longer than `republish_after`, or running with a lapsed lease.
     """
     now = utcnow()
     due = func.coalesce(
@@ -34,8 +34,9 @@ def claim_stranded(session: Session, republish_after: timedelta, limit: int) -> 
         ValidationRequest.published_at,
         ValidationRequest.created_at,
     )
+    waiting = ValidationRequest.state.in_((RequestState.PENDING, RequestState.CONFIRMING))
     stranded = or_(
-        and_(ValidationRequest.state == RequestState.PENDING, due < now - republish_after),
+        and_(waiting, due < now - republish_after),
         and_(ValidationRequest.state == RequestState.RUNNING, ValidationRequest.lease_until < now),
     )
     ids = list(
@@ -52,7 +53,14 @@ def claim_stranded(session: Session, republish_after: timedelta, limit: int) -> 
             update(ValidationRequest)
             .where(ValidationRequest.id.in_(ids))
             .values(
-                state=RequestState.PENDING, published_at=now, next_attempt_at=None, lease_until=None
+                # A confirming request stays so: its second check is what is published.
+                state=case(
+                    (ValidationRequest.state == RequestState.CONFIRMING, RequestState.CONFIRMING),
+                    else_=RequestState.PENDING,
+                ),
+                published_at=now,
+                next_attempt_at=None,
+                lease_until=None,
             )
         )
     return ids
