@@ -362,11 +362,11 @@ def _apply_to_teams(
                 "confirmed" if outcome is first else "disagreed"
             )
         if team.status is TeamStatus.VALID and outcome.judges_key:
+            if outcome in FAILING_VERDICTS and first is None and guard.confirm_after > 0:
+                applied.confirming.append(completion)  # not a check yet: its second is
+                continue
             checks[completion.target.base_url] += 1
             if outcome in FAILING_VERDICTS:
-                if first is None and guard.confirm_after > 0:
-                    applied.confirming.append(completion)
-                    continue
                 if first is not None and outcome is not first:
                     continue  # a second opinion that disagrees changes nothing yet
                 if guard.windows is not None:
@@ -420,6 +420,7 @@ def _settle_held(
         if c.target is not None
         and c.result.outcome.judges_key
         and c.target.team_id not in holding
+        and c.target.team_id in teams
         and "last_checked_at" in teams[c.target.team_id].written
     )
     if judged:
