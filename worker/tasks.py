@@ -21,7 +21,13 @@ from models.db import session_factory
 from worker.celery import app
 from worker.checks import events, platform_health
 from worker.checks.guard import Guard, Trip
-from worker.checks.pipeline import Collaborators, RetryLater, run_attempt, run_batch
+from worker.checks.pipeline import (
+    Collaborators,
+    Confirming,
+    RetryLater,
+    run_attempt,
+    run_batch,
+)
 from worker.checks.records import StatusChange
 from worker.checks.retries import RetryPolicy, is_retried_database_error
 from worker.checks.rules import CheckOptions
@@ -124,7 +130,8 @@ def validate_request(self: Task[Any, Any], request_id: str) -> None:
 
 @app.task(name=BATCH_TASK, bind=True, max_retries=None, ignore_result=True)
 def validate_batch(self: Task[Any, Any], batch_id: str) -> int:
-    """Check every team of batch `batch_id` concurrently; retry the transient ones alone."""
+    """Check every team of batch `batch_id` concurrently; retry the transient ones alone,
+    and send the second checks of failing verdicts about valid teams as a batch."""
     deps = collaborators()
     try:
         report = run_batch(uuid.UUID(batch_id), deps)
@@ -132,7 +139,10 @@ def validate_batch(self: Task[Any, Any], batch_id: str) -> int:
         _retrying_database_errors(self, deps.policy, exc)
         raise
     for request_id, retry in report.retries.items():
-        publish(app, request_id, countdown=retry.delay)
+        if not isinstance(retry.error, Confirming):  # those go out as their batches, below
+            publish(app, request_id, countdown=retry.delay)
+    for second_checks in report.second_checks:
+        publish_batch(app, second_checks, countdown=deps.guard.confirm_after)
     return len(report.steps)
 
 

@@ -162,6 +162,9 @@ class Report:
 
     steps: dict[uuid.UUID, Step] = field(default_factory=dict)
     changes: list[records.StatusChange] = field(default_factory=list)
+    second_checks: list[uuid.UUID] = field(default_factory=list)
+    """Batches of `confirming` requests, each due after `Guard.confirm_after`: the task
+    adapter publishes each once (its requests' steps are `RetryLater(Confirming)`)."""
 
     @property
     def retries(self) -> dict[uuid.UUID, RetryLater]:
@@ -281,7 +284,7 @@ def _write(
     completions, retries = _settle(claimed, answers, started, deps)
     stored = _store(completions, retries, deps)
     written = stored.written
-    report = Report(changes=written.changes)
+    report = Report(changes=written.changes, second_checks=written.second_checks)
     finished, confirming = set(written.finished), set(written.confirming)
     for completion in completions:
         if completion.request_id in finished:

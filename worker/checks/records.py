@@ -113,6 +113,8 @@ class Written:
     """Finished requests whose confirmed change the guard held (the team kept `valid`)."""
     trips: list[Trip] = field(default_factory=list)
     """Base URLs whose guard these writes tripped: to be announced once committed."""
+    second_checks: list[uuid.UUID] = field(default_factory=list)
+    """The batches the `confirming` requests were put in, to publish after the delay."""
 
     def extend(self, other: Written) -> None:
         """Add what another transaction wrote (writes made one by one)."""
@@ -122,6 +124,7 @@ class Written:
         self.confirmations.update(other.confirmations)
         self.held.extend(other.held)
         self.trips.extend(other.trips)
+        self.second_checks.extend(other.second_checks)
 
 
 HELD_NOTE = (
@@ -165,11 +168,13 @@ def finish_many(
         held = {c.request_id for c in applied.held}
         rows = [_closed(c, now, applied.confirmations.get(c.request_id), held) for c in closing]
         connection.execute(_CLOSE_REQUEST, rows)
+    second_checks = None
     if applied.confirming:
-        delay = timedelta(seconds=(guard or Guard()).confirm_after)
-        connection.execute(
-            _CLOSE_REQUEST, [_confirming(c, now + delay) for c in applied.confirming]
-        )
+        # The second checks go out together, as a batch of their own: one message, and
+        # every account's turns booked at once.
+        due, second_checks = now + timedelta(seconds=guard.confirm_after), uuid.uuid4()
+        rows = [_confirming(c, due, second_checks) for c in applied.confirming]
+        connection.execute(_CLOSE_REQUEST, rows)
     return Written(
         [c.request_id for c in closing],
         applied.changes,
@@ -177,6 +182,7 @@ def finish_many(
         applied.confirmations,
         [c.request_id for c in applied.held],
         applied.trips,
+        [second_checks] if second_checks else [],
     )
 
 
@@ -289,9 +295,10 @@ def _closed(
     )
 
 
-def _confirming(completion: Completion, due: datetime) -> dict[str, Any]:
+def _confirming(completion: Completion, due: datetime, batch_id: uuid.UUID) -> dict[str, Any]:
     """The request's columns while its failing verdict waits for a second check, due
-    at `due`. Its attempts start again: the second check is a check of its own."""
+    at `due` in batch `batch_id`. Its attempts start again: the second check is a
+    check of its own."""
     result = completion.result
     return fit(
         _REQUESTS,
@@ -306,6 +313,7 @@ def _confirming(completion: Completion, due: datetime) -> dict[str, Any]:
             "attempts": 0,
             "lease_until": None,
             "next_attempt_at": due,
+            "batch_id": batch_id,
         },
     )
 
