@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from worker import embedded_broker
+from worker import broker, embedded_broker
 from worker.settings import describe_invalid_settings, get_settings
 
 try:
@@ -16,12 +16,20 @@ embedded_broker.register()
 
 broker_url = _settings.effective_broker_url
 broker_connection_retry_on_startup = True
-# A countdown waits in the worker's memory while Redis counts the message as
-# unacknowledged; this must outlast the longest countdown (checked in Settings).
-# The embedded broker passes its options to create_engine(), so it gets none.
-broker_transport_options: dict[str, object] = (
-    {"visibility_timeout": _settings.visibility_timeout} if _settings.uses_redis else {}
+# What the broker needs (worker/broker.py): on Redis a visibility timeout that
+# outlasts the longest countdown (checked in Settings); on RabbitMQ a durable
+# quorum queue, publisher confirms and native delayed delivery; on the embedded
+# broker, which passes its options to create_engine(), nothing.
+_topology = broker.topology(
+    broker_url, _settings.namespace, visibility_timeout=_settings.visibility_timeout
 )
+broker_transport_options = _topology.transport_options
+task_queues = _topology.queues
+task_default_exchange = _topology.exchange
+task_default_exchange_type = _topology.exchange_type
+task_default_routing_key = _topology.routing_key
+worker_detect_quorum_queues = True
+broker_native_delayed_delivery_queue_type = "quorum"
 
 task_serializer = "json"
 result_serializer = "json"

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import Celery, signals
+from celery import signals
 
 from models.db import reset_after_fork, session_factory
 from worker import metrics
+from worker.broker import ValidatorCelery
 from worker.checks.runtime import close_runtime
 from worker.logs import configure_logging
 from worker.settings import get_settings
 
-app = Celery("opsgenie-validator", include=["worker.tasks", "worker.operations.canary"])
+app = ValidatorCelery("opsgenie-validator", include=["worker.tasks", "worker.operations.canary"])
 app.config_from_object("celeryconfig")
 
 

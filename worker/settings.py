@@ -289,6 +289,11 @@ class Settings(BaseSettings):
         when it is Redis, else None (each process keeps its own)."""
         if self.redis_url:
             return self.redis_url
+    @property
+    def uses_rabbitmq(self) -> bool:
+        """True when the broker is RabbitMQ (quorum queue, publisher confirms)."""
+        return self.effective_broker_url.startswith(("amqp://", "amqps://", "pyamqp://"))
+
         return self.effective_broker_url if self.uses_redis else None
 
     def fernet_keys(self) -> list[bytes]:

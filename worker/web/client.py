@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models import Requester
 from models.db import session_factory
 from worker import embedded_broker
+from worker.broker import ValidatorCelery, topology
 from worker.checks.requests import Ask, IdempotencyConflict
 from worker.settings import Settings, get_settings, sqlalchemy_url
 from worker.web.enqueue import (
@@ -46,12 +47,13 @@ DEFAULT_QUEUE = "ogv"
 def producer_app(broker_url: str, queue: str = DEFAULT_QUEUE) -> Celery:
     """A Celery instance that can only publish: the broker, the queue and JSON, nothing else."""
     embedded_broker.register()  # so the embedded default's `ogvsqla+sqlite://` URL resolves
-    app = Celery("ogv-client", broker=broker_url, set_as_current=False)
+    app = ValidatorCelery("ogv-client", broker=broker_url, set_as_current=False)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
-        task_default_queue=queue,
         broker_connection_retry_on_startup=True,
+        # The queue as the workers declare it (on RabbitMQ: quorum, publisher confirms).
+        **topology(broker_url, queue).celery_settings(queue),
     )
     return app
 
