@@ -56,4 +56,5 @@ beat_schedule_filename = str(_settings.data_dir / "celerybeat-schedule")
 beat_schedule = {
     "sweep-outbox": {"task": "ogv.sweep_outbox", "schedule": _settings.sweep_interval},
     "revalidate-all": {"task": "ogv.revalidate", "schedule": _settings.revalidate_interval},
+    "prune-history": {"task": "ogv.prune_history", "schedule": _settings.prune_interval},
 }

@@ -137,6 +137,12 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=9808, ge=0, le=65535)
     metrics_address: str = "0.0.0.0"
 
+    # Production topologies and growth (issue 15; docs/SCALING.md).
+    history_retention_days: int = Field(default=365, ge=0)
+    """Days `team_status_changes` keeps a row; 0 keeps every row for good."""
+    prune_interval: float = Field(default=3600.0, gt=0)
+    """Seconds between two runs of beat's history pruning (`ogv.prune_history`)."""
+
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
 
@@ -284,16 +290,16 @@ class Settings(BaseSettings):
         return self.effective_broker_url.startswith(("redis://", "rediss://"))
 
     @property
+    def uses_rabbitmq(self) -> bool:
+        """True when the broker is RabbitMQ (quorum queue, publisher confirms)."""
+        return self.effective_broker_url.startswith(("amqp://", "amqps://", "pyamqp://"))
+
+    @property
     def shared_state_url(self) -> str | None:
         """The Redis every worker shares state through: OGV_REDIS_URL, else the broker
         when it is Redis, else None (each process keeps its own)."""
         if self.redis_url:
             return self.redis_url
-    @property
-    def uses_rabbitmq(self) -> bool:
-        """True when the broker is RabbitMQ (quorum queue, publisher confirms)."""
-        return self.effective_broker_url.startswith(("amqp://", "amqps://", "pyamqp://"))
-
         return self.effective_broker_url if self.uses_redis else None
 
     def fernet_keys(self) -> list[bytes]:

@@ -32,12 +32,13 @@ from worker.checks.records import StatusChange
 from worker.checks.retries import RetryPolicy, is_retried_database_error
 from worker.checks.rules import CheckOptions
 from worker.checks.runtime import get_runtime
-from worker.periodic import dispatch, outbox
+from worker.periodic import dispatch, outbox, retention
 from worker.settings import Settings, get_settings
 from worker.web.enqueue import (
     BATCH_TASK,
     NOTIFY_PLATFORM_TASK,
     NOTIFY_TASK,
+    PRUNE_TASK,
     REVALIDATE_TASK,
     SWEEP_TASK,
     VALIDATE_TASK,
@@ -248,3 +249,9 @@ def sweep_outbox() -> int:
             app.send_task(NOTIFY_TASK, args=[change_id])
         count += len(overdue)
     return count
+
+
+@app.task(name=PRUNE_TASK, ignore_result=True)
+def prune_history() -> int:
+    """Delete the status history older than OGV_HISTORY_RETENTION_DAYS."""
+    return retention.prune_history(session_factory(), get_settings().history_retention_days)
