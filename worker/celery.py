@@ -7,19 +7,23 @@ The main process serves /metrics once the pool runs (worker/metrics.py).
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from celery import signals
 
 from models.db import reset_after_fork, session_factory
-from worker import metrics
-from worker.broker import ValidatorCelery
+from worker import coordination, metrics
+from worker.broker import ValidatorCelery, kind_of
 from worker.checks.runtime import close_runtime
 from worker.logs import configure_logging
-from worker.settings import get_settings
+from worker.settings import Settings, get_settings
 
 app = ValidatorCelery("opsgenie-validator", include=["worker.tasks", "worker.operations.canary"])
 app.config_from_object("celeryconfig")
+
+PEER_PING_SECONDS = 2.0
+"""How long a starting worker waits for the others on its broker to answer its ping."""
 
 
 @signals.setup_logging.connect
@@ -52,3 +56,30 @@ def _serve_metrics(**_: Any) -> None:
 @signals.worker_shutdown.connect
 def _stop_metrics(**_: Any) -> None:
     metrics.shutdown()
+
+
+@signals.worker_ready.connect
+def _warn_if_pacing_is_per_process(sender: Any, **_: Any) -> None:
+    settings = get_settings()
+    if settings.shared_state_url is not None:
+        return
+    # Threads share their process's pacing; only separate processes split it.
+    prefork = type(sender.pool).__module__ == "celery.concurrency.prefork"
+    processes = sender.pool.num_processes if prefork else 1
+    if coordination.warn_if_per_process(settings, processes=processes):
+        return
+    if kind_of(settings.effective_broker_url) != "embedded":  # it carries no broadcasts
+        hostname = sender.hostname
+        threading.Thread(
+            target=_warn_if_others_consume, args=(settings, hostname), daemon=True
+        ).start()
+
+
+def _warn_if_others_consume(settings: Settings, hostname: str) -> None:
+    """Ask the workers on this broker who they are: another one means pacing is split."""
+    try:
+        replies = app.control.ping(timeout=PEER_PING_SECONDS) or []
+    except Exception:  # the warning is advice; a broker hiccup must not end a worker
+        return
+    others = {name for reply in replies for name in reply if name != hostname}
+    coordination.warn_if_per_process(settings, processes=1, others=others)

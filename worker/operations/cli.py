@@ -764,7 +764,7 @@ def flower(
     if not flower_plan.sees_events:
         Console(stderr=True).print(
             "[yellow]warning[/yellow]: the embedded broker carries no task events; "
-            "Flower shows tasks only with OGV_BROKER_URL on Redis"
+            "Flower shows tasks only with OGV_BROKER_URL on Redis or RabbitMQ"
         )
     run(celery_app, flower_plan)
 
@@ -777,15 +777,18 @@ def health(
     """Check the database, the broker, and that a worker consumes; exit 3 if not."""
     from models.db import session_factory
     from worker.celery import app as celery_app
-    from worker.operations.health import run_checks
+    from worker.operations.health import run_checks, shared_state
+    from worker.settings import get_settings
 
     report = run_checks(session_factory(), celery_app, timeout)
-    emit(report.as_dict(), as_json, lambda: console.print(_health_table(report), highlight=False))
+    shared = shared_state(get_settings(), timeout)
+    table = lambda: console.print(_health_table(report, shared), highlight=False)  # noqa: E731
+    emit({**report.as_dict(), "shared_state": shared}, as_json, table)
     if not report.healthy:
         raise typer.Exit(ExitCode.UNHEALTHY)
 
 
-def _health_table(report: Any) -> Table:
+def _health_table(report: Any, shared: dict[str, Any]) -> Table:
     table = Table("check", "status", "seconds", "detail")
     for check in report.checks:
         status = "[green]ok[/green]" if check.healthy else "[red]unhealthy[/red]"
@@ -793,6 +796,11 @@ def _health_table(report: Any) -> Table:
     # Upstream, not ours: shown, never counted in the exit code.
     platforms = "[yellow]unavailable[/yellow]" if report.unavailable else "[green]ok[/green]"
     table.add_row("platforms", platforms, "-", report.platforms_summary())
+    # Where pacing lives: per process is reported, not counted as a failure.
+    state = "[green]ok[/green]" if shared["healthy"] else "[red]unreachable[/red]"
+    if not shared["shared"]:
+        state = "[yellow]per process[/yellow]"
+    table.add_row("shared state", state, "-", shared["message"])
     return table
 
 

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models import HealthCheck, utcnow
 from worker.checks import platform_health
 from worker.checks.platform_health import PlatformState
+from worker.settings import Settings
 
 CANARY_TASK = "ogv.canary"
 """The registered name of the canary task (worker/operations/canary.py)."""
@@ -223,3 +224,20 @@ def mark_seen(session: Session, check_id: uuid.UUID, worker: str) -> bool:
         .values(seen_at=utcnow(), worker=worker[:255])
     )
     return bool(getattr(done, "rowcount", 0))
+
+
+def shared_state(settings: Settings, timeout: float) -> dict[str, Any]:
+    """Where account pacing and pauses live (worker/coordination.py), and whether its
+    Redis answers a PING. Shown beside the checks, as `shared_state`; per process is
+    a fact about the configuration, reported, not a failure."""
+    from worker import coordination
+
+    where = coordination.where(settings)
+    check = bounded("shared_state", lambda: coordination.ping(settings, timeout), timeout)
+    return {
+        "shared": where.shared,
+        "source": where.source,
+        "url": where.url,
+        "healthy": check.healthy,
+        "message": check.message,
+    }
