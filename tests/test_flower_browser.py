@@ -1,4 +1,4 @@
-"""Flower as an operator sees it: `ogv flower` on Redis, in headless Chromium.
+"""Flower as an operator sees it: `ogv flower` on Redis and on RabbitMQ, in headless Chromium.
 
 A prefork worker runs a few checks while Flower watches the broker's events; the
 browser logs in with basic auth, finds every validation task on the tasks page in
@@ -28,12 +28,23 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from tests.conftest import ARTIFACTS, Stack, ogv_command, require, service_env
+from tests.conftest import (
+    ARTIFACTS,
+    NAMESPACE,
+    Stack,
+    ogv_command,
+    open_stack,
+    require,
+    service_env,
+)
 from tests.monitoring import (
+    FLOWER_PASSWORD,
+    FLOWER_USER,
     Flower,
     basic_auth,
     http_get,
     install_direct,
+    running_flower,
 )
 from tests.test_worker import validate
 from worker.operations.flower import plan, run
@@ -170,9 +181,51 @@ def test_without_credentials_flower_answers_401(flower: Flower) -> None:
     assert http_get(flower.url + "/tasks", basic_auth())[0] == 200
 
 
+@pytest.fixture(scope="module")
+def watched_rabbitmq(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, fake: FakeOpsgenie
+) -> Iterator[Stack]:
+    """A stack on RabbitMQ (quorum queue, Redis for pacing) whose worker sends events."""
+    stack = open_stack(
+        "rabbitmq-postgres",
+        request,
+        tmp_path_factory,
+        fake,
+        OGV_NAMESPACE=f"{NAMESPACE}-watched-amqp",
+        OGV_FLOWER_BASIC_AUTH=f"{FLOWER_USER}:{FLOWER_PASSWORD}",
+    )
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="module")
+def flower_on_rabbitmq(watched_rabbitmq: Stack) -> Iterator[Flower]:
+    """`ogv flower` on RabbitMQ: it receives the events through the broker's exchange."""
+    with running_flower(watched_rabbitmq) as running:
+        yield running
+
+
 def test_the_browser_finds_the_validation_tasks_in_their_final_states(
     watched: Stack, fake: FakeOpsgenie, flower: Flower, browser: webdriver.Chrome
 ) -> None:
+    browse_the_tasks(watched, fake, flower, browser, "flower-tasks.png")
+
+
+def test_on_rabbitmq_the_browser_finds_the_validation_tasks_too(
+    watched_rabbitmq: Stack,
+    fake: FakeOpsgenie,
+    flower_on_rabbitmq: Flower,
+    browser: webdriver.Chrome,
+) -> None:
+    browse_the_tasks(
+        watched_rabbitmq, fake, flower_on_rabbitmq, browser, "flower-tasks-rabbitmq.png"
+    )
+
+
+def browse_the_tasks(
+    watched: Stack, fake: FakeOpsgenie, flower: Flower, browser: webdriver.Chrome, screenshot: str
+) -> None:
+    """Run three checks, then find each in Flower's tasks page, finished, with no key."""
     account = run_validations(watched, fake)
     request_ids = {view["id"] for view in account["requests"].values()}
     wait_for_final_states(flower, request_ids)
@@ -182,7 +235,7 @@ def test_the_browser_finds_the_validation_tasks_in_their_final_states(
 
     log_in(browser)
     browser.get(f"{flower.url}/tasks")
-    shot = ARTIFACTS / "screenshots" / "flower-tasks.png"
+    shot = ARTIFACTS / "screenshots" / screenshot
     shot.parent.mkdir(parents=True, exist_ok=True)
     try:
         rows = wait_for_rows(browser, set(task_ids))
@@ -244,3 +297,13 @@ def test_beat_keeps_its_schedule_under_the_data_dir(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
 
     assert done.stdout.strip() == str(tmp_path / "celerybeat-schedule"), done.stderr
+
+
+def test_flower_expects_events_on_redis_and_rabbitmq_not_on_the_embedded_broker() -> None:
+    def sees(broker_url: str) -> bool:
+        settings = Settings(broker_url=broker_url)
+        return plan(settings, port=5555, host="127.0.0.1", insecure_local=True).sees_events
+
+    assert sees("redis://127.0.0.1:6379/0")
+    assert sees("amqp://guest:guest@127.0.0.1:5672//")
+    assert not sees("embedded")

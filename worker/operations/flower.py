@@ -1,9 +1,9 @@
 """`ogv flower`: Flower on the configured broker, behind basic auth.
 
 Flower shows every task the workers report (they send task events, and producers
-send `task-sent`). It sees them through the broker's event exchange, which the
-Redis transport carries; the embedded SQLite broker does not deliver events or
-broadcasts, so Flower needs `OGV_BROKER_URL` on Redis to show anything.
+send `task-sent`). It sees them through the broker's event exchange, which Redis
+and RabbitMQ carry; the embedded SQLite broker does not deliver events or
+broadcasts, so Flower needs `OGV_BROKER_URL` on Redis or RabbitMQ to show anything.
 
 The credentials come from `OGV_FLOWER_BASIC_AUTH` (`user:password`, several
 separated by commas) and reach Flower through its environment, never its argv,
@@ -65,7 +65,7 @@ def plan(settings: Settings, *, port: int, host: str, insecure_local: bool) -> F
         f"--tasks_columns={TASKS_COLUMNS}",
     ]
     secret = auth.get_secret_value() if auth is not None else None
-    return FlowerPlan(argv, secret, sees_events=settings.uses_redis)
+    return FlowerPlan(argv, secret, sees_events=settings.uses_redis or settings.uses_rabbitmq)
 
 
 def run(app: Celery, flower: FlowerPlan) -> None:
