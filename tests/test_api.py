@@ -59,6 +59,7 @@ REQUEST_FIELDS = {
     "attempts",
     "created_at",
     "finished_at",
+    "confirmation",
 }
 
 
@@ -299,6 +300,8 @@ def test_a_missing_or_wrong_token_is_401(api: ApiProcess, headers: dict[str, str
         ("GET", f"/v1/validations/{uuid.uuid4()}", None),
         ("GET", "/v1/teams/1-x", None),
         ("GET", "/v1/organizations/1/teams", None),
+        ("GET", "/v1/guard", None),
+        ("GET", "/v1/changes/held", None),
         ("POST", "/v1/validations", {"organization_id": 1, "integration_id": 1, "team_id": "x"}),
     ]:
         raw = None if body is None else json.dumps(body).encode()
@@ -323,6 +326,8 @@ def test_health_and_the_document_need_no_token(api: ApiProcess) -> None:
         "/v1/teams/{team_id}",
         "/v1/organizations/{organization_id}/teams",
         "/v1/organizations/{organization_id}/migration",
+        "/v1/guard",
+        "/v1/changes/held",
         "/v1/openapi.json",
         "/healthz",
     }

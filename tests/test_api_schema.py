@@ -458,3 +458,57 @@ def test_the_migration_report_takes_the_documented_ids(
         assert answer.status == (200 if org == str(account.org) else 404), answer.text
     else:
         refused(answer, 422 if routable(org) else 404)
+
+
+# -- GET /v1/guard and /v1/changes/held ---------------------------------------------------
+
+HELD = "/v1/changes/held"
+HELD_QUERY = {name: parameter(HELD, "get", name) for name in ("base_url", "limit", "cursor")}
+NEAR_MISS_URLS = ["http://", "https://", "https://a b", "ftp://x.test/", "http://x.test/\u00e9"]
+
+
+def list_held(server: ApiThread, query: Mapping[str, str | None]) -> tuple[Answer, bool]:
+    """GET a page of held changes; with whether the document calls the request valid."""
+    given = {name: value for name, value in query.items() if value is not None}
+    answer = call(server.url, "GET", f"{HELD}?{urlencode(given)}" if given else HELD)
+    valid = all(
+        conforms(HELD_QUERY[name], as_written(HELD_QUERY[name], value))
+        for name, value in given.items()
+    )
+    return answer, valid
+
+
+@settings(SCHEMA, max_examples=40)
+@given(
+    base_url=optional(written(HELD_QUERY["base_url"])),
+    limit=optional(written(HELD_QUERY["limit"])),
+    cursor=optional(from_schema(HELD_QUERY["cursor"])),
+)
+def test_a_valid_held_query_is_answered(
+    server: ApiThread, base_url: str | None, limit: str | None, cursor: str | None
+) -> None:
+    answer, valid = list_held(server, {"base_url": base_url, "limit": limit, "cursor": cursor})
+
+    assume(valid)
+    accepted(answer)
+    assert answer.status == 200, answer.text
+
+
+@settings(SCHEMA, max_examples=60)
+@given(
+    base_url=optional(path_or_query(HELD_QUERY["base_url"]) | st.sampled_from(NEAR_MISS_URLS)),
+    limit=optional(path_or_query(HELD_QUERY["limit"])),
+    cursor=optional(st.sampled_from(NEAR_MISS_TEXT) | any_text),
+)
+def test_an_invalid_held_query_is_refused(
+    server: ApiThread, base_url: str | None, limit: str | None, cursor: str | None
+) -> None:
+    answer, valid = list_held(server, {"base_url": base_url, "limit": limit, "cursor": cursor})
+
+    assume(not valid)
+    refused(answer, 422)
+
+
+def test_the_guard_is_read_and_takes_no_query(server: ApiThread) -> None:
+    assert call(server.url, "GET", "/v1/guard").status == 200
+    refused(call(server.url, "GET", "/v1/guard?limit=1"), 422)

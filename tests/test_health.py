@@ -110,3 +110,42 @@ def test_unreachable_database_and_broker_are_named(
     assert "Connection refused" in checks["broker"]["message"]
     assert checks["worker"]["message"] == "not checked: the database and broker must work"
     assert report["error"]["message"].startswith("database: ")
+
+
+@pytest.mark.parametrize("stack", ["redis-postgres"], indirect=True)
+def test_a_tripped_guard_is_named_and_exits_non_zero(stack: Stack) -> None:
+    """Changes are being held: the operator must decide, so health says so and fails."""
+    import uuid
+
+    import redis
+
+    from models import GuardWindow
+    from tests.conftest import NAMESPACE
+    from worker.checks.guard import DatabaseWindows, RedisWindows, Thresholds, Windows
+
+    base_url = f"http://tripped-{uuid.uuid4().hex[:8]}.test/"
+    shared = stack.env.get("OGV_BROKER_URL", "")
+    client = redis.Redis.from_url(shared) if shared.startswith("redis") else None
+    windows: Windows = RedisWindows(client, NAMESPACE) if client else DatabaseWindows()
+    engine = create_engine(database_url(stack))
+    with engine.begin() as connection:
+        admitted = windows.admit(
+            connection, base_url, Thresholds(min_changes=3), 3, ["a", "b", "c"]
+        )
+    try:
+        assert admitted.trip is not None
+        code, report = health(stack.env, "--timeout", "20")
+    finally:
+        if client is not None:
+            client.delete(f"{NAMESPACE}:guard:{base_url}")
+            client.srem(f"{NAMESPACE}:guard:urls", base_url)
+        with engine.begin() as connection:
+            connection.execute(GuardWindow.__table__.delete())
+        engine.dispose()
+
+    assert code == UNHEALTHY, report
+    assert all(check["healthy"] for check in report["checks"].values())
+    assert report["guard"]["tripped"] == [
+        {"base_url": base_url, "since": admitted.trip.at.isoformat(), "held": 0}
+    ]
+    assert report["error"]["message"].startswith(f"guard: tripped for {base_url} since ")

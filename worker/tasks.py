@@ -32,13 +32,14 @@ from worker.checks.records import StatusChange
 from worker.checks.retries import RetryPolicy, is_retried_database_error
 from worker.checks.rules import CheckOptions
 from worker.checks.runtime import get_runtime
-from worker.periodic import dispatch, outbox, retention
+from worker.periodic import dispatch, outbox, recheck, retention
 from worker.settings import Settings, get_settings
 from worker.web.enqueue import (
     BATCH_TASK,
     NOTIFY_PLATFORM_TASK,
     NOTIFY_TASK,
     PRUNE_TASK,
+    RECHECK_HELD_TASK,
     REVALIDATE_TASK,
     SWEEP_TASK,
     VALIDATE_TASK,
@@ -255,3 +256,11 @@ def sweep_outbox() -> int:
 def prune_history() -> int:
     """Delete the status history older than OGV_HISTORY_RETENTION_DAYS."""
     return retention.prune_history(session_factory(), get_settings().history_retention_days)
+
+
+@app.task(name=RECHECK_HELD_TASK, ignore_result=True)
+def recheck_held() -> int:
+    """Check again the teams whose change the mass-change guard holds, every
+    OGV_GUARD_RECHECK seconds each."""
+    settings = get_settings()
+    return recheck.recheck_held(session_factory(), app, settings.guard_recheck, settings.batch_size)

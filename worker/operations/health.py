@@ -15,6 +15,11 @@ Beside the checks, the report lists the **platforms**: the base URLs that answer
 unlike their platform now (worker/checks/platform_health.py). That is an upstream
 outage, not this service's: it is shown, but it does not make the service
 unhealthy or change the exit code.
+
+And the **guard**: the base URLs whose mass-change guard is tripped
+(worker/checks/guard.py). Changes are then held until an operator decides, so a
+tripped guard makes the report unhealthy until `ogv changes release` or `discard`
+and a window under the threshold reset it.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +39,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models import HealthCheck, utcnow
 from worker.checks import platform_health
 from worker.checks.platform_health import PlatformState
+from worker.operations.held import BaseUrlGuard, describe_tripped
 from worker.settings import Settings
 
 CANARY_TASK = "ogv.canary"
@@ -58,10 +64,12 @@ class Report:
     checks: list[Check]
     unavailable: list[PlatformState] | None = field(default_factory=list)
     """Base URLs unavailable now; None when they could not be read (no database)."""
+    tripped: list[BaseUrlGuard] | None = field(default_factory=list)
+    """Base URLs whose guard is tripped now; None when they could not be read."""
 
     @property
     def healthy(self) -> bool:
-        return all(check.healthy for check in self.checks)
+        return all(check.healthy for check in self.checks) and not self.tripped
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON of `ogv health --json`; an `error` names every unhealthy part."""
@@ -85,6 +93,19 @@ class Report:
             ],
             "message": self.platforms_summary(),
         }
+        data["guard"] = {
+            "tripped": None
+            if self.tripped is None
+            else [
+                {
+                    "base_url": g.base_url,
+                    "since": g.tripped_at.isoformat() if g.tripped_at else None,
+                    "held": g.held,
+                }
+                for g in self.tripped
+            ],
+            "message": self.guard_summary(),
+        }
         if not self.healthy:
             data["error"] = {"code": "unhealthy", "message": self.summary()}
         return data
@@ -98,9 +119,19 @@ class Report:
             "(an upstream outage: it does not make this service unhealthy)"
         )
 
+    def guard_summary(self) -> str:
+        """Which base URLs' guard is tripped, and what to run."""
+        if self.tripped is None:
+            return "not read: the database (and the shared Redis) must work"
+        if not self.tripped:
+            return "no guard is tripped"
+        return f"{describe_tripped(self.tripped)}: see `ogv changes list`"
+
     def summary(self) -> str:
         """One sentence naming each unhealthy part, for the error message."""
         failing = [f"{check.name}: {check.message}" for check in self.checks if not check.healthy]
+        if self.tripped:
+            failing.append(f"guard: {self.guard_summary()}")
         return "; ".join(failing) if failing else "database, broker and worker are healthy"
 
 
@@ -108,8 +139,19 @@ class Unhealthy(RuntimeError):
     """Raised by a check that got an answer, and the answer is bad; the message says why."""
 
 
-def run_checks(sessions: sessionmaker[Session], app: Celery, timeout: float) -> Report:
-    """Check the database, the broker, then (when both work) that a worker consumes."""
+GuardReader = Callable[[Session], Sequence[BaseUrlGuard]]
+"""Reads every base URL's guard (`worker.operations.held.guard_report`, bound to the
+windows and thresholds of the settings)."""
+
+
+def run_checks(
+    sessions: sessionmaker[Session],
+    app: Celery,
+    timeout: float,
+    read_guard: GuardReader | None = None,
+) -> Report:
+    """Check the database, the broker, then (when both work) that a worker consumes;
+    and, with `read_guard`, which guards are tripped."""
     database = bounded("database", lambda: check_database(sessions), timeout)
     broker = bounded("broker", lambda: check_broker(app, timeout), timeout)
     if database.healthy and broker.healthy:
@@ -117,7 +159,10 @@ def run_checks(sessions: sessionmaker[Session], app: Celery, timeout: float) -> 
     else:
         worker = Check("worker", False, "not checked: the database and broker must work", 0.0)
     unavailable = read_unavailable(sessions, timeout) if database.healthy else None
-    return Report([database, broker, worker], unavailable)
+    tripped: list[BaseUrlGuard] | None = []
+    if read_guard is not None:
+        tripped = read_tripped(sessions, read_guard, timeout) if database.healthy else None
+    return Report([database, broker, worker], unavailable, tripped)
 
 
 def bounded(name: str, check: Callable[[], str], timeout: float) -> Check:
@@ -168,6 +213,20 @@ def read_unavailable(sessions: sessionmaker[Session], timeout: float) -> list[Pl
         return f"{len(found)} unavailable"
 
     return found if bounded("platforms", read, timeout).healthy else None
+
+
+def read_tripped(
+    sessions: sessionmaker[Session], read_guard: GuardReader, timeout: float
+) -> list[BaseUrlGuard] | None:
+    """The base URLs whose guard is tripped now, or None if they could not be read in time."""
+    found: list[BaseUrlGuard] = []
+
+    def read() -> str:
+        with sessions() as session:
+            found.extend(g for g in read_guard(session) if g.tripped)
+        return f"{len(found)} tripped"
+
+    return found if bounded("guard", read, timeout).healthy else None
 
 
 def check_broker(app: Celery, timeout: float) -> str:

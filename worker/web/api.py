@@ -5,6 +5,8 @@
     GET  /v1/teams/{team_id}                   a team's status
     GET  /v1/organizations/{org}/teams         an organization's teams (?status, limit, cursor)
     GET  /v1/organizations/{org}/migration     its readiness for JSM Ops, as recorded
+    GET  /v1/guard                             each base URL's mass-change guard, held counts
+    GET  /v1/changes/held                      the changes it holds (?base_url, limit, cursor)
     GET  /v1/openapi.json                      the OpenAPI document (worker/web/openapi.py)
     GET  /healthz                              database and broker reachable
 
@@ -42,7 +44,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeGuard, TypeVar
 
@@ -55,9 +57,11 @@ from sqlalchemy import text
 
 from models import TeamStatus
 from worker import readiness
+from worker.checks import guard
 from worker.checks.requests import Ask, IdempotencyConflict
 from worker.inventory import RecordError
 from worker.logs import configure_logging
+from worker.operations import held
 from worker.settings import Settings
 from worker.web import teams
 from worker.web.client import ValidationClient
@@ -65,6 +69,8 @@ from worker.web.enqueue import RequestView
 from worker.web.errors import ApiError, off_loop
 from worker.web.grouping import Gatherer
 from worker.web.openapi import (
+    BASE_URL_MAX,
+    BASE_URL_PATTERN,
     BIGINT_MAX,
     DECIMAL_PATTERN,
     DIGITS_PATTERN,
@@ -94,6 +100,7 @@ _TEAM_ID = re.compile(TEAM_ID_PATTERN)
 _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 _DECIMAL = re.compile(DECIMAL_PATTERN)
 _DIGITS = re.compile(DIGITS_PATTERN)
+_BASE_URL = re.compile(BASE_URL_PATTERN)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 T = TypeVar("T")
@@ -113,6 +120,9 @@ class ApiConfig:
     max_wait: float
     group_spacing: float = 0.0
     """Seconds a group of POSTs may fill after the one before it began (`Gatherer`)."""
+    guard_windows: guard.Windows = field(default_factory=guard.DatabaseWindows)
+    """Where the mass-change guard's windows are read (`guard.windows_for`)."""
+    guard_thresholds: guard.Thresholds = field(default_factory=guard.Thresholds)
 
 
 CLIENT = web.AppKey("client", ValidationClient)
@@ -398,6 +408,12 @@ def parse_page_query(query: MultiMapping[str]) -> PageQuery:
     status = query.get("status")
     if status is not None and status not in TeamStatus._value2member_map_:
         raise invalid(f"status must be one of {', '.join(s.value for s in TeamStatus)}")
+    limit, cursor = _page_bounds(query)
+    return PageQuery(TeamStatus(status) if status is not None else None, limit, cursor)
+
+
+def _page_bounds(query: MultiMapping[str]) -> tuple[int, str | None]:
+    """`?limit=&cursor=` of a page keyed by team id, as the document says."""
     limit = parse_integer(query.get("limit", str(teams.DEFAULT_PAGE)), teams.MAX_PAGE)
     if limit is None:
         raise invalid(f"limit must be an integer from 1 to {teams.MAX_PAGE}")
@@ -407,7 +423,27 @@ def parse_page_query(query: MultiMapping[str]) -> PageQuery:
             teams.decode_cursor(cursor)
         except teams.BadCursor as exc:
             raise invalid(str(exc)) from None
-    return PageQuery(TeamStatus(status) if status is not None else None, limit, cursor)
+    return limit, cursor
+
+
+@dataclass(frozen=True)
+class HeldQuery:
+    base_url: str | None
+    limit: int
+    cursor: str | None
+
+
+def parse_held_query(query: MultiMapping[str]) -> HeldQuery:
+    """`?base_url=&limit=&cursor=`: the base URL as `GET /v1/guard` lists it, and a page
+    as the teams' pages take it."""
+    _only(query, {"base_url", "limit", "cursor"})
+    base_url = query.get("base_url")
+    if base_url is not None and (len(base_url) > BASE_URL_MAX or not _BASE_URL.fullmatch(base_url)):
+        raise invalid(
+            f"base_url must be an http(s) URL of at most {BASE_URL_MAX} printable ASCII "
+            "characters, as GET /v1/guard lists it"
+        )
+    return HeldQuery(base_url, *_page_bounds(query))
 
 
 def parse_organization_id(raw: str) -> int:
@@ -537,6 +573,39 @@ async def get_migration(request: web.Request) -> web.Response:
     return json_response(found.as_dict())
 
 
+async def get_guard(request: web.Request) -> web.Response:
+    """Each base URL's mass-change guard, and how many changes it holds."""
+    if request.query:
+        raise invalid("this route takes no query parameters")
+    config, sessions = request.app[CONFIG], request.app[CLIENT].sessions
+
+    def read() -> list[held.BaseUrlGuard]:
+        with sessions() as session:
+            return held.guard_report(session, config.guard_windows, config.guard_thresholds)
+
+    found = await off_loop(read)
+    return json_response(
+        {"where": config.guard_windows.where, "base_urls": [to_json(g) for g in found]}
+    )
+
+
+async def list_held(request: web.Request) -> web.Response:
+    """The changes the guard holds (of one base URL), a page at a time by team id."""
+    held_query = parse_held_query(request.query)
+    sessions = request.app[CLIENT].sessions
+
+    def page() -> held.HeldPage:
+        with sessions() as session:
+            return held.held_page(
+                session, held_query.base_url, limit=held_query.limit, cursor=held_query.cursor
+            )
+
+    found = await off_loop(page)
+    return json_response(
+        {"held": [to_json(row) for row in found.held], "next_cursor": found.next_cursor}
+    )
+
+
 async def get_openapi(request: web.Request) -> web.Response:
     return web.Response(body=request.app[OPENAPI], content_type="application/json")
 
@@ -612,6 +681,8 @@ def build_app(client: ValidationClient, config: ApiConfig) -> web.Application:
     # Not aiohttp's default [^{}/]+: an id with a brace is refused by the handler (422) too.
     app.router.add_get("/v1/organizations/{organization_id:[^/]+}/teams", list_teams)
     app.router.add_get("/v1/organizations/{organization_id:[^/]+}/migration", get_migration)
+    app.router.add_get("/v1/guard", get_guard)
+    app.router.add_get("/v1/changes/held", list_held)
     app.router.add_get("/v1/openapi.json", get_openapi)
     app.router.add_get("/healthz", healthz)
     return app
@@ -627,7 +698,11 @@ def api_config(settings: Settings, host: str, insecure_local: bool) -> ApiConfig
             "OGV_API_TOKEN is not set; set it, or run with --insecure-local on this machine only"
         )
     return ApiConfig(
-        token=token, max_wait=settings.api_max_wait, group_spacing=settings.api_group_spacing
+        token=token,
+        max_wait=settings.api_max_wait,
+        group_spacing=settings.api_group_spacing,
+        guard_windows=guard.windows_for(settings),
+        guard_thresholds=guard.Thresholds.from_settings(settings),
     )
 
 

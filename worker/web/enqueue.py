@@ -24,10 +24,11 @@ VALIDATE_TASK = "ogv.validate_request"
 """The registered task name; part of the service's interface for producers."""
 SWEEP_TASK = "ogv.sweep_outbox"
 BATCH_TASK = "ogv.validate_batch"
-PRUNE_TASK = "ogv.prune_history"
 REVALIDATE_TASK = "ogv.revalidate"
 NOTIFY_TASK = "ogv.notify_status_change"
 NOTIFY_PLATFORM_TASK = "ogv.notify_platform_change"
+PRUNE_TASK = "ogv.prune_history"
+RECHECK_HELD_TASK = "ogv.recheck_held"
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class RequestView:
     attempts: int
     created_at: datetime
     finished_at: datetime | None
+    confirmation: str | None = None
+    """Whether a second check `confirmed` or `disagreed` with a failing verdict, if one ran."""
 
     @property
     def is_final(self) -> bool:
@@ -74,6 +77,7 @@ class RequestView:
             attempts=row.attempts,
             created_at=row.created_at,
             finished_at=row.finished_at,
+            confirmation=row.confirmation,
         )
 
 

@@ -42,6 +42,10 @@ IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$"
 DECIMAL_PATTERN = r"^[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$"
 # How ids and `limit` are written in a path or a query: decimal digits only.
 DIGITS_PATTERN = r"^[0-9]+$"
+# A base URL as the service stores it (`integrations.base_url`, a String(255)); a filter,
+# compared as it is: one that names no base URL matches nothing.
+BASE_URL_PATTERN = r"^https?://[\x21-\x7e]+$"
+BASE_URL_MAX = 255
 
 ERROR_CODES = {
     "malformed_request": "400: not well-formed HTTP (a bad or over-long request line or "
@@ -118,6 +122,7 @@ def _request_schema() -> dict[str, Any]:
             "attempts",
             "created_at",
             "finished_at",
+            "confirmation",
         ],
         "additionalProperties": False,
         "properties": {
@@ -126,7 +131,13 @@ def _request_schema() -> dict[str, Any]:
             "integration_id": {"type": "integer"},
             "team_id": {"type": "string"},
             "requested_by": {"type": "string", "enum": [r.value for r in Requester]},
-            "state": {"type": "string", "enum": [s.value for s in RequestState]},
+            "state": {
+                "type": "string",
+                "enum": [s.value for s in RequestState],
+                "description": "`confirming`: a failing verdict about a valid team's key waits "
+                "for a second check (OGV_CONFIRM_AFTER seconds later) before the team's status "
+                "changes; the request is not finished yet.",
+            },
             "outcome": _nullable(
                 {
                     "type": "string",
@@ -153,6 +164,14 @@ def _request_schema() -> dict[str, Any]:
             "attempts": {"type": "integer", "minimum": 0},
             "created_at": timestamp,
             "finished_at": _nullable(timestamp),
+            "confirmation": _nullable(
+                {
+                    "type": "string",
+                    "enum": ["confirmed", "disagreed"],
+                    "description": "Whether the second check of a failing verdict agreed; "
+                    "null when none ran.",
+                }
+            ),
         },
     }
 
@@ -303,6 +322,113 @@ def _migration_schemas() -> dict[str, Any]:
     }
 
 
+def _guard_schemas() -> dict[str, Any]:
+    timestamp = {"type": "string", "format": "date-time"}
+    count = {"type": "integer", "minimum": 0}
+    statuses = [s.value for s in TeamStatus]
+    return {
+        "Guard": {
+            "type": "object",
+            "description": "The mass-change guard of every base URL it counted or holds "
+            "changes of, tripped ones first.",
+            "required": ["where", "base_urls"],
+            "additionalProperties": False,
+            "properties": {
+                "where": {
+                    "type": "string",
+                    "enum": ["redis", "database"],
+                    "description": "Where the workers share the windows (OGV_REDIS_URL).",
+                },
+                "base_urls": {"type": "array", "items": _ref("BaseUrlGuard")},
+            },
+        },
+        "BaseUrlGuard": {
+            "type": "object",
+            "required": [
+                "base_url",
+                "tripped",
+                "tripped_at",
+                "checks",
+                "changes",
+                "accounts",
+                "trips",
+                "held",
+            ],
+            "additionalProperties": False,
+            "properties": {
+                "base_url": {"type": "string"},
+                "tripped": {
+                    "type": "boolean",
+                    "description": "Changes from valid to failing are held now.",
+                },
+                "tripped_at": _nullable({**timestamp, "description": "Set while tripped."}),
+                "checks": {**count, "description": "Checks of valid teams in the window."},
+                "changes": {
+                    **count,
+                    "description": "Changes from valid to failing in the window, held ones "
+                    "included.",
+                },
+                "accounts": {
+                    **count,
+                    "description": "Accounts among those changes, as far as the guard tells "
+                    "them apart: it keeps three per tenth of the window, and needs three to trip.",
+                },
+                "trips": {**count, "description": "Times the guard tripped."},
+                "held": {**count, "description": "Changes held now."},
+            },
+        },
+        "HeldChange": {
+            "type": "object",
+            "description": "A change from valid to a failing status that the guard held: the "
+            "team kept its status. Never the key.",
+            "required": [
+                "team_id",
+                "label",
+                "organization_id",
+                "integration_id",
+                "account",
+                "base_url",
+                "old_status",
+                "new_status",
+                "http_status",
+                "error_code",
+                "message",
+                "held_at",
+                "rechecked_at",
+            ],
+            "additionalProperties": False,
+            "properties": {
+                "team_id": {"type": "string"},
+                "label": {"type": "string"},
+                "organization_id": {"type": "integer"},
+                "integration_id": {"type": "integer"},
+                "account": {"type": "string"},
+                "base_url": {"type": "string"},
+                "old_status": {"type": "string", "enum": statuses},
+                "new_status": {"type": "string", "enum": statuses},
+                "http_status": _nullable({"type": "integer"}),
+                "error_code": _nullable({"type": "string"}),
+                "message": _nullable({"type": "string"}),
+                "held_at": timestamp,
+                "rechecked_at": _nullable(
+                    {**timestamp, "description": "When beat last asked to check it again."}
+                ),
+            },
+        },
+        "HeldPage": {
+            "type": "object",
+            "required": ["held", "next_cursor"],
+            "additionalProperties": False,
+            "properties": {
+                "held": {"type": "array", "items": _ref("HeldChange")},
+                "next_cursor": _nullable(
+                    {"type": "string", "description": "Pass as `cursor`; null on the last page."}
+                ),
+            },
+        },
+    }
+
+
 INTEGER_LITERAL = 'An integer literal: 7, never 7.0, "7" or true.'
 
 
@@ -348,6 +474,7 @@ def _validation_input() -> dict[str, Any]:
 def _schemas() -> dict[str, Any]:
     return {
         **_migration_schemas(),
+        **_guard_schemas(),
         "ValidationInput": _validation_input(),
         "ValidationRequest": _request_schema(),
         "Team": _team_schema(),
@@ -512,6 +639,13 @@ def _page_parameters() -> list[dict[str, Any]]:
             "in": "query",
             "schema": {"type": "string", "enum": [s.value for s in TeamStatus]},
         },
+        *_bounds_parameters(),
+    ]
+
+
+def _bounds_parameters() -> list[dict[str, Any]]:
+    """`limit` and `cursor` of a page ordered by team id."""
+    return [
         {
             "name": "limit",
             "in": "query",
@@ -597,6 +731,47 @@ def _paths() -> dict[str, Any]:
                 "responses": {
                     "200": _json(_ref("MigrationReport"), "The organization's report."),
                     **_errors(400, 401, 404, 422, 500, 503),
+                },
+            }
+        },
+        "/v1/guard": {
+            "get": {
+                "operationId": "getGuard",
+                "summary": "Each base URL's mass-change guard, and the changes it holds",
+                "description": "Whether the guard of each base URL is tripped, its current "
+                "window, and how many changes it holds (`ogv changes list`). It takes no query "
+                "parameter (422).",
+                "responses": {
+                    "200": _json(_ref("Guard"), "Every base URL counted or holding changes."),
+                    **_errors(400, 401, 422, 500, 503),
+                },
+            }
+        },
+        "/v1/changes/held": {
+            "get": {
+                "operationId": "listHeldChanges",
+                "summary": "The changes the mass-change guard holds, by team id, a page at a time",
+                "description": "An operator releases or discards them with `ogv changes "
+                "release` or `ogv changes discard`. A query parameter not listed here, or one "
+                "given twice, is refused (422).",
+                "parameters": [
+                    {
+                        "name": "base_url",
+                        "in": "query",
+                        "description": "Only the changes held for this base URL, exactly as "
+                        "`GET /v1/guard` lists it; another matches nothing.",
+                        "schema": {
+                            "type": "string",
+                            "minLength": 8,
+                            "maxLength": BASE_URL_MAX,
+                            "pattern": BASE_URL_PATTERN,
+                        },
+                    },
+                    *_bounds_parameters(),
+                ],
+                "responses": {
+                    "200": _json(_ref("HeldPage"), "One page of held changes."),
+                    **_errors(400, 401, 422, 500, 503),
                 },
             }
         },

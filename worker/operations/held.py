@@ -1,0 +1,398 @@
+"""The changes the mass-change guard holds: what operators read, release and discard.
+
+Once the guard of a base URL trips (worker/checks/guard.py), a confirmed change
+from `valid` to a failing status is kept in `held_changes` instead of being
+written, and the team keeps `valid`. An operator then decides, per base URL or team:
+
+- **release**: write each held change as the check would have written it, through
+  the status history (`team_status_changes`, and so the webhook and its outbox),
+  provided the team still holds the key that was checked and still has the status
+  the change starts from; a change gone stale is dropped and counted;
+- **discard**: drop the held changes and check those teams again now.
+
+Meanwhile beat checks held teams again every OGV_GUARD_RECHECK seconds
+(`claim_rechecks`, worker/periodic/recheck.py); a check that finds the key valid
+drops the held change by itself (worker/checks/records.py).
+
+Functions that take a session never commit; `check_again` records and publishes
+through the producers' path (worker/web/enqueue.py), in transactions of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, cast
+
+from sqlalchemy import ColumnElement, Row, Select, Table, delete, func, insert, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import (
+    HeldChange,
+    Integration,
+    OrganizationIntegration,
+    Requester,
+    Team,
+    TeamStatusChange,
+    utcnow,
+)
+from models.db import one_of
+from worker.checks import guard
+from worker.web import teams
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from worker.checks.records import StatusChange
+    from worker.checks.requests import Ask
+
+# `ogv status` and `ogv health` read the guard through this module: what writes and
+# asks for checks (records, requests, enqueue, and through them aiohttp, Redis and
+# Celery) is imported by the functions that do.
+
+log = logging.getLogger("ogv.held")
+
+_CHANGES = cast(Table, TeamStatusChange.__table__)
+
+DEFAULT_PAGE = teams.DEFAULT_PAGE
+MAX_PAGE = teams.MAX_PAGE
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which held changes an operator names: those of a base URL, of some teams, or
+    both; every one when neither is given."""
+
+    base_url: str | None = None
+    team_ids: tuple[str, ...] = ()
+
+    def where(self) -> list[ColumnElement[bool]]:
+        clauses = []
+        if self.base_url is not None:
+            clauses.append(HeldChange.base_url == self.base_url)
+        if self.team_ids:
+            clauses.append(HeldChange.team_id.in_(self.team_ids))
+        return clauses
+
+
+@dataclass(frozen=True)
+class HeldRow:
+    """A held change as operators read it: its team, where it was checked, and the
+    evidence (never the key)."""
+
+    team_id: str
+    label: str
+    organization_id: int
+    integration_id: int
+    account: str
+    base_url: str
+    old_status: str
+    new_status: str
+    http_status: int | None
+    error_code: str | None
+    message: str | None
+    held_at: datetime
+    rechecked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class HeldPage:
+    """Up to `limit` held changes by team id, and the cursor of the next page (or None)."""
+
+    held: list[HeldRow]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class BaseUrlGuard:
+    """One base URL's guard and the changes it holds, as `ogv changes list` and
+    `GET /v1/guard` show it."""
+
+    base_url: str
+    tripped: bool
+    tripped_at: datetime | None
+    checks: int
+    """Checks of valid teams in the current window."""
+    changes: int
+    """Changes from valid to failing in the current window, held ones included."""
+    accounts: int
+    """Accounts among those changes (the guard keeps three per tenth of the window)."""
+    trips: int
+    held: int
+
+
+def _held_rows() -> Select[HeldChange, str, OrganizationIntegration, str]:
+    return (
+        select(HeldChange, Team.label, OrganizationIntegration, Integration.account_name)
+        .join(Team, Team.id == HeldChange.team_id)
+        .join(
+            OrganizationIntegration, Team.organization_integration_id == OrganizationIntegration.id
+        )
+        .join(Integration, OrganizationIntegration.integration_id == Integration.id)
+    )
+
+
+def _row(held: HeldChange, label: str, link: OrganizationIntegration, account: str) -> HeldRow:
+    return HeldRow(
+        team_id=held.team_id,
+        label=label,
+        organization_id=link.organization_id,
+        integration_id=link.integration_id,
+        account=account,
+        base_url=held.base_url,
+        old_status=held.old_status.value,
+        new_status=held.new_status.value,
+        http_status=held.http_status,
+        error_code=held.error_code,
+        message=held.message,
+        held_at=held.held_at,
+        rechecked_at=held.rechecked_at,
+    )
+
+
+def list_held(session: Session, selection: Selection = Selection()) -> list[HeldRow]:
+    """Every held change named by `selection`, by team id."""
+    query = _held_rows().where(*selection.where()).order_by(HeldChange.team_id)
+    return [_row(*row) for row in session.execute(query)]
+
+
+def held_page(
+    session: Session,
+    base_url: str | None = None,
+    *,
+    limit: int = DEFAULT_PAGE,
+    cursor: str | None = None,
+) -> HeldPage:
+    """One page of the held changes (of one base URL), by team id; a cursor as the
+    teams' pages use it (`worker.web.teams.decode_cursor`)."""
+    query = _held_rows().where(*Selection(base_url).where())
+    if cursor is not None:
+        query = query.where(HeldChange.team_id > teams.decode_cursor(cursor))
+    found = [
+        _row(*row) for row in session.execute(query.order_by(HeldChange.team_id).limit(limit + 1))
+    ]
+    page = found[:limit]
+    more = len(found) > limit
+    return HeldPage(page, teams.encode_cursor(page[-1].team_id) if more else None)
+
+
+def held_counts(session: Session) -> dict[str, int]:
+    """Held changes per base URL."""
+    query = select(HeldChange.base_url, func.count()).group_by(HeldChange.base_url)
+    return {base_url: count for base_url, count in session.execute(query)}
+
+
+def guard_report(
+    session: Session, windows: guard.Windows, thresholds: guard.Thresholds
+) -> list[BaseUrlGuard]:
+    """Every base URL the guard counted or holds changes of; tripped ones first."""
+    held = held_counts(session)
+    states = {s.base_url: s for s in guard.states(windows, session.connection(), thresholds)}
+    found = []
+    for base_url in sorted(set(states) | set(held)):
+        state = states.get(base_url) or guard.GuardState(base_url, False, None, 0, 0, 0, 0)
+        found.append(
+            BaseUrlGuard(
+                base_url,
+                state.tripped,
+                state.tripped_at,
+                state.checks,
+                state.changes,
+                state.accounts,
+                state.trips,
+                held.get(base_url, 0),
+            )
+        )
+    return sorted(found, key=lambda g: (not g.tripped, g.base_url))
+
+
+def describe_tripped(tripped: Sequence[BaseUrlGuard]) -> str:
+    """One line about the base URLs whose guard is tripped, for `ogv status` and health."""
+    return "; ".join(
+        f"tripped for {g.base_url}"
+        + (f" since {g.tripped_at:%Y-%m-%d %H:%M:%S} UTC" if g.tripped_at else "")
+        + f"; {g.held} changes held"
+        for g in tripped
+        if g.tripped
+    )
+
+
+@dataclass(frozen=True)
+class Released:
+    """What `release` wrote: the status changes, and the held changes dropped as stale."""
+
+    changes: list[StatusChange]
+    dropped: int
+
+
+def release(session: Session, selection: Selection) -> Released:
+    """Write the held changes named by `selection` to their teams and the history.
+
+    A team is locked before its held change (the order the workers lock them in),
+    and the change is written only if the team still holds the key that was checked
+    (`key_version`) and still has the status the change starts from; otherwise it is
+    dropped. Either way the held row is deleted. The history rows keep the held
+    check's request id, so the webhook document and its outbox work as for any change.
+    """
+    named = list(session.scalars(select(HeldChange.team_id).where(*selection.where())))
+    if not named:
+        return Released([], 0)
+    locked = {
+        row.id: row
+        for row in session.execute(
+            select(Team.id, Team.key_version, Team.status)
+            .where(one_of(session, Team.id, named))
+            .order_by(Team.id)
+            .with_for_update()
+        )
+    }
+    held = session.scalars(
+        select(HeldChange)
+        .where(one_of(session, HeldChange.team_id, locked), *selection.where())
+        .order_by(HeldChange.team_id)
+        .with_for_update()
+    ).all()
+    now = utcnow()
+    fresh = [
+        h
+        for h in held
+        if locked[h.team_id].key_version == h.key_version
+        and locked[h.team_id].status is h.old_status
+    ]
+    for change in fresh:
+        session.execute(
+            update(Team)
+            .where(Team.id == change.team_id)
+            .values(
+                status=change.new_status,
+                status_changed_at=now,
+                last_error_code=change.error_code,
+                last_http_status=change.http_status,
+            )
+        )
+    written = _insert_changes(session, fresh, now)
+    session.execute(delete(HeldChange).where(one_of(session, HeldChange.id, [h.id for h in held])))
+    return Released(written, len(held) - len(fresh))
+
+
+def _insert_changes(
+    session: Session, held: Sequence[HeldChange], now: datetime
+) -> list[StatusChange]:
+    from worker.checks.records import StatusChange
+
+    if not held:
+        return []
+    rows = [
+        {
+            "team_id": h.team_id,
+            "request_id": h.request_id,
+            "old_status": h.old_status,
+            "new_status": h.new_status,
+            "changed_at": now,
+        }
+        for h in held
+    ]
+    inserted = session.connection().execute(
+        insert(_CHANGES).returning(
+            _CHANGES.c.id,
+            _CHANGES.c.team_id,
+            _CHANGES.c.request_id,
+            _CHANGES.c.old_status,
+            _CHANGES.c.new_status,
+            _CHANGES.c.changed_at,
+        ),
+        rows,
+    )
+    return sorted((StatusChange(*row) for row in inserted), key=lambda change: change.id)
+
+
+def log_released(changes: Sequence[StatusChange]) -> None:
+    """The `team.status_changed` line of each released change, as the pipeline logs one."""
+    for change in changes:
+        log.info(
+            "team.status_changed",
+            extra={
+                "team_id": change.team_id,
+                "request_id": str(change.request_id),
+                "old_status": change.old_status.value,
+                "new_status": change.new_status.value,
+                "released": True,
+            },
+        )
+
+
+def discard(session: Session, selection: Selection) -> list[Ask]:
+    """Delete the held changes named by `selection`; what to check again, one ask per team."""
+    found = session.execute(_asks().where(*selection.where()).order_by(HeldChange.team_id)).all()
+    if found:
+        session.execute(
+            delete(HeldChange).where(one_of(session, HeldChange.id, [row.id for row in found]))
+        )
+    return _asks_of(found)
+
+
+def claim_rechecks(session: Session, before: datetime, limit: int) -> list[Ask]:
+    """Mark up to `limit` held changes last checked (or held) before `before` as
+    re-checked now, oldest first; the asks that check their teams again."""
+    last = func.coalesce(HeldChange.rechecked_at, HeldChange.held_at)
+    found = session.execute(
+        _asks().where(last < before).order_by(last, HeldChange.team_id).limit(limit)
+    ).all()
+    if found:
+        session.execute(
+            update(HeldChange)
+            .where(one_of(session, HeldChange.id, [row.id for row in found]))
+            .values(rechecked_at=utcnow())
+        )
+    return _asks_of(found)
+
+
+def _asks() -> Select[int, str, int, int]:
+    return (
+        select(
+            HeldChange.id,
+            HeldChange.team_id,
+            OrganizationIntegration.organization_id,
+            OrganizationIntegration.integration_id,
+        )
+        .join(Team, Team.id == HeldChange.team_id)
+        .join(
+            OrganizationIntegration, Team.organization_integration_id == OrganizationIntegration.id
+        )
+    )
+
+
+def _asks_of(rows: Sequence[Row[int, str, int, int]]) -> list[Ask]:
+    from worker.checks.requests import Ask
+
+    return [Ask(row.organization_id, row.integration_id, row.team_id) for row in rows]
+
+
+def check_again(
+    sessions: sessionmaker[Session],
+    app: Celery,
+    asks: Sequence[Ask],
+    *,
+    requested_by: Requester,
+    batch_size: int,
+) -> int:
+    """Ask for a check of each team, as producers do (`request_validations`), in batches
+    of at most `batch_size` that spread each account's teams apart; how many teams now
+    have a check pending (a team with one open already keeps that one)."""
+    from worker.checks.requests import Ask
+    from worker.periodic.dispatch import TeamRef, deal
+    from worker.web.enqueue import request_validations
+
+    refs = [TeamRef(a.team_id, a.organization_id, a.integration_id) for a in asks]
+    asked = 0
+    for batch in deal(refs, batch_size):
+        submitted = request_validations(
+            sessions,
+            app,
+            [Ask(ref.organization_id, ref.integration_id, ref.id) for ref in batch],
+            requested_by=requested_by,
+        )
+        asked += len(submitted)
+    return asked
