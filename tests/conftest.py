@@ -100,6 +100,16 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def rabbitmq_url() -> Iterator[str]:
+    """A RabbitMQ virtual host of this session's own (tests/rabbitmq.py), deleted at the end."""
+    from tests import rabbitmq
+
+    require("RabbitMQ", rabbitmq.probe())
+    with rabbitmq.session_vhost(NAMESPACE) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh, migrated PostgreSQL database for this session, dropped at the end."""
     admin = make_url(POSTGRES_URL).set(drivername="postgresql")
@@ -228,6 +238,8 @@ def service_env(data_dir: Path, fake: FakeOpsgenie, **extra: str) -> dict[str, s
     env = {name: value for name, value in os.environ.items() if not name.startswith("OGV_")}
     env.update(FAST_RETRIES)
     env["OGV_METRICS_PORT"] = "0"  # no fixed port per worker; tests that scrape pick one
+    # One answer decides, as before confirmation: the tests of confirmation ask for it.
+    env["OGV_CONFIRM_AFTER"] = "0"
     env.update(
         OGV_DATA_DIR=str(data_dir),
         OGV_NAMESPACE=NAMESPACE,
@@ -238,8 +250,21 @@ def service_env(data_dir: Path, fake: FakeOpsgenie, **extra: str) -> dict[str, s
     return env
 
 
-    # One answer decides, as before confirmation: the tests of confirmation ask for it.
-    env["OGV_CONFIRM_AFTER"] = "0"
+BROKERS = ["redis-postgres", "rabbitmq-postgres"]
+"""The stacks on a real broker: a test parametrised over them runs on both brokers."""
+
+
+def broker_env(kind: str, request: pytest.FixtureRequest) -> dict[str, str]:
+    """The broker (and shared state) of a stack of `kind`."""
+    redis_url = str(request.getfixturevalue("redis_url"))
+    if kind == "rabbitmq-postgres":
+        return {
+            "OGV_BROKER_URL": str(request.getfixturevalue("rabbitmq_url")),
+            "OGV_REDIS_URL": redis_url,
+        }
+    return {"OGV_BROKER_URL": redis_url}
+
+
 def open_stack(
     kind: str,
     request: pytest.FixtureRequest,
@@ -247,7 +272,8 @@ def open_stack(
     fake: FakeOpsgenie,
     **extra_env: str,
 ) -> Stack:
-    """A migrated service of `kind` ("embedded" or "redis-postgres") with one worker."""
+    """A migrated service of `kind` with one worker: "embedded", "redis-postgres", or
+    "rabbitmq-postgres" (RabbitMQ the broker, Redis the shared state: OGV_REDIS_URL)."""
     data_dir = tmp_path_factory.mktemp(f"stack-{kind}")
     log = ARTIFACTS / "logs" / f"worker-{kind}-{uuid.uuid4().hex[:8]}.log"
     if kind == "embedded":
@@ -258,8 +284,8 @@ def open_stack(
             data_dir,
             fake,
             OGV_DATABASE_URL=request.getfixturevalue("postgres_url"),
-            OGV_BROKER_URL=request.getfixturevalue("redis_url"),
             OGV_ENCRYPTION_KEYS=request.getfixturevalue("fernet_key"),
+            **broker_env(kind, request),
             **extra_env,
         )
         pool = {"pool": "prefork", "concurrency": 2}

@@ -17,13 +17,14 @@ from types import ModuleType
 import pytest
 
 from tests.api_support import Account, install, stack_client
-from tests.conftest import Stack
+from tests.conftest import BROKERS, Stack
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.scenario import KeyScenario
 from worker.web.client import ValidationClient
 
-# The worker runs on Redis and PostgreSQL only: the client is for deployed web apps.
-redis_postgres = pytest.mark.parametrize("stack", ["redis-postgres"], indirect=True, scope="module")
+# The worker runs on PostgreSQL and a real broker (Redis, RabbitMQ): the client is for
+# deployed web apps.
+redis_postgres = pytest.mark.parametrize("stack", BROKERS, indirect=True, scope="module")
 
 ROOT = Path(__file__).parent.parent
 EXAMPLES = ROOT / "docs" / "examples"

@@ -1,5 +1,7 @@
 """The whole pipeline through real processes: `ogv` commands, a real Celery worker,
-the fake Opsgenie over HTTP, on the embedded default and on Redis with PostgreSQL.
+the fake Opsgenie over HTTP, on the embedded default, on Redis with PostgreSQL, and on
+RabbitMQ (quorum queue, countdowns by native delayed delivery) with PostgreSQL and
+Redis for the shared state.
 """
 
 from __future__ import annotations
@@ -11,9 +13,16 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import NAMESPACE, Stack
+from tests.conftest import BROKERS, NAMESPACE, Stack
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.scenario import KeyScenario
+
+# The core path on every broker: every outcome, each published by the CLI (retries and a
+# 429's pause are countdowns: on RabbitMQ, native delayed delivery). The other tests here
+# exercise the CLI more than the broker, and run on the embedded default and Redis alone.
+every_broker = pytest.mark.parametrize(
+    "stack", ["embedded", *BROKERS], indirect=True, scope="module"
+)
 
 
 def ok_json(stack: Stack, *args: str, stdin: str | None = None) -> Any:
@@ -81,6 +90,7 @@ MATRIX = {
 }
 
 
+@every_broker
 def test_every_outcome_through_a_real_worker(stack: Stack, fake: FakeOpsgenie) -> None:
     account = install(stack, fake, {label: case[0] for label, case in MATRIX.items()})
     org, integration = account["org"], account["integration"]
@@ -166,7 +176,10 @@ def test_alerts_probe_is_used_when_configured(stack: Stack, fake: FakeOpsgenie, 
     """OGV_PROBE switches the endpoint; a worker started with it calls GET v2/alerts."""
     env = dict(stack.env, OGV_PROBE=probe)
     alt = Stack(f"{stack.name}-{probe}", env, stack.worker_log)
-    alt.start_worker(pool="threads", concurrency=2, extra_args=("--queues", NAMESPACE))
+    # A node name of its own: RabbitMQ gives each node's control queue to one worker.
+    alt.start_worker(
+        pool="threads", concurrency=2, name="ogv-alerts", extra_args=("--queues", NAMESPACE)
+    )
     try:
         account = install(stack, fake, {"ops": KeyScenario("valid")})
         stack.workers[0].stop()  # only the alerts worker consumes now
