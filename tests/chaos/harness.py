@@ -237,6 +237,8 @@ def populate(
 def chaos_env(
     data_dir: Path, fake: FakeOpsgenie, database_url: str, fernet_key: str, **extra: str
 ) -> dict[str, str]:
+    """The service's environment on Redis; `extra` overrides it (OGV_BROKER_URL=amqp://...
+    with OGV_REDIS_URL for the RabbitMQ scenario)."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("OGV_")}
     env.update(CHAOS_ENV)
     env.update(
