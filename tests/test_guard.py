@@ -9,9 +9,9 @@ from dataclasses import replace
 
 import pytest
 import redis
-from sqlalchemy import Engine, create_engine, select
+from sqlalchemy import Engine, create_engine, delete, select
 
-from models import HeldChange, Outcome, RequestState, TeamStatus, TeamStatusChange
+from models import GuardWindow, HeldChange, Outcome, RequestState, TeamStatus, TeamStatusChange
 from tests.test_pipeline import Install, Installed, install, load, request_for
 from worker.checks.guard import (
     BUCKETS,
@@ -255,6 +255,16 @@ def test_a_tripped_guard_holds_the_change_and_a_valid_recheck_drops_it(
     base_url = fake.url
     with guarded.sessions.begin() as session:
         windows.admit(session.connection(), base_url, guarded.guard.thresholds, 2, ["a", "b"])
+    try:
+        held_then_dropped(guarded, installed, fake, base_url)
+    finally:  # the session's database is shared: leave no tripped guard behind
+        with guarded.sessions.begin() as session:
+            session.execute(delete(GuardWindow).where(GuardWindow.base_url == base_url))
+
+
+def held_then_dropped(
+    guarded: Collaborators, installed: Installed, fake: FakeOpsgenie, base_url: str
+) -> None:
     fake.set_key(installed.key, KeyScenario("invalid_key"))
     request_id = request_for(guarded, installed)
     step = run_attempt(request_id, guarded)

@@ -8,7 +8,7 @@ import json
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -426,15 +426,16 @@ def assert_released(
     assert set(changed) == set(chosen)
     assert all(changed[t].request_id == requests[t] for t in chosen)
     assert all(t.status is TeamStatus.INVALID_KEY for t in teams)
-    documents: Callable[[], list[dict[str, Any]]] = (
-        lambda: [  # noqa: E731
+
+    def documents() -> list[dict[str, Any]]:
+        return [
             d
             for d in receiver.received[since:]
             if d.get("event") == "team.status_changed"
             and d["team_id"] in chosen
             and d["new_status"] == "invalid_key"
         ]
-    )
+
     wait_until(lambda: len(documents()) >= len(chosen), timeout=60)
     assert sorted(d["team_id"] for d in documents()) == sorted(chosen)
 

@@ -144,27 +144,6 @@ def test_a_status_change_makes_one_history_row_and_one_webhook_call(
     assert len(mine()) == 2  # and no more calls came after
 
 
-def test_the_account_limit_holds_across_two_worker_processes(
-    hooked: Stack, fake: FakeOpsgenie
-) -> None:
-    """Two more worker processes share one account's pacing through Redis (4/s)."""
-    second = hooked.start_worker(pool="prefork", concurrency=1)
-    third = hooked.start_worker(pool="prefork", concurrency=1)
-    try:
-        bucket = f"paced-{uuid.uuid4().hex[:8]}"  # the fake's name for the account
-        scenario = KeyScenario("valid", account=bucket)
-        account = install(hooked, fake, {f"t{i:02d}": scenario for i in range(16)})
-        done = hooked.ogv("revalidate", "--org", str(account["org"]), "--json", timeout=120)
-        assert done.returncode == 0, done.stdout + done.stderr
-        summary = json.loads(done.stdout)
-        assert summary["requests"] == 16 and summary["outcomes"] == {"valid": 16}
-        assert fake.account_calls(bucket) == 16
-        assert fake.max_calls_per_second(bucket) <= 4
-    finally:
-        second.stop()
-        third.stop()
-
-
 def test_revalidate_cli_reports_every_outcome(hooked: Stack, fake: FakeOpsgenie) -> None:
     account = install(
         hooked,
