@@ -6,7 +6,8 @@ is per account, not per key or per worker. Two mechanisms:
 - **Reservations** pace calls with GCRA (the generic cell rate algorithm): an
   account allows one call every `1/rate` seconds, with a burst of `burst`
   calls. `reserve({account: n})` books n calls and returns, for each, how long
-  to wait before making it. A batch books all its calls in one round trip.
+  to wait before making it. A batch books all its calls in one round trip, and
+  the bookings asked for in one pass of a process's event loop share one.
 - **Pauses**: a 429 pauses the whole account for the period Opsgenie named.
   While paused, reservations book nothing and return the pause's remaining time.
 
@@ -17,8 +18,10 @@ uses the same algorithm inside one process.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
+from collections import Counter, deque
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -148,7 +151,13 @@ return out
 
 
 class RedisGate:
-    """A gate in Redis, shared by every worker that uses the same server."""
+    """A gate in Redis, shared by every worker that uses the same server.
+
+    Bookings asked for in one pass of the event loop go to Redis together, in one
+    script call: a batch's up-front booking, and the calls of a batch that woke too
+    late for their turns and book again (a busy loop wakes many at once). Each
+    asker gets its turns in the order it asked.
+    """
 
     def __init__(
         self, client: aioredis.Redis, pacing: Pacing | None = None, namespace: str = "ogv"
@@ -159,11 +168,45 @@ class RedisGate:
         self.pause_prefix = f"{namespace}:pause:"
         self.pace_prefix = f"{namespace}:pace:"
         self._reserve = client.register_script(RESERVE_SCRIPT)
+        self._asked: list[tuple[dict[str, int], asyncio.Future[dict[str, list[float]]]]] = []
+        self._booking: asyncio.Task[None] | None = None
 
     async def reserve(self, calls: Mapping[str, int]) -> dict[str, list[float]]:
-        accounts = [account for account, count in calls.items() if count > 0]
-        if not accounts:
+        asked = {account: count for account, count in calls.items() if count > 0}
+        if not asked:
             return {}
+        loop = asyncio.get_running_loop()
+        turns: asyncio.Future[dict[str, list[float]]] = loop.create_future()
+        self._asked.append((asked, turns))
+        if self._booking is None:
+            # Runs on the loop's next pass, once every call woken in this one has asked.
+            self._booking = loop.create_task(self._book_asked())
+        return await turns
+
+    async def _book_asked(self) -> None:
+        asked, self._asked, self._booking = self._asked, [], None
+        total: Counter[str] = Counter()
+        for calls, _ in asked:
+            total.update(calls)
+        try:
+            booked = await self._book(total)
+        except BaseException as exc:
+            for _, turns in asked:
+                if not turns.done():
+                    turns.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        queues = {account: deque(delays) for account, delays in booked.items()}
+        for calls, turns in asked:
+            if not turns.done():  # an asker cancelled meanwhile leaves its turns unused
+                turns.set_result(
+                    {a: [queues[a].popleft() for _ in range(n)] for a, n in calls.items()}
+                )
+
+    async def _book(self, calls: Mapping[str, int]) -> dict[str, list[float]]:
+        """Book `calls` in one script call: for each account, its delays in order."""
+        accounts = list(calls)
         keys = [key for a in accounts for key in (self.pause_prefix + a, self.pace_prefix + a)]
         args = [self._pacing.interval_us, self._pacing.tolerance_us]
         sent = time.monotonic()
