@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
 import sys
-
-from pythonjsonlogger.json import JsonFormatter
+from typing import Any
 
 STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
@@ -28,6 +29,38 @@ class TextFormatter(logging.Formatter):
         return escape_controls(f"{line} {extras}" if extras else line)
 
 
+class JsonLineFormatter(logging.Formatter):
+    """One JSON object a line: `asctime`, `level`, `logger`, `event`, the traceback
+    (`exc_info`) if there is one, then the record's extra fields.
+
+    Every check logs a line or two, so this is on the hot path: one dict and one
+    `json.dumps`. JSON escapes control characters, so no value can forge a line.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "asctime": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        if record.exc_info:
+            line["exc_info"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            line["stack_info"] = self.formatStack(record.stack_info)
+        for name, value in record.__dict__.items():
+            if name not in STANDARD_ATTRS:
+                line[name] = value
+        return json.dumps(line, default=_jsonable)
+
+
+def _jsonable(value: object) -> str:
+    """A value JSON has no type for: dates and times as ISO 8601, anything else as text."""
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    return str(value)
+
+
 def escape_controls(text: str) -> str:
     """`text` with every non-printable character written as its escape (`\\n`, `\\x01`)."""
     if text.isprintable():
@@ -38,12 +71,7 @@ def escape_controls(text: str) -> str:
 def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
-        handler.setFormatter(
-            JsonFormatter(
-                "%(asctime)s %(levelname)s %(name)s %(message)s",
-                rename_fields={"message": "event", "levelname": "level", "name": "logger"},
-            )
-        )
+        handler.setFormatter(JsonLineFormatter())
     else:
         handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()
