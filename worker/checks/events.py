@@ -12,14 +12,34 @@ recovering (worker/checks/platform_health.py), under their own idempotency key.
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from models import Integration, OrganizationIntegration, Team, TeamStatusChange, utcnow
+
+if TYPE_CHECKING:
+    from worker.checks.records import StatusChange
+
+log = logging.getLogger("ogv.pipeline")
+
+
+def log_change(change: StatusChange, *, released: bool = False) -> None:
+    """A change's `team.status_changed` line: written by a check, or `released` by an
+    operator from the mass-change guard's hold."""
+    extra: dict[str, Any] = {
+        "team_id": change.team_id,
+        "request_id": str(change.request_id),
+        "old_status": change.old_status.value,
+        "new_status": change.new_status.value,
+    }
+    if released:
+        extra["released"] = True
+    log.info("team.status_changed", extra=extra)
 
 
 class WebhookFailed(Exception):

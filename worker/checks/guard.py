@@ -371,8 +371,11 @@ class GuardState:
     tripped: bool
     tripped_at: datetime | None
     checks: int
+    """Checks of valid teams in the current window."""
     changes: int
+    """Changes from valid to failing in the current window, held ones included."""
     accounts: int
+    """Accounts among those changes (counted up to three a tenth of the window)."""
     trips: int
 
 

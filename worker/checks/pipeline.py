@@ -48,7 +48,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models import Outcome, utcnow
 from models.crypto import KeyVault
 from worker import metrics
-from worker.checks import claims, platform_health, records
+from worker.checks import claims, events, platform_health, records
 from worker.checks.guard import Guard, Trip, announce
 from worker.checks.opsgenie import AccountPaused, GateUnavailable, OpsgenieClient, TransientError
 from worker.checks.ratelimit import AccountGate
@@ -302,7 +302,7 @@ def _write(
     report.steps.update(_count_refused(claimed, stored.refused, deps))
     _log_second_opinions(completions, written)
     for change in written.changes:
-        _log_change(change)
+        events.log_change(change)
     if written.changes:
         deps.on_changes(written.changes)
     if written.trips:
@@ -657,18 +657,6 @@ def _log_second_opinions(
                     "new_status": completion.result.outcome.value,
                 },
             )
-
-
-def _log_change(change: records.StatusChange) -> None:
-    log.info(
-        "team.status_changed",
-        extra={
-            "team_id": change.team_id,
-            "request_id": str(change.request_id),
-            "old_status": change.old_status.value,
-            "new_status": change.new_status.value,
-        },
-    )
 
 
 __all__ = [

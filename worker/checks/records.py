@@ -399,7 +399,7 @@ def _apply_to_teams(
             applied.held.extend(completion for _, completion in waiting[admission.allowed :])
         _settle_held(connection, teams, completions, applied.held)
     _write_teams(connection, teams)
-    applied.changes = _insert_changes(connection, changes)
+    applied.changes = insert_changes(connection, changes)
     return applied
 
 
@@ -477,7 +477,9 @@ def _write_teams(connection: Connection, teams: dict[str, _TeamNow]) -> None:
         connection.execute(_UPDATE_TEAM, rows)
 
 
-def _insert_changes(connection: Connection, changes: list[dict[str, Any]]) -> list[StatusChange]:
+def insert_changes(connection: Connection, changes: list[dict[str, Any]]) -> list[StatusChange]:
+    """Write history rows (`team_id`, `request_id`, `old_status`, `new_status`,
+    `changed_at` each) and return them with their ids, in id order."""
     if not changes:
         return []
     # INSERT ... RETURNING: the rows come back with their ids. (A SELECT after the

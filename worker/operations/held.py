@@ -20,13 +20,14 @@ through the producers' path (worker/web/enqueue.py), in transactions of its own.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
-from sqlalchemy import ColumnElement, Row, Select, Table, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Row, Select, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import (
@@ -35,7 +36,6 @@ from models import (
     OrganizationIntegration,
     Requester,
     Team,
-    TeamStatusChange,
     utcnow,
 )
 from models.db import one_of
@@ -54,7 +54,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ogv.held")
 
-_CHANGES = cast(Table, TeamStatusChange.__table__)
 
 DEFAULT_PAGE = teams.DEFAULT_PAGE
 MAX_PAGE = teams.MAX_PAGE
@@ -106,21 +105,11 @@ class HeldPage:
 
 
 @dataclass(frozen=True)
-class BaseUrlGuard:
+class BaseUrlGuard(guard.GuardState):
     """One base URL's guard and the changes it holds, as `ogv changes list` and
     `GET /v1/guard` show it."""
 
-    base_url: str
-    tripped: bool
-    tripped_at: datetime | None
-    checks: int
-    """Checks of valid teams in the current window."""
-    changes: int
-    """Changes from valid to failing in the current window, held ones included."""
-    accounts: int
-    """Accounts among those changes (the guard keeps three per tenth of the window)."""
-    trips: int
-    held: int
+    held: int = 0
 
 
 def _held_rows() -> Select[HeldChange, str, OrganizationIntegration, str]:
@@ -193,18 +182,7 @@ def guard_report(
     found = []
     for base_url in sorted(set(states) | set(held)):
         state = states.get(base_url) or guard.GuardState(base_url, False, None, 0, 0, 0, 0)
-        found.append(
-            BaseUrlGuard(
-                base_url,
-                state.tripped,
-                state.tripped_at,
-                state.checks,
-                state.changes,
-                state.accounts,
-                state.trips,
-                held.get(base_url, 0),
-            )
-        )
+        found.append(BaseUrlGuard(**dataclasses.asdict(state), held=held.get(base_url, 0)))
     return sorted(found, key=lambda g: (not g.tripped, g.base_url))
 
 
@@ -280,10 +258,8 @@ def release(session: Session, selection: Selection) -> Released:
 def _insert_changes(
     session: Session, held: Sequence[HeldChange], now: datetime
 ) -> list[StatusChange]:
-    from worker.checks.records import StatusChange
+    from worker.checks.records import insert_changes
 
-    if not held:
-        return []
     rows = [
         {
             "team_id": h.team_id,
@@ -294,33 +270,15 @@ def _insert_changes(
         }
         for h in held
     ]
-    inserted = session.connection().execute(
-        insert(_CHANGES).returning(
-            _CHANGES.c.id,
-            _CHANGES.c.team_id,
-            _CHANGES.c.request_id,
-            _CHANGES.c.old_status,
-            _CHANGES.c.new_status,
-            _CHANGES.c.changed_at,
-        ),
-        rows,
-    )
-    return sorted((StatusChange(*row) for row in inserted), key=lambda change: change.id)
+    return insert_changes(session.connection(), rows)
 
 
 def log_released(changes: Sequence[StatusChange]) -> None:
     """The `team.status_changed` line of each released change, as the pipeline logs one."""
+    from worker.checks.events import log_change
+
     for change in changes:
-        log.info(
-            "team.status_changed",
-            extra={
-                "team_id": change.team_id,
-                "request_id": str(change.request_id),
-                "old_status": change.old_status.value,
-                "new_status": change.new_status.value,
-                "released": True,
-            },
-        )
+        log_change(change, released=True)
 
 
 def discard(session: Session, selection: Selection) -> list[Ask]:
