@@ -88,6 +88,22 @@ def test_an_unreachable_database_is_named(tmp_path: Path, fernet_key: str) -> No
     assert line.endswith("; check OGV_DATABASE_URL")
 
 
+def test_an_unreachable_shared_redis_is_named(tmp_path: Path) -> None:
+    """The embedded default with OGV_REDIS_URL on a closed port: the guard's windows
+    live there, so reading them is refused in one line naming that setting."""
+    assert run(tmp_path, "db", "upgrade").returncode == 0
+    for command in (["status"], ["changes", "list"]):
+        done = run(tmp_path, *command, OGV_REDIS_URL="redis://127.0.0.1:1/0")
+
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        [line] = done.stderr.splitlines()
+        assert line == (
+            "error (shared_state_unavailable): the shared Redis is unreachable "
+            "(ConnectionError); check OGV_REDIS_URL (or OGV_BROKER_URL when the broker is "
+            "that Redis)"
+        )
+
+
 def test_a_port_in_use_is_named(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -287,3 +287,25 @@ def held_then_dropped(
     assert isinstance(run_attempt(request_for(guarded, installed), guarded), Finished)
     with guarded.sessions() as session:
         assert session.scalars(select(HeldChange).where(HeldChange.team_id == team.id)).all() == []
+
+
+def test_an_unreachable_shared_redis_is_retried_and_a_503_not_a_crash() -> None:
+    """Counting or reading a window on a Redis that cannot be reached raises
+    SharedStateUnavailable: a batch's write is then retried whole (as a lost database
+    connection is), and the API answers 503 `shared_state_unavailable`."""
+    import asyncio
+
+    from worker.checks.guard import SharedStateUnavailable
+    from worker.checks.retries import is_retried_database_error
+    from worker.web.errors import ApiError, off_loop
+
+    gone = RedisWindows(redis.Redis.from_url("redis://127.0.0.1:1/0"), "guard-gone")
+    with pytest.raises(SharedStateUnavailable) as counted:
+        gone.admit(None, URL, T, 1, ["acme"])  # type: ignore[arg-type]
+    assert is_retried_database_error(counted.value)
+    with pytest.raises(SharedStateUnavailable):
+        gone.read(None)  # type: ignore[arg-type]
+
+    with pytest.raises(ApiError) as refused:
+        asyncio.run(off_loop(lambda: gone.read(None)))  # type: ignore[arg-type]
+    assert (refused.value.status, refused.value.code) == (503, "shared_state_unavailable")

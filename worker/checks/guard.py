@@ -23,11 +23,12 @@ same `admit`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -221,6 +222,12 @@ def admit(
     return Admission(allowed, trip, reset)
 
 
+class SharedStateUnavailable(RuntimeError):
+    """The Redis the workers share could not be reached: the guard's window can be
+    neither read nor counted. A batch's write is then retried whole, like one whose
+    database connection was lost; a command says which setting to check."""
+
+
 class Windows(Protocol):
     """Where the guard's windows live."""
 
@@ -276,14 +283,30 @@ class RedisWindows:
             pipe.sadd(self.prefix + "urls", base_url)
             decided[:] = [admission]
 
-        self.client.transaction(attempt, key)
+        with _reaching_redis():
+            self.client.transaction(attempt, key)
         return decided[0]
 
     def read(self, connection: Connection) -> dict[str, Window]:
-        members = self.client.smembers(self.prefix + "urls")
-        urls = sorted(u.decode() if isinstance(u, bytes) else u for u in members)
-        values = self.client.mget([self.prefix + u for u in urls]) if urls else []
+        with _reaching_redis():
+            members = self.client.smembers(self.prefix + "urls")
+            urls = sorted(u.decode() if isinstance(u, bytes) else u for u in members)
+            values = self.client.mget([self.prefix + u for u in urls]) if urls else []
         return {u: Window.from_json(v) for u, v in zip(urls, values, strict=True) if v}
+
+
+@contextlib.contextmanager
+def _reaching_redis() -> Iterator[None]:
+    """Turn a lost or refused Redis connection into `SharedStateUnavailable`."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        raise SharedStateUnavailable(
+            f"the shared Redis is unreachable ({type(exc).__name__})"
+        ) from exc
 
 
 class DatabaseWindows:
@@ -424,6 +447,7 @@ __all__ = [
     "Guard",
     "GuardState",
     "RedisWindows",
+    "SharedStateUnavailable",
     "Thresholds",
     "Trip",
     "Window",

@@ -60,7 +60,10 @@ class RetryPolicy:
 
 
 def is_retried_database_error(exc: BaseException) -> bool:
-    """True for a lost or busy database connection, worth another attempt."""
+    """True for a lost or busy database connection, or an unreachable shared Redis
+    (the guard's window is counted in the same write): worth another attempt."""
+    from worker.checks.guard import SharedStateUnavailable
+
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    return isinstance(exc, RETRIED_DATABASE_ERRORS)
+    return isinstance(exc, (*RETRIED_DATABASE_ERRORS, SharedStateUnavailable))

@@ -52,6 +52,14 @@ def explain(exc: BaseException) -> Refusal | None:
                 "check OGV_DATABASE_URL",
             )
         return None
+    from worker.checks.guard import SharedStateUnavailable
+
+    if isinstance(exc, SharedStateUnavailable):
+        return Refusal(
+            "shared_state_unavailable",
+            _first_line(exc),
+            "check OGV_REDIS_URL (or OGV_BROKER_URL when the broker is that Redis)",
+        )
     if isinstance(exc, kombu.exceptions.OperationalError | RedisConnectionError):
         return Refusal(
             "broker_unavailable",

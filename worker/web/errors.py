@@ -2,7 +2,7 @@
 
 `ApiError` carries a stable code (`worker.web.openapi.ERROR_CODES`) to the errors
 middleware. `off_loop` runs SQLAlchemy's sync API on the thread pool and turns an
-unreachable database or broker into a 503 the caller can retry.
+unreachable database, broker or shared Redis into a 503 the caller can retry.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from typing import TypeVar
 
 import kombu.exceptions
 from sqlalchemy import exc as sa_exc
+
+from worker.checks.guard import SharedStateUnavailable
 
 log = logging.getLogger("ogv.api")
 
@@ -37,6 +39,10 @@ _UNAVAILABLE: dict[type[BaseException], tuple[str, str]] = {
     sa_exc.OperationalError: ("database_unavailable", "the database is unreachable"),
     sa_exc.InterfaceError: ("database_unavailable", "the database is unreachable"),
     sa_exc.TimeoutError: ("database_unavailable", "no database connection was free in time"),
+    SharedStateUnavailable: (
+        "shared_state_unavailable",
+        "the workers' shared Redis is unreachable (the mass-change guard lives there)",
+    ),
     kombu.exceptions.OperationalError: (
         "broker_unavailable",
         "the request is recorded but could not be queued yet; it will be, and asking "

@@ -62,6 +62,7 @@ ERROR_CODES = {
     "database_unavailable": "503: the database could not be reached; retry",
     "broker_unavailable": "503: recorded, but not published yet (the outbox will); retry",
     "busy": "503: the request could not be recorded this time; retry",
+    "shared_state_unavailable": "503: the workers' shared Redis could not be reached; retry",
 }
 
 
