@@ -29,10 +29,10 @@ from models import Requester
 from models.crypto import KeyVault
 from tests.conftest import ARTIFACTS, NAMESPACE, Stack, ogv_command, open_stack
 from worker import inventory
+from worker.enqueue import RequestView
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.scenario import KeyScenario
 from worker.web.client import ValidationClient
-from worker.web.enqueue import RequestView
 
 FLOWER_USER = "operator"
 FLOWER_PASSWORD = f"pw-{uuid.uuid4().hex[:16]}"

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.checks.baseurl import BaseUrlError, check_allowed, normalise_base_url
+from worker.platforms.baseurl import BaseUrlError, check_allowed, normalise_base_url
 from worker.settings import OFFICIAL_BASE_URLS
 
 US, EU, JSM = OFFICIAL_BASE_URLS

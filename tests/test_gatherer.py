@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import exc as sa_exc
 
 from worker.checks.requests import Ask
-from worker.web.enqueue import RequestView
+from worker.enqueue import RequestView
 from worker.web.errors import ApiError
 from worker.web.grouping import Gatherer
 

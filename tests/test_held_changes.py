@@ -37,16 +37,15 @@ from models.crypto import KeyVault
 from models.db import session_factory
 from tests.conftest import ogv_command
 from worker import inventory
-from worker.checks import events, records, requests
+from worker.checks import events, held, records, requests
 from worker.checks.guard import DatabaseWindows, Guard, Thresholds
 from worker.checks.requests import Ask
 from worker.checks.rules import Result, Target
-from worker.operations import held
+from worker.enqueue import BATCH_TASK, VALIDATE_TASK
 from worker.operations.cli import app
 from worker.periodic import recheck
 from worker.platforms import get_platform
 from worker.settings import Settings, get_settings
-from worker.web.enqueue import BATCH_TASK, VALIDATE_TASK
 
 runner = CliRunner()
 TRIPS_AFTER_THREE = Guard(
@@ -276,7 +275,7 @@ def test_discard_drops_the_held_changes_and_checks_the_teams_again(tripped: Flee
 
     with tripped.sessions.begin() as session:
         asks = held.discard(session, held.Selection(tripped.base_url, tuple(held_ids[:3])))
-    asked = held.check_again(
+    asked = recheck.check_again(
         tripped.sessions, publisher, asks, requested_by=Requester.CLI, batch_size=2
     )
 

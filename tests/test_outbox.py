@@ -12,9 +12,9 @@ from sqlalchemy import func, select, update
 from models import Requester, RequestState, ValidationRequest, utcnow
 from models.db import session_factory
 from worker.checks import requests
+from worker.enqueue import BATCH_TASK, VALIDATE_TASK, request_validations
 from worker.periodic import outbox
 from worker.settings import Settings
-from worker.web.enqueue import BATCH_TASK, VALIDATE_TASK, request_validations
 
 
 def _submit(

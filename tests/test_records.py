@@ -11,8 +11,8 @@ from sqlalchemy import select, text
 from models import Integration, OrganizationIntegration, Team
 from models.crypto import KeyVault, UndecryptableKey
 from models.db import session_factory
-from worker import inventory
-from worker.checks.baseurl import BaseUrlError
+from worker import errors, inventory
+from worker.platforms.baseurl import BaseUrlError
 from worker.settings import OFFICIAL_BASE_URLS, Settings
 
 
@@ -150,7 +150,7 @@ def test_a_duplicate_label_is_a_clear_error(settings: Settings) -> None:
 def test_bad_labels_are_refused(settings: Settings, label: str) -> None:
     org, integration_id = _link(settings)
     with (
-        pytest.raises(inventory.RecordError),
+        pytest.raises(errors.RecordError),
         session_factory(settings.effective_database_url).begin() as session,
     ):
         inventory.add_team(
@@ -167,7 +167,7 @@ def test_bad_labels_are_refused(settings: Settings, label: str) -> None:
 def test_keys_that_no_header_can_carry_are_refused(settings: Settings, key: str) -> None:
     org, integration_id = _link(settings)
     with (
-        pytest.raises(inventory.RecordError) as raised,
+        pytest.raises(errors.RecordError) as raised,
         session_factory(settings.effective_database_url).begin() as session,
     ):
         inventory.add_team(
@@ -184,7 +184,7 @@ def test_keys_that_no_header_can_carry_are_refused(settings: Settings, key: str)
 
 def test_a_team_needs_an_installed_integration(settings: Settings) -> None:
     with (
-        pytest.raises(inventory.NotFound),
+        pytest.raises(errors.NotFound),
         session_factory(settings.effective_database_url).begin() as session,
     ):
         inventory.add_team(

@@ -21,8 +21,8 @@ from models import (
     Team,
 )
 from models.crypto import KeyVault
-from worker.checks.baseurl import check_allowed, normalise_base_url
 from worker.checks.rules import OPSGENIE_PROVIDER
+from worker.errors import NotFound, RecordError
 from worker.platforms import (
     OPSGENIE,
     PLATFORMS,
@@ -31,18 +31,7 @@ from worker.platforms import (
     UnknownPlatform,
     get_platform,
 )
-
-
-class RecordError(ValueError):
-    """Raised when a write is refused; `code` is stable for scripts and the API."""
-
-    code = "invalid"
-
-
-class NotFound(RecordError):
-    """Raised when a referenced organization integration does not exist."""
-
-    code = "not_found"
+from worker.platforms.baseurl import check_allowed, normalise_base_url
 
 
 class DuplicateTeam(RecordError):

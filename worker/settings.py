@@ -20,6 +20,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from worker.platforms import PLATFORMS, Platform, ProbeName
+from worker.platforms.baseurl import normalise_base_url
 
 OFFICIAL_BASE_URLS = tuple(p.official_base_url for p in PLATFORMS.values())
 """Where the platforms serve their integration APIs: Opsgenie US and EU, JSM Operations."""
@@ -192,15 +193,11 @@ class Settings(BaseSettings):
     @field_validator("allowed_base_urls")
     @classmethod
     def _normalise_urls(cls, urls: list[str]) -> list[str]:
-        from worker.checks.baseurl import normalise_base_url
-
         return [normalise_base_url(url) for url in urls]
 
     @field_validator("opsgenie_base_url", "opsgenie_eu_base_url", "jsm_ops_base_url")
     @classmethod
     def _normalise_override(cls, url: str | None) -> str | None:
-        from worker.checks.baseurl import normalise_base_url
-
         return normalise_base_url(url) if url else None
 
     @model_validator(mode="after")

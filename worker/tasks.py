@@ -32,9 +32,7 @@ from worker.checks.records import StatusChange
 from worker.checks.retries import RetryPolicy, is_retried_database_error
 from worker.checks.rules import CheckOptions
 from worker.checks.runtime import get_runtime
-from worker.periodic import dispatch, outbox, recheck, retention
-from worker.settings import Settings, get_settings
-from worker.web.enqueue import (
+from worker.enqueue import (
     BATCH_TASK,
     NOTIFY_PLATFORM_TASK,
     NOTIFY_TASK,
@@ -46,6 +44,8 @@ from worker.web.enqueue import (
     publish,
     publish_batch,
 )
+from worker.periodic import dispatch, outbox, recheck, retention
+from worker.settings import Settings, get_settings
 
 MAX_DATABASE_RETRIES = 10
 

@@ -41,13 +41,13 @@ from models.crypto import KeyVault
 from models.db import session_factory
 from tests.conftest import ARTIFACTS, FAST_RETRIES, NAMESPACE, REDIS_URL
 from worker import inventory
+from worker.enqueue import REVALIDATE_TASK
 from worker.periodic import dispatch
 from worker.settings import OFFICIAL_BASE_URLS
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.local import LocalWorker
 from worker.testing.scenario import KeyScenario, Scenario
 from worker.web.client import producer_app
-from worker.web.enqueue import REVALIDATE_TASK
 
 CHAOS_REDIS_URL = os.environ.get(
     "OGV_TEST_CHAOS_REDIS_URL", make_url(REDIS_URL).set(database="12").render_as_string()

@@ -34,13 +34,13 @@ from tests.chaos import harness
 from tests.conftest import open_stack
 from tests.hostile_upstream import KINDS, HostileUpstream, fragments, leaks
 from worker import inventory
+from worker.enqueue import REVALIDATE_TASK
 from worker.periodic import dispatch
 from worker.platforms import PLATFORMS
 from worker.settings import OFFICIAL_BASE_URLS
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.web.api import ApiConfig
 from worker.web.client import ValidationClient, producer_app
-from worker.web.enqueue import REVALIDATE_TASK
 
 pytestmark = [pytest.mark.chaos, pytest.mark.redis, pytest.mark.postgres, pytest.mark.timeout(300)]
 

@@ -15,7 +15,7 @@ these errors, raised with the aiohttp cause chained:
     │   ├── NetworkError           timeout, refused or reset connection, DNS failure
     │   └── GateUnavailable        the account pacing store (Redis) failed: not called
 
-    BaseUrlError (a ValueError from worker.checks.baseurl, not an OpsgenieError)
+    BaseUrlError (a ValueError from worker.platforms.baseurl, not an OpsgenieError)
                                    the base URL is not an allowed Opsgenie host
 
 No message here ever contains the key: it travels only in the Authorization header.
@@ -36,9 +36,9 @@ from typing import Any
 import aiohttp
 
 from models.base import Outcome
-from worker.checks.baseurl import BaseUrlError, check_allowed
 from worker.platforms import Platform, ProbeName
 from worker.platforms.base import json_object
+from worker.platforms.baseurl import BaseUrlError, check_allowed
 
 __all__ = [
     "PROBES",

@@ -29,7 +29,7 @@ from models import (
     utcnow,
 )
 from models.db import from_arrays
-from worker.inventory import RecordError
+from worker.errors import RecordError
 
 FINAL_STATES = (RequestState.DONE, RequestState.FAILED)
 

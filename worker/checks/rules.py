@@ -30,10 +30,10 @@ from models import (
 )
 from models.crypto import KeyVault, UndecryptableKey
 from models.db import one_of
-from worker.checks.baseurl import BaseUrlError
 from worker.checks.opsgenie import AccountPaused, OpsgenieClient, OpsgenieError, Throttled, Verdict
 from worker.checks.ratelimit import AccountGate
 from worker.platforms import JSM_OPS, PLATFORMS, Platform, ProbeName, get_platform
+from worker.platforms.baseurl import BaseUrlError
 
 if TYPE_CHECKING:
     from worker.settings import Settings

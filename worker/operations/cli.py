@@ -130,8 +130,9 @@ def integration_add(
     """Install an account on Opsgenie (US or EU) or JSM Operations for an organization."""
     from models.db import session_factory
     from worker import inventory
-    from worker.checks.baseurl import BaseUrlError
     from worker.checks.rules import CheckOptions
+    from worker.errors import RecordError
+    from worker.platforms.baseurl import BaseUrlError
     from worker.settings import get_settings
 
     settings = get_settings()
@@ -156,7 +157,7 @@ def integration_add(
                 "base_url": integration.base_url,
                 "probe": chosen.probe_for(integration.probe, settings.probe),
             }
-    except inventory.RecordError as exc:
+    except RecordError as exc:
         fail(exc.code, str(exc), as_json)
     except BaseUrlError as exc:
         fail("invalid_base_url", f"{exc}; add it to OGV_ALLOWED_BASE_URLS to use it", as_json)
@@ -335,6 +336,7 @@ def team_add(
     from models.crypto import KeyVault
     from models.db import session_factory
     from worker import inventory
+    from worker.errors import RecordError
     from worker.settings import get_settings
 
     if sys.stdin.isatty():
@@ -355,7 +357,7 @@ def team_add(
                 vault=KeyVault(settings.fernet_keys()),
             )
             team_id = team.id
-    except inventory.RecordError as exc:
+    except RecordError as exc:
         fail(exc.code, str(exc), as_json)
     emit({"team_id": team_id}, as_json, lambda: console.print(f"team {team_id}"))
 
@@ -437,9 +439,9 @@ def revalidate(
     from models import Requester
     from models.db import session_factory
     from worker.celery import app as celery_app
+    from worker.enqueue import publish_batch
     from worker.periodic import dispatch
     from worker.settings import get_settings
-    from worker.web.enqueue import publish_batch
 
     if all_teams == (org is not None):
         fail("invalid", "give exactly one of --all or --org", as_json)
@@ -527,7 +529,7 @@ def validate(
     from models import Requester
     from models.db import session_factory
     from worker.celery import app as celery_app
-    from worker.web.enqueue import request_validation, wait_for
+    from worker.enqueue import request_validation, wait_for
 
     sessions = session_factory()
     request_id = request_validation(
@@ -574,8 +576,8 @@ def _print_status(
 ) -> None:
     """The table, under a line naming the base URLs that are unavailable now, and one
     naming those whose mass-change guard is tripped, if any."""
+    from worker.checks.held import describe_tripped
     from worker.checks.platform_health import describe
-    from worker.operations.held import describe_tripped
 
     if unavailable:
         console.print(f"[yellow]platforms[/yellow]: {describe(unavailable)}", highlight=False)
@@ -588,8 +590,7 @@ def _print_status(
 
 def _tripped_guards(session: Any) -> list[Any]:
     """The base URLs whose mass-change guard is tripped now."""
-    from worker.checks import guard
-    from worker.operations import held
+    from worker.checks import guard, held
     from worker.settings import get_settings
 
     settings = get_settings()
@@ -664,8 +665,8 @@ def _held_selection(
     required: bool = True,
 ) -> Any:
     """The held changes an operator named, or a one-line refusal (never echoing input)."""
-    from worker.checks.baseurl import BaseUrlError, normalise_base_url
-    from worker.operations.held import Selection
+    from worker.checks.held import Selection
+    from worker.platforms.baseurl import BaseUrlError, normalise_base_url
     from worker.web.openapi import TEAM_ID_MAX, TEAM_ID_PATTERN
 
     team_ids = list(team_ids or [])
@@ -696,8 +697,7 @@ def _held_selection(
 def changes_list(base_url: BaseUrlOption = None, as_json: JsonOption = False) -> None:
     """Show each base URL's mass-change guard, and the changes it holds."""
     from models.db import session_factory
-    from worker.checks import guard
-    from worker.operations import held
+    from worker.checks import guard, held
     from worker.settings import get_settings
 
     selection = _held_selection(base_url, None, False, as_json, required=False)
@@ -762,7 +762,7 @@ def changes_release(
     A change whose team has moved on since (a new key, another status) is dropped.
     """
     from models.db import session_factory
-    from worker.operations import held
+    from worker.checks import held
     from worker.settings import get_settings
 
     selection = _held_selection(base_url, team, all_held, as_json)
@@ -773,7 +773,7 @@ def changes_release(
     held.log_released(released.changes)
     if settings.status_webhook_url and released.changes:
         from worker.celery import app as celery_app
-        from worker.web.enqueue import NOTIFY_TASK
+        from worker.enqueue import NOTIFY_TASK
 
         # As the workers do; the outbox sweeper sends again what is lost on the way.
         for change in released.changes:
@@ -804,14 +804,15 @@ def changes_discard(
     from models import Requester
     from models.db import session_factory
     from worker.celery import app as celery_app
-    from worker.operations import held
+    from worker.checks import held
+    from worker.periodic import recheck
     from worker.settings import get_settings
 
     settings = get_settings()
     sessions = session_factory()
     with sessions.begin() as session:
         asks = held.discard(session, selection)
-    rechecked = held.check_again(
+    rechecked = recheck.check_again(
         sessions, celery_app, asks, requested_by=Requester.CLI, batch_size=settings.batch_size
     )
     summary = {"discarded": len(asks), "rechecked": rechecked}
@@ -982,8 +983,7 @@ def health(
     """Check the database, the broker, and that a worker consumes; exit 3 if not."""
     from models.db import session_factory
     from worker.celery import app as celery_app
-    from worker.checks import guard
-    from worker.operations import held
+    from worker.checks import guard, held
     from worker.operations.health import run_checks, shared_state
     from worker.settings import get_settings
 

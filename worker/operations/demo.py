@@ -27,12 +27,12 @@ from models.crypto import KeyVault
 from models.db import session_factory
 from models.migrate import upgrade
 from worker import inventory
+from worker.enqueue import RequestView
 from worker.platforms import PLATFORMS, PlatformName, get_platform
 from worker.settings import Settings, get_settings
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.local import LocalWorker
 from worker.testing.scenario import KeyScenario, Scenario
-from worker.web.enqueue import RequestView
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,7 @@ def _validate_all(
     organization_id: int, teams: dict[str, tuple[int, str]], timeout: float
 ) -> list[DemoRow]:
     from worker.celery import app
-    from worker.web.enqueue import request_validation, wait_for
+    from worker.enqueue import request_validation, wait_for
 
     sessions = session_factory()
     wanted = [

@@ -38,8 +38,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import HealthCheck, utcnow
 from worker.checks import platform_health
+from worker.checks.held import BaseUrlGuard, describe_tripped
 from worker.checks.platform_health import PlatformState
-from worker.operations.held import BaseUrlGuard, describe_tripped
 from worker.settings import Settings
 
 CANARY_TASK = "ogv.canary"
@@ -140,7 +140,7 @@ class Unhealthy(RuntimeError):
 
 
 GuardReader = Callable[[Session], Sequence[BaseUrlGuard]]
-"""Reads every base URL's guard (`worker.operations.held.guard_report`, bound to the
+"""Reads every base URL's guard (`worker.checks.held.guard_report`, bound to the
 windows and thresholds of the settings)."""
 
 

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models import OrganizationIntegration, Team
 from models.crypto import KeyVault
 from models.integration import LABEL_MAX
-from worker import inventory
+from worker import errors, inventory
 
 FIELDS = {"organization_id": int, "integration_id": int, "label": str, "integration_key": str}
 BIGINT_MAX = 2**63 - 1
@@ -152,7 +152,7 @@ def _parse(number: int, raw: bytes | str, report: ImportReport) -> _Line | None:
     try:
         inventory.check_label(line.label)
         inventory.check_key_format(line.key)
-    except inventory.RecordError as exc:
+    except errors.RecordError as exc:
         refuse(exc.code, str(exc))
         return None
     return line

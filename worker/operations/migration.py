@@ -39,7 +39,6 @@ from models import Integration, IntegrationMove, OrganizationIntegration, Team, 
 from models.crypto import KeyVault, UndecryptableKey
 from models.db import session_factory
 from worker import readiness
-from worker.checks.baseurl import BaseUrlError, check_allowed
 from worker.checks.pipeline import Collaborators
 from worker.checks.ratelimit import Pacing
 from worker.checks.retries import RetryPolicy
@@ -53,6 +52,7 @@ from worker.checks.rules import (
     jsm_readiness,
 )
 from worker.platforms import JSM_OPS, Platform, UnknownPlatform, get_platform
+from worker.platforms.baseurl import BaseUrlError, check_allowed
 from worker.readiness import Probed, Readiness
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """Checking held teams again: beat's `ogv.recheck_held`.
 
-A change the mass-change guard holds (worker/operations/held.py) waits for an
+A change the mass-change guard holds (worker/checks/held.py) waits for an
 operator, but the key may answer `valid` again before one comes: every
 OGV_GUARD_RECHECK seconds each held team is checked again, and a check that finds
 its key valid drops the held change (worker/checks/records.py). A change that is
@@ -11,13 +11,17 @@ has reset.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import timedelta
 
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import Requester, utcnow
-from worker.operations import held
+from worker.checks import held
+from worker.checks.requests import Ask
+from worker.enqueue import request_validations
+from worker.periodic.dispatch import TeamRef, deal
 
 log = logging.getLogger("ogv.recheck")
 
@@ -37,8 +41,30 @@ def recheck_held(
         asks = held.claim_rechecks(session, utcnow() - timedelta(seconds=every), limit)
     if not asks:
         return 0
-    asked = held.check_again(
-        sessions, app, asks, requested_by=Requester.BEAT, batch_size=batch_size
-    )
+    asked = check_again(sessions, app, asks, requested_by=Requester.BEAT, batch_size=batch_size)
     log.info("held.rechecked", extra={"teams": asked})
+    return asked
+
+
+def check_again(
+    sessions: sessionmaker[Session],
+    app: Celery,
+    asks: Sequence[Ask],
+    *,
+    requested_by: Requester,
+    batch_size: int,
+) -> int:
+    """Ask for a check of each team, as producers do (`request_validations`), in batches
+    of at most `batch_size` that spread each account's teams apart; how many teams now
+    have a check pending (a team with one open already keeps that one)."""
+    refs = [TeamRef(a.team_id, a.organization_id, a.integration_id) for a in asks]
+    asked = 0
+    for batch in deal(refs, batch_size):
+        submitted = request_validations(
+            sessions,
+            app,
+            [Ask(ref.organization_id, ref.integration_id, ref.id) for ref in batch],
+            requested_by=requested_by,
+        )
+        asked += len(submitted)
     return asked

@@ -57,15 +57,14 @@ from sqlalchemy import text
 
 from models import TeamStatus
 from worker import readiness
-from worker.checks import guard
+from worker.checks import guard, held
 from worker.checks.requests import Ask, IdempotencyConflict
-from worker.inventory import RecordError
+from worker.enqueue import RequestView
+from worker.errors import RecordError
 from worker.logs import configure_logging
-from worker.operations import held
 from worker.settings import Settings
 from worker.web import teams
 from worker.web.client import ValidationClient
-from worker.web.enqueue import RequestView
 from worker.web.errors import ApiError, off_loop
 from worker.web.grouping import Gatherer
 from worker.web.openapi import (

@@ -3,8 +3,8 @@
 A Flask or Django app needs the broker and database URLs and this module, not the
 worker's Celery app or tasks: publishing goes through a small Celery instance of
 its own that knows only the broker and the task's registered name
-(`worker.web.enqueue.VALIDATE_TASK`). Recording, coalescing and idempotency are those
-of `worker.web.enqueue.request_validation`, so a check asked for here is the same
+(`worker.enqueue.VALIDATE_TASK`). Recording, coalescing and idempotency are those
+of `worker.enqueue.request_validation`, so a check asked for here is the same
 request, with the same outcomes, as one asked for through the CLI or the HTTP API.
 
 Errors reach the caller unchanged:
@@ -29,14 +29,14 @@ from models.db import session_factory
 from worker import embedded_broker
 from worker.broker import ValidatorCelery, topology
 from worker.checks.requests import Ask, IdempotencyConflict
-from worker.settings import Settings, get_settings, sqlalchemy_url
-from worker.web.enqueue import (
+from worker.enqueue import (
     RequestView,
     get_request,
     request_validation,
     request_validations,
     wait_for,
 )
+from worker.settings import Settings, get_settings, sqlalchemy_url
 
 __all__ = ["Ask", "IdempotencyConflict", "RequestView", "ValidationClient", "producer_app"]
 

@@ -7,8 +7,8 @@ import functools
 import math
 
 from worker.checks.requests import Ask
+from worker.enqueue import RequestView
 from worker.web.client import ValidationClient
-from worker.web.enqueue import RequestView
 from worker.web.errors import off_loop
 
 

@@ -14,8 +14,8 @@ Meanwhile beat checks held teams again every OGV_GUARD_RECHECK seconds
 (`claim_rechecks`, worker/periodic/recheck.py); a check that finds the key valid
 drops the held change by itself (worker/checks/records.py).
 
-Functions that take a session never commit; `check_again` records and publishes
-through the producers' path (worker/web/enqueue.py), in transactions of its own.
+Functions take a session and never commit. Asking for the re-checks themselves is
+the scheduler's (`check_again`, worker/periodic/recheck.py).
 """
 
 from __future__ import annotations
@@ -28,13 +28,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import ColumnElement, Row, Select, delete, func, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from models import (
     HeldChange,
     Integration,
     OrganizationIntegration,
-    Requester,
     Team,
     utcnow,
 )
@@ -43,8 +42,6 @@ from worker.checks import guard
 from worker.web import teams
 
 if TYPE_CHECKING:
-    from celery import Celery
-
     from worker.checks.records import StatusChange
     from worker.checks.requests import Ask
 
@@ -326,31 +323,3 @@ def _asks_of(rows: Sequence[Row[int, str, int, int]]) -> list[Ask]:
     from worker.checks.requests import Ask
 
     return [Ask(row.organization_id, row.integration_id, row.team_id) for row in rows]
-
-
-def check_again(
-    sessions: sessionmaker[Session],
-    app: Celery,
-    asks: Sequence[Ask],
-    *,
-    requested_by: Requester,
-    batch_size: int,
-) -> int:
-    """Ask for a check of each team, as producers do (`request_validations`), in batches
-    of at most `batch_size` that spread each account's teams apart; how many teams now
-    have a check pending (a team with one open already keeps that one)."""
-    from worker.checks.requests import Ask
-    from worker.periodic.dispatch import TeamRef, deal
-    from worker.web.enqueue import request_validations
-
-    refs = [TeamRef(a.team_id, a.organization_id, a.integration_id) for a in asks]
-    asked = 0
-    for batch in deal(refs, batch_size):
-        submitted = request_validations(
-            sessions,
-            app,
-            [Ask(ref.organization_id, ref.integration_id, ref.id) for ref in batch],
-            requested_by=requested_by,
-        )
-        asked += len(submitted)
-    return asked

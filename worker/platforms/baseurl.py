@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
+from worker.errors import BaseUrlError
 
-class BaseUrlError(ValueError):
-    """Raised when a base URL is malformed or not on the allowlist."""
+__all__ = ["BaseUrlError", "check_allowed", "normalise_base_url"]
 
 
 def normalise_base_url(url: str) -> str:
