@@ -11,6 +11,22 @@ from models.base import Base, IntegrationStatus, TeamStatus, enum_column, utcnow
 
 LABEL_MAX = 255
 ACCOUNT_MAX = 255
+BIGINT_MAX = 2**63 - 1
+"""The largest organization id (a BIGINT column)."""
+INTEGER_MAX = 2**31 - 1
+"""The largest integration or organization integration id (an INTEGER column)."""
+TEAM_ID_MAX = 300
+"""The longest team id: `teams.id` is a String(300)."""
+
+# `<organization_integration_id>-<label>` (`Team.make_id`). The id is an Integer
+# column, so at most 10 digits. A label holds no control character (C0 or C1), line
+# separator or lone surrogate, and no space at either end. Refusing the rest keeps a
+# key pasted into `team_id` (a UUID) out of the database and out of every answer,
+# unless the key's first group happens to be all digits.
+_LABEL_CHAR = r"[^\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]"
+_LABEL_EDGE = r"[^\x00-\x20\x7f-\x9f\u2028\u2029\ud800-\udfff]"
+TEAM_ID_PATTERN = rf"^[1-9][0-9]{{0,9}}-{_LABEL_EDGE}(?:{_LABEL_CHAR}*{_LABEL_EDGE})?$"
+"""The shape of every team id the service accepts from outside."""
 
 
 class Integration(Base):
@@ -65,7 +81,7 @@ class Team(Base):
 
     __tablename__ = "teams"
 
-    id: Mapped[str] = mapped_column(String(300), primary_key=True)
+    id: Mapped[str] = mapped_column(String(TEAM_ID_MAX), primary_key=True)
     organization_integration_id: Mapped[int] = mapped_column(
         ForeignKey("organization_integrations.id", ondelete="CASCADE")
     )

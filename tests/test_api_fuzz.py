@@ -22,10 +22,11 @@ from sqlalchemy import func, select
 
 from models import ValidationRequest
 from models.db import session_factory
+from models.integration import TEAM_ID_PATTERN
 from tests.api_support import JSON, TOKEN, Answer, ApiThread, call
 from worker.web.api import ApiConfig
 from worker.web.client import ValidationClient
-from worker.web.openapi import DECIMAL_PATTERN, IDEMPOTENCY_KEY_PATTERN, TEAM_ID_PATTERN
+from worker.web.openapi import DECIMAL_PATTERN, IDEMPOTENCY_KEY_PATTERN
 
 FUZZ = settings(
     max_examples=300,

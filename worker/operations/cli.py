@@ -665,9 +665,9 @@ def _held_selection(
     required: bool = True,
 ) -> Any:
     """The held changes an operator named, or a one-line refusal (never echoing input)."""
+    from models.integration import TEAM_ID_MAX, TEAM_ID_PATTERN
     from worker.checks.held import Selection
     from worker.platforms.baseurl import BaseUrlError, normalise_base_url
-    from worker.web.openapi import TEAM_ID_MAX, TEAM_ID_PATTERN
 
     team_ids = list(team_ids or [])
     if everything and (base_url is not None or team_ids):

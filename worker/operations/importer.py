@@ -27,12 +27,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import OrganizationIntegration, Team
 from models.crypto import KeyVault
-from models.integration import LABEL_MAX
+from models.integration import BIGINT_MAX, INTEGER_MAX, LABEL_MAX
 from worker import errors, inventory
 
 FIELDS = {"organization_id": int, "integration_id": int, "label": str, "integration_key": str}
-BIGINT_MAX = 2**63 - 1
-INTEGER_MAX = 2**31 - 1
 ID_RANGES = {"organization_id": BIGINT_MAX, "integration_id": INTEGER_MAX}
 """The largest id each column holds (organization ids are BIGINT, integration ids INTEGER)."""
 LINE_MAX = 64 * 1024

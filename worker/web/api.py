@@ -56,6 +56,7 @@ from multidict import MultiMapping
 from sqlalchemy import text
 
 from models import TeamStatus
+from models.integration import BIGINT_MAX, INTEGER_MAX, TEAM_ID_MAX, TEAM_ID_PATTERN
 from worker import readiness
 from worker.checks import guard, held
 from worker.checks.requests import Ask, IdempotencyConflict
@@ -70,14 +71,10 @@ from worker.web.grouping import Gatherer
 from worker.web.openapi import (
     BASE_URL_MAX,
     BASE_URL_PATTERN,
-    BIGINT_MAX,
     DECIMAL_PATTERN,
     DIGITS_PATTERN,
     IDEMPOTENCY_KEY_MAX,
     IDEMPOTENCY_KEY_PATTERN,
-    INTEGER_MAX,
-    TEAM_ID_MAX,
-    TEAM_ID_PATTERN,
     document,
 )
 from worker.web.teams import TeamRow

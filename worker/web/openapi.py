@@ -17,24 +17,13 @@ from __future__ import annotations
 from typing import Any
 
 from models import Outcome, Requester, RequestState, TeamStatus
+from models.integration import BIGINT_MAX, INTEGER_MAX, TEAM_ID_MAX, TEAM_ID_PATTERN
 from worker.platforms import PLATFORMS
 from worker.platforms.opsgenie import OPSGENIE_END_OF_SUPPORT
 
-BIGINT_MAX = 2**63 - 1
-INTEGER_MAX = 2**31 - 1
-TEAM_ID_MAX = 300  # teams.id is a String(300)
+# Unpadded base64url; a length of 1 more than a multiple of 4 encodes no byte.
 IDEMPOTENCY_KEY_MAX = 200
 CURSOR_MAX = 1600  # base64url of the longest team id: 300 characters of up to 4 UTF-8 bytes
-
-# `<organization_integration_id>-<label>` (models.Team.make_id). The id is an Integer
-# column, so at most 10 digits. A label holds no control character (C0 or C1), line
-# separator or lone surrogate, and no space at either end. Refusing the rest keeps a
-# key pasted into `team_id` (a UUID) out of the database and out of every answer,
-# unless the key's first group happens to be all digits.
-_LABEL_CHAR = r"[^\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]"
-_LABEL_EDGE = r"[^\x00-\x20\x7f-\x9f\u2028\u2029\ud800-\udfff]"
-TEAM_ID_PATTERN = rf"^[1-9][0-9]{{0,9}}-{_LABEL_EDGE}(?:{_LABEL_CHAR}*{_LABEL_EDGE})?$"
-# Unpadded base64url; a length of 1 more than a multiple of 4 encodes no byte.
 CURSOR_PATTERN = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2,3})?$"
 # Printable ASCII; HTTP drops spaces around a header value, so none can start or end it.
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$"
