@@ -1,0 +1,200 @@
+"""`ogv changes`: the status changes the mass-change guard holds back, to release
+or discard."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from worker.operations.cli.output import (
+    JsonOption,
+    console,
+    emit,
+    fail,
+    log_events,
+)
+
+app = typer.Typer(no_args_is_help=True, help="Status changes the mass-change guard holds back.")
+
+
+BaseUrlOption = Annotated[
+    str | None, typer.Option("--base-url", help="Only the held changes of this base URL.")
+]
+TeamOption = Annotated[
+    list[str] | None,
+    typer.Option("--team", help="Only this team's held change (a team id; repeatable)."),
+]
+AllOption = Annotated[bool, typer.Option("--all", help="Every held change.")]
+
+
+def _held_selection(
+    base_url: str | None,
+    team_ids: Sequence[str] | None,
+    everything: bool,
+    as_json: bool,
+    required: bool = True,
+) -> Any:
+    """The held changes an operator named, or a one-line refusal (never echoing input)."""
+    from models.integration import TEAM_ID_MAX, TEAM_ID_PATTERN
+    from worker.checks.held import Selection
+    from worker.platforms.baseurl import BaseUrlError, normalise_base_url
+
+    team_ids = list(team_ids or [])
+    if everything and (base_url is not None or team_ids):
+        fail("invalid", "give --all alone, or --base-url and --team without it", as_json)
+    if required and not (everything or base_url is not None or team_ids):
+        fail(
+            "invalid",
+            "name the held changes: --base-url URL, --team ID (repeatable) or --all",
+            as_json,
+        )
+    if base_url is not None:
+        try:
+            base_url = normalise_base_url(base_url)
+        except BaseUrlError as exc:
+            fail("invalid_base_url", f"--base-url: {exc}", as_json)
+    if any(len(t) > TEAM_ID_MAX or not re.fullmatch(TEAM_ID_PATTERN, t) for t in team_ids):
+        fail(
+            "invalid",
+            "--team takes team ids, which look like 2-payments "
+            "(<organization integration id>-<label>); `ogv changes list` lists the held ones",
+            as_json,
+        )
+    return Selection(base_url, tuple(dict.fromkeys(team_ids)))
+
+
+@app.command("list")
+def changes_list(base_url: BaseUrlOption = None, as_json: JsonOption = False) -> None:
+    """Show each base URL's mass-change guard, and the changes it holds."""
+    from models.db import session_factory
+    from worker.checks import guard, held
+    from worker.settings import get_settings
+
+    selection = _held_selection(base_url, None, False, as_json, required=False)
+    settings = get_settings()
+    with session_factory()() as session:
+        guards = held.guard_report(
+            session, guard.windows_for(settings), guard.Thresholds.from_settings(settings)
+        )
+        rows = held.list_held(session, selection)
+    if selection.base_url is not None:
+        guards = [g for g in guards if g.base_url == selection.base_url]
+    emit({"guard": guards, "held": rows}, as_json, lambda: _print_held(guards, rows))
+
+
+def _print_held(guards: Sequence[Any], rows: Sequence[Any]) -> None:
+    """The guard of each base URL, then the held changes; fits 80 columns."""
+    if not guards:
+        console.print("guard: no base URL counted yet", highlight=False)
+    for g in guards:
+        window = f"window: {g.changes} changes of {g.checks} checks, {g.accounts} accounts"
+        if g.tripped:
+            since = f" since {g.tripped_at:%Y-%m-%d %H:%M:%S} UTC" if g.tripped_at else ""
+            state = f"[red]tripped[/red]{since}"
+        else:
+            state = "[green]ok[/green]"
+        console.print(f"guard {g.base_url}: {state}; {window}; {g.held} held", highlight=False)
+    if not rows:
+        console.print("no changes are held")
+        return
+    table = Table("team", "change", "evidence", "held at")
+    for column in table.columns:
+        column.overflow = "fold"
+    for row in rows:
+        where = f"[dim]{row.label}, {row.account} at {row.base_url}[/dim]"
+        evidence = ", ".join(
+            part
+            for part in (
+                f"HTTP {row.http_status}" if row.http_status else "",
+                row.error_code or "",
+                row.message or "",
+            )
+            if part
+        )
+        table.add_row(
+            f"{row.team_id}\n{where}",
+            f"{row.old_status} → {row.new_status}",
+            evidence,
+            f"{row.held_at:%Y-%m-%d %H:%M}",
+        )
+    console.print(table)
+
+
+@app.command("release")
+def changes_release(
+    base_url: BaseUrlOption = None,
+    team: TeamOption = None,
+    all_held: AllOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Write the held changes to their teams, with their history and webhooks.
+
+    A change whose team has moved on since (a new key, another status) is dropped.
+    """
+    from models.db import session_factory
+    from worker.checks import held
+    from worker.settings import get_settings
+
+    selection = _held_selection(base_url, team, all_held, as_json)
+    settings = get_settings()
+    log_events(settings)
+    with session_factory().begin() as session:
+        released = held.release(session, selection)
+    held.log_released(released.changes)
+    if settings.status_webhook_url and released.changes:
+        from worker.celery import app as celery_app
+        from worker.enqueue import NOTIFY_TASK
+
+        # As the workers do; the outbox sweeper sends again what is lost on the way.
+        for change in released.changes:
+            celery_app.send_task(NOTIFY_TASK, args=[change.id])
+    summary = {
+        "released": len(released.changes),
+        "dropped": released.dropped,
+        "changes": released.changes,
+    }
+    emit(
+        summary,
+        as_json,
+        lambda: console.print(
+            f"released {summary['released']}, dropped {summary['dropped']} stale", highlight=False
+        ),
+    )
+
+
+@app.command("discard")
+def changes_discard(
+    base_url: BaseUrlOption = None,
+    team: TeamOption = None,
+    all_held: AllOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Drop the held changes, and check those teams again now."""
+    selection = _held_selection(base_url, team, all_held, as_json)
+    from models import Requester
+    from models.db import session_factory
+    from worker.celery import app as celery_app
+    from worker.checks import held
+    from worker.periodic import recheck
+    from worker.settings import get_settings
+
+    settings = get_settings()
+    sessions = session_factory()
+    with sessions.begin() as session:
+        asks = held.discard(session, selection)
+    rechecked = recheck.check_again(
+        sessions, celery_app, asks, requested_by=Requester.CLI, batch_size=settings.batch_size
+    )
+    summary = {"discarded": len(asks), "rechecked": rechecked}
+    emit(
+        summary,
+        as_json,
+        lambda: console.print(
+            f"discarded {len(asks)} held changes; checking {rechecked} teams again",
+            highlight=False,
+        ),
+    )

@@ -1,0 +1,63 @@
+"""`ogv keys`: the Fernet keys that encrypt stored integration keys, and re-encrypting
+under the newest one."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from worker.operations.cli.output import ExitCode, JsonOption, console, emit
+
+app = typer.Typer(no_args_is_help=True, help="The encryption keys that protect stored keys.")
+
+
+@app.command("generate")
+def keys_generate() -> None:
+    """Print a new Fernet key for OGV_ENCRYPTION_KEYS."""
+    from cryptography.fernet import Fernet
+
+    sys.stdout.write(Fernet.generate_key().decode() + "\n")
+
+
+@app.command("rotate")
+def keys_rotate(
+    after: Annotated[str, typer.Option(help="Resume after this team id.")] = "",
+    batch_size: Annotated[int, typer.Option(help="Teams per transaction.")] = 500,
+    as_json: JsonOption = False,
+) -> None:
+    """Re-encrypt every stored key under the first key of OGV_ENCRYPTION_KEYS."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress
+
+    from models.crypto import KeyVault
+    from models.db import session_factory
+    from worker.operations.rotation import count_teams, rotate
+    from worker.settings import get_settings
+
+    settings = get_settings()
+    sessions = session_factory()
+    vault = KeyVault(settings.fernet_keys())
+    total = count_teams(sessions, after)
+    columns = ("{task.description}", BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, console=Console(stderr=True), disable=as_json) as bar:
+        task = bar.add_task("re-encrypting", total=total)
+        report = rotate(
+            sessions,
+            vault,
+            after=after,
+            batch_size=batch_size,
+            progress=lambda done: bar.update(task, completed=done),
+        )
+    emit(report, as_json, lambda: _print_rotation(report))
+    if report.undecryptable:
+        raise typer.Exit(ExitCode.REFUSED)
+
+
+def _print_rotation(report: Any) -> None:
+    console.print(f"re-encrypted {report.rotated} keys")
+    for team_id in report.undecryptable:
+        console.print(
+            f"  team {team_id}: no configured encryption key decrypts its key", highlight=False
+        )
