@@ -339,6 +339,28 @@ def test_a_label_given_as_a_team_id_gets_a_hint_and_is_not_echoed(cli_env: None)
         assert team not in result.stdout
 
 
+@pytest.mark.parametrize(
+    "team",
+    [
+        "0-payments",
+        "12345678901-payments",
+        "2-payments ",
+        "2- payments",
+        "2-pay\x1bments",
+        "2-" + "a" * 299,
+    ],
+)
+def test_validate_takes_only_what_has_the_shape_of_a_team_id(cli_env: None, team: str) -> None:
+    """The shape `Team.make_id` gives, whole: not just a number and a dash in front."""
+    result = runner.invoke(
+        app, ["validate", "--org", "1", "--integration", "1", "--team", team, "--json"]
+    )
+
+    assert result.exit_code == 1
+    error = json.loads(result.stdout)["error"]
+    assert error["code"] == "invalid" and "ids look like 2-payments" in error["message"]
+
+
 def test_team_add_on_a_terminal_asks_for_the_key_without_echo(
     ogv_env: dict[str, str], fake: Any
 ) -> None:

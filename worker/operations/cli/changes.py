@@ -3,7 +3,6 @@ or discard."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Annotated, Any
 
@@ -15,6 +14,7 @@ from worker.operations.cli.output import (
     console,
     emit,
     fail,
+    is_team_id,
     log_events,
 )
 
@@ -39,7 +39,6 @@ def _held_selection(
     required: bool = True,
 ) -> Any:
     """The held changes an operator named, or a one-line refusal (never echoing input)."""
-    from models.integration import TEAM_ID_MAX, TEAM_ID_PATTERN
     from worker.checks.held import Selection
     from worker.platforms.baseurl import BaseUrlError, normalise_base_url
 
@@ -57,7 +56,7 @@ def _held_selection(
             base_url = normalise_base_url(base_url)
         except BaseUrlError as exc:
             fail("invalid_base_url", f"--base-url: {exc}", as_json)
-    if any(len(t) > TEAM_ID_MAX or not re.fullmatch(TEAM_ID_PATTERN, t) for t in team_ids):
+    if not all(is_team_id(t) for t in team_ids):
         fail(
             "invalid",
             "--team takes team ids, which look like 2-payments "

@@ -3,7 +3,6 @@ them, and show what they found."""
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any
@@ -12,15 +11,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from worker.operations.cli.output import JsonOption, console, emit, fail
+from worker.operations.cli.output import JsonOption, console, emit, fail, is_team_id
 
 if TYPE_CHECKING:
     from worker.web import teams
 
 app = typer.Typer()
 """Top-level commands: `ogv` adds them without a group of their own."""
-TEAM_ID = re.compile(r"^[0-9]+-.")
-"""Team ids are `<organization integration id>-<label>` (`models.Team.make_id`)."""
 
 
 @app.command()
@@ -116,7 +113,7 @@ def validate(
     as_json: JsonOption = False,
 ) -> None:
     """Queue a check of a team's key; with --wait, print its outcome."""
-    if not TEAM_ID.match(team):
+    if not is_team_id(team):
         fail(
             "invalid",
             "--team takes a team id, not a label: ids look like 2-payments "

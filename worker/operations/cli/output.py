@@ -57,6 +57,16 @@ def fail(code: str, message: str, as_json: bool, exit_code: int = ExitCode.REFUS
     raise typer.Exit(exit_code)
 
 
+def is_team_id(text: str) -> bool:
+    """Whether `text` has the shape of a team id (`models.Team.make_id`), such as
+    2-payments, rather than a label or a key pasted into the wrong option."""
+    import re
+
+    from models.integration import TEAM_ID_MAX, TEAM_ID_PATTERN
+
+    return len(text) <= TEAM_ID_MAX and re.fullmatch(TEAM_ID_PATTERN, text) is not None
+
+
 def log_events(settings: Any) -> None:
     """Send log events (`integration.migrated`, `team.status_changed`) to stderr, unless
     the host process (a test runner) configured logging already."""
