@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import string
+import tomllib
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -359,6 +361,15 @@ def test_validate_takes_only_what_has_the_shape_of_a_team_id(cli_env: None, team
     assert result.exit_code == 1
     error = json.loads(result.stdout)["error"]
     assert error["code"] == "invalid" and "ids look like 2-payments" in error["message"]
+
+
+def test_version_is_the_installed_package_version() -> None:
+    pyproject = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+
+    result = runner.invoke(app, ["--version"])
+
+    assert result.exit_code == 0
+    assert result.stdout == pyproject["project"]["version"] + "\n"
 
 
 def test_team_add_on_a_terminal_asks_for_the_key_without_echo(
