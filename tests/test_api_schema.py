@@ -34,12 +34,12 @@ from hypothesis_jsonschema import from_schema
 from jsonschema import Draft202012Validator, ValidationError, validators
 
 from tests.api_support import JSON, TOKEN, Account, Answer, ApiThread, call, install
+from worker.cursors import encode_cursor
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.scenario import KeyScenario
 from worker.web.api import ApiConfig
 from worker.web.client import ValidationClient
 from worker.web.openapi import DECIMAL_PATTERN, DIGITS_PATTERN, document
-from worker.web.teams import encode_cursor
 
 DOC = document()
 SCHEMA = settings(

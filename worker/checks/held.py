@@ -38,8 +38,8 @@ from models import (
     utcnow,
 )
 from models.db import one_of
+from worker import cursors
 from worker.checks import guard
-from worker.web import teams
 
 if TYPE_CHECKING:
     from worker.checks.records import StatusChange
@@ -52,8 +52,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("ogv.held")
 
 
-DEFAULT_PAGE = teams.DEFAULT_PAGE
-MAX_PAGE = teams.MAX_PAGE
+DEFAULT_PAGE = cursors.DEFAULT_PAGE
+MAX_PAGE = cursors.MAX_PAGE
 
 
 @dataclass(frozen=True)
@@ -152,16 +152,16 @@ def held_page(
     cursor: str | None = None,
 ) -> HeldPage:
     """One page of the held changes (of one base URL), by team id; a cursor as the
-    teams' pages use it (`worker.web.teams.decode_cursor`)."""
+    teams' pages use it (`worker.cursors.decode_cursor`)."""
     query = _held_rows().where(*Selection(base_url).where())
     if cursor is not None:
-        query = query.where(HeldChange.team_id > teams.decode_cursor(cursor))
+        query = query.where(HeldChange.team_id > cursors.decode_cursor(cursor))
     found = [
         _row(*row) for row in session.execute(query.order_by(HeldChange.team_id).limit(limit + 1))
     ]
     page = found[:limit]
     more = len(found) > limit
-    return HeldPage(page, teams.encode_cursor(page[-1].team_id) if more else None)
+    return HeldPage(page, cursors.encode_cursor(page[-1].team_id) if more else None)
 
 
 def held_counts(session: Session) -> dict[str, int]:

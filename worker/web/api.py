@@ -57,7 +57,7 @@ from sqlalchemy import text
 
 from models import TeamStatus
 from models.integration import BIGINT_MAX, INTEGER_MAX, TEAM_ID_MAX, TEAM_ID_PATTERN
-from worker import readiness
+from worker import cursors, readiness
 from worker.checks import guard, held
 from worker.checks.requests import Ask, IdempotencyConflict
 from worker.enqueue import RequestView
@@ -410,14 +410,14 @@ def parse_page_query(query: MultiMapping[str]) -> PageQuery:
 
 def _page_bounds(query: MultiMapping[str]) -> tuple[int, str | None]:
     """`?limit=&cursor=` of a page keyed by team id, as the document says."""
-    limit = parse_integer(query.get("limit", str(teams.DEFAULT_PAGE)), teams.MAX_PAGE)
+    limit = parse_integer(query.get("limit", str(cursors.DEFAULT_PAGE)), cursors.MAX_PAGE)
     if limit is None:
-        raise invalid(f"limit must be an integer from 1 to {teams.MAX_PAGE}")
+        raise invalid(f"limit must be an integer from 1 to {cursors.MAX_PAGE}")
     cursor = query.get("cursor")
     if cursor is not None:
         try:
-            teams.decode_cursor(cursor)
-        except teams.BadCursor as exc:
+            cursors.decode_cursor(cursor)
+        except cursors.BadCursor as exc:
             raise invalid(str(exc)) from None
     return limit, cursor
 

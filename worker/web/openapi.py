@@ -18,13 +18,11 @@ from typing import Any
 
 from models import Outcome, Requester, RequestState, TeamStatus
 from models.integration import BIGINT_MAX, INTEGER_MAX, TEAM_ID_MAX, TEAM_ID_PATTERN
+from worker.cursors import CURSOR_MAX, CURSOR_PATTERN, DEFAULT_PAGE, MAX_PAGE
 from worker.platforms import PLATFORMS
 from worker.platforms.opsgenie import OPSGENIE_END_OF_SUPPORT
 
-# Unpadded base64url; a length of 1 more than a multiple of 4 encodes no byte.
 IDEMPOTENCY_KEY_MAX = 200
-CURSOR_MAX = 1600  # base64url of the longest team id: 300 characters of up to 4 UTF-8 bytes
-CURSOR_PATTERN = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2,3})?$"
 # Printable ASCII; HTTP drops spaces around a header value, so none can start or end it.
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$"
 # How `?wait=` is written: a decimal number, optionally with an exponent; never a sign.
@@ -640,7 +638,12 @@ def _bounds_parameters() -> list[dict[str, Any]]:
             "name": "limit",
             "in": "query",
             "description": "Decimal digits.",
-            "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50},
+            "schema": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_PAGE,
+                "default": DEFAULT_PAGE,
+            },
         },
         {
             "name": "cursor",

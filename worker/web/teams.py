@@ -1,17 +1,11 @@
 """Reading teams for producers: one team, or an organization's teams page by page.
 
-Pages are keyset pages ordered by team id: a cursor names the last team of the
-previous page, so a page costs the same however deep it is and a team added or
-removed meanwhile never shifts the others. A cursor is a place in that order, not a
-promise that the team still exists: every well-formed cursor (`CURSOR_PATTERN`)
-names one, so the OpenAPI document states all there is to know about it. Nothing
-here selects the key.
+Pages are keyset pages ordered by team id, a cursor (`worker.cursors`) naming the
+last team of the previous page. Nothing here selects the key.
 """
 
 from __future__ import annotations
 
-import base64
-import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,13 +13,9 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, defer
 
 from models import Integration, OrganizationIntegration, Team, TeamStatus
+from worker.cursors import DEFAULT_PAGE, decode_cursor, encode_cursor
 from worker.platforms import get_platform
 from worker.settings import get_settings
-from worker.web.openapi import CURSOR_MAX, CURSOR_PATTERN
-
-MAX_PAGE = 100
-DEFAULT_PAGE = 50
-_CURSOR = re.compile(CURSOR_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -49,33 +39,12 @@ class TeamRow:
     jsm_ops_checked_at: datetime | None
 
 
-class BadCursor(ValueError):
-    """Raised when a page cursor is not unpadded base64url of 2 to `CURSOR_MAX` characters."""
-
-
 @dataclass(frozen=True)
 class TeamPage:
     """Up to `limit` teams, and the cursor of the next page (None on the last one)."""
 
     teams: list[TeamRow]
     next_cursor: str | None
-
-
-def encode_cursor(team_id: str) -> str:
-    return base64.urlsafe_b64encode(team_id.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> str:
-    """The place in the order that `cursor` names: the team id it encodes, or BadCursor.
-
-    A cursor this API did not give out names a place as well. Bytes that are not
-    UTF-8, and a NUL (PostgreSQL refuses it in text), become U+FFFD; such a place
-    sorts where no team id is, which is all a bound needs.
-    """
-    if not 2 <= len(cursor) <= CURSOR_MAX or not _CURSOR.fullmatch(cursor):
-        raise BadCursor("the cursor must be a next_cursor this API gave out")
-    raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-    return raw.decode("utf-8", "replace").replace("\x00", "\ufffd")
 
 
 def _rows() -> Select[Team, OrganizationIntegration, Integration]:
