@@ -11,6 +11,7 @@ from models.base import Base, IntegrationStatus, TeamStatus, enum_column, utcnow
 
 LABEL_MAX = 255
 ACCOUNT_MAX = 255
+BASE_URL_MAX = 255
 BIGINT_MAX = 2**63 - 1
 """The largest organization id (a BIGINT column)."""
 INTEGER_MAX = 2**31 - 1
@@ -42,7 +43,7 @@ class Integration(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     provider: Mapped[str] = mapped_column(String(32), default="opsgenie")
     account_name: Mapped[str] = mapped_column(String(ACCOUNT_MAX))
-    base_url: Mapped[str] = mapped_column(String(255))
+    base_url: Mapped[str] = mapped_column(String(BASE_URL_MAX))
     platform: Mapped[str] = mapped_column(String(32), server_default="opsgenie")
     probe: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

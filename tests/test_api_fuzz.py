@@ -26,7 +26,7 @@ from models.integration import TEAM_ID_PATTERN
 from tests.api_support import JSON, TOKEN, Answer, ApiThread, call
 from worker.web.api import ApiConfig
 from worker.web.client import ValidationClient
-from worker.web.openapi import DECIMAL_PATTERN, IDEMPOTENCY_KEY_PATTERN
+from worker.web.inputs import DECIMAL_PATTERN, IDEMPOTENCY_KEY_PATTERN
 
 FUZZ = settings(
     max_examples=300,

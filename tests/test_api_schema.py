@@ -39,7 +39,8 @@ from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.scenario import KeyScenario
 from worker.web.api import ApiConfig
 from worker.web.client import ValidationClient
-from worker.web.openapi import DECIMAL_PATTERN, DIGITS_PATTERN, document
+from worker.web.inputs import DECIMAL_PATTERN, DIGITS_PATTERN
+from worker.web.openapi import document
 
 DOC = document()
 SCHEMA = settings(

@@ -1,8 +1,9 @@
 """How the API refuses a request, and how blocking calls leave the event loop.
 
 `ApiError` carries a stable code (`worker.web.openapi.ERROR_CODES`) to the errors
-middleware. `off_loop` runs SQLAlchemy's sync API on the thread pool and turns an
-unreachable database, broker or shared Redis into a 503 the caller can retry.
+middleware; `malformed` is the one for a request that is not well-formed HTTP.
+`off_loop` runs SQLAlchemy's sync API on the thread pool and turns an unreachable
+database, broker or shared Redis into a 503 the caller can retry.
 """
 
 from __future__ import annotations
@@ -59,3 +60,10 @@ async def off_loop(call: Callable[[], T]) -> T:
         code, message = next(v for k, v in _UNAVAILABLE.items() if isinstance(exc, k))
         log.warning("api.unavailable", extra={"code": code, "error": type(exc).__name__})
         raise ApiError(503, code, message, {"Retry-After": "1"}) from exc
+
+
+def malformed() -> ApiError:
+    """The refusal of a request that is not well-formed HTTP; its message quotes nothing."""
+    return ApiError(
+        400, "malformed_request", "the request is not well-formed HTTP; nothing of it is repeated"
+    )

@@ -17,22 +17,15 @@ from __future__ import annotations
 from typing import Any
 
 from models import Outcome, Requester, RequestState, TeamStatus
-from models.integration import BIGINT_MAX, INTEGER_MAX, TEAM_ID_MAX, TEAM_ID_PATTERN
+from models.integration import BASE_URL_MAX, BIGINT_MAX, INTEGER_MAX, TEAM_ID_MAX, TEAM_ID_PATTERN
 from worker.cursors import CURSOR_MAX, CURSOR_PATTERN, DEFAULT_PAGE, MAX_PAGE
 from worker.platforms import PLATFORMS
 from worker.platforms.opsgenie import OPSGENIE_END_OF_SUPPORT
-
-IDEMPOTENCY_KEY_MAX = 200
-# Printable ASCII; HTTP drops spaces around a header value, so none can start or end it.
-IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$"
-# How `?wait=` is written: a decimal number, optionally with an exponent; never a sign.
-DECIMAL_PATTERN = r"^[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$"
-# How ids and `limit` are written in a path or a query: decimal digits only.
-DIGITS_PATTERN = r"^[0-9]+$"
-# A base URL as the service stores it (`integrations.base_url`, a String(255)); a filter,
-# compared as it is: one that names no base URL matches nothing.
-BASE_URL_PATTERN = r"^https?://[\x21-\x7e]+$"
-BASE_URL_MAX = 255
+from worker.web.inputs import (
+    BASE_URL_PATTERN,
+    IDEMPOTENCY_KEY_MAX,
+    IDEMPOTENCY_KEY_PATTERN,
+)
 
 ERROR_CODES = {
     "malformed_request": "400: not well-formed HTTP (a bad or over-long request line or "

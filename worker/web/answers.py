@@ -1,0 +1,35 @@
+"""How the API answers: JSON that is never cached, views in their documented shapes,
+and refusals as `{"error": {"code", "message"}}`."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from worker.web.errors import ApiError
+
+
+def _jsonable(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def to_json(record: Any) -> dict[str, Any]:
+    """A `RequestView` or `TeamRow` as the API shows it (the documented schemas)."""
+    return {k: _jsonable(v) for k, v in dataclasses.asdict(record).items()}
+
+
+def json_response(
+    data: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return web.json_response(
+        data, status=status, headers={"Cache-Control": "no-store", **(headers or {})}
+    )
+
+
+def error_response(error: ApiError) -> web.Response:
+    body = {"error": {"code": error.code, "message": error.message}}
+    return json_response(body, error.status, error.headers)

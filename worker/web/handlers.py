@@ -1,0 +1,244 @@
+"""The API's handlers, one per route (the routes are listed in `worker.web.api`).
+
+Each reads its input through `worker.web.inputs`, reaches the database through
+SQLAlchemy's sync API on the thread pool (`off_loop`), and answers a view in its
+documented shape. `?wait` polls from the loop with `asyncio.sleep` instead of holding
+a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import text
+
+from worker import readiness
+from worker.checks import held
+from worker.checks.requests import Ask, IdempotencyConflict
+from worker.enqueue import RequestView
+from worker.errors import RecordError
+from worker.web import teams
+from worker.web.answers import json_response, to_json
+from worker.web.client import ValidationClient
+from worker.web.config import CLIENT, CONFIG, GATHERER, OPENAPI
+from worker.web.errors import ApiError, off_loop
+from worker.web.inputs import (
+    bad_team_id,
+    invalid,
+    is_team_id,
+    parse_held_query,
+    parse_idempotency_key,
+    parse_organization_id,
+    parse_page_query,
+    parse_submission,
+    parse_wait,
+    read_json,
+)
+from worker.web.teams import TeamRow
+
+log = logging.getLogger("ogv.api")
+
+FIRST_POLL = 0.02
+MAX_POLL = 0.25
+HEALTH_TIMEOUT = 3  # seconds
+
+
+async def wait_until_final(client: ValidationClient, view: RequestView, wait: float) -> RequestView:
+    """Poll (from the loop) until the request is final or `wait` seconds have passed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    interval = FIRST_POLL
+    while not view.is_final and (remaining := deadline - loop.time()) > 0:
+        await asyncio.sleep(min(interval, remaining))
+        interval = min(interval * 1.5, MAX_POLL)
+        view = await off_loop(functools.partial(_reread, client, view))
+    return view
+
+
+def _reread(client: ValidationClient, view: RequestView) -> RequestView:
+    return client.get(view.id) or view
+
+
+# -- handlers ----------------------------------------------------------------------------
+
+
+async def post_validation(request: web.Request) -> web.Response:
+    client, config = request.app[CLIENT], request.app[CONFIG]
+    wait = parse_wait(request.query, config.max_wait)
+    idempotency_key = parse_idempotency_key(request)
+    submission = parse_submission(await read_json(request))
+    ask = Ask(submission.organization_id, submission.integration_id, submission.team_id)
+    try:
+        if idempotency_key is None:
+            view = await request.app[GATHERER].request(ask)
+        else:
+            view = await off_loop(
+                lambda: client.request(
+                    ask.organization_id, ask.integration_id, ask.team_id, idempotency_key
+                )
+            )
+    except IdempotencyConflict as exc:
+        raise ApiError(
+            409, "idempotency_conflict", "that Idempotency-Key names another team"
+        ) from exc
+    except RecordError as exc:
+        raise ApiError(
+            503, "busy", "the request could not be recorded; retry", {"Retry-After": "1"}
+        ) from exc
+    view = await wait_until_final(client, view, wait)
+    location = str(request.app.router["validation"].url_for(request_id=view.id))
+    return json_response(to_json(view), 200 if view.is_final else 202, {"Location": location})
+
+
+async def get_validation(request: web.Request) -> web.Response:
+    client = request.app[CLIENT]
+    view = await off_loop(lambda: client.get(request.match_info["request_id"]))
+    if view is None:
+        raise ApiError(404, "not_found", "no such validation request")
+    return json_response(to_json(view))
+
+
+async def get_team(request: web.Request) -> web.Response:
+    team_id = request.match_info["team_id"]
+    sessions = request.app[CLIENT].sessions
+
+    def find() -> TeamRow | None:
+        with sessions() as session:
+            return teams.get_team(session, team_id)
+
+    # An id no team can have is refused before any lookup (a NUL would not even reach
+    # PostgreSQL), and never repeated: it may be a key.
+    if not is_team_id(team_id):
+        raise bad_team_id()
+    row = await off_loop(find)
+    if row is None:
+        raise ApiError(404, "not_found", "no such team")
+    return json_response(to_json(row))
+
+
+async def list_teams(request: web.Request) -> web.Response:
+    organization_id = parse_organization_id(request.match_info["organization_id"])
+    page_query = parse_page_query(request.query)
+    sessions = request.app[CLIENT].sessions
+
+    def page() -> teams.TeamPage | None:
+        with sessions() as session:
+            if not teams.organization_exists(session, organization_id):
+                return None
+            return teams.list_team_page(
+                session,
+                organization_id,
+                status=page_query.status,
+                limit=page_query.limit,
+                cursor=page_query.cursor,
+            )
+
+    found = await off_loop(page)
+    if found is None:
+        raise ApiError(404, "not_found", "no such organization")
+    return json_response(
+        {"teams": [to_json(t) for t in found.teams], "next_cursor": found.next_cursor}
+    )
+
+
+async def get_migration(request: web.Request) -> web.Response:
+    """The organization's migration report, from what the last probes recorded."""
+    organization_id = parse_organization_id(request.match_info["organization_id"])
+    if request.query:
+        raise invalid("this route takes no query parameters")
+    sessions = request.app[CLIENT].sessions
+
+    def read() -> readiness.MigrationReport | None:
+        with sessions() as session:
+            if not teams.organization_exists(session, organization_id):
+                return None
+            return readiness.report(session, organization_id)
+
+    found = await off_loop(read)
+    if found is None:
+        raise ApiError(404, "not_found", "no such organization")
+    return json_response(found.as_dict())
+
+
+async def get_guard(request: web.Request) -> web.Response:
+    """Each base URL's mass-change guard, and how many changes it holds."""
+    if request.query:
+        raise invalid("this route takes no query parameters")
+    config, sessions = request.app[CONFIG], request.app[CLIENT].sessions
+
+    def read() -> list[held.BaseUrlGuard]:
+        with sessions() as session:
+            return held.guard_report(session, config.guard_windows, config.guard_thresholds)
+
+    found = await off_loop(read)
+    return json_response(
+        {"where": config.guard_windows.where, "base_urls": [to_json(g) for g in found]}
+    )
+
+
+async def list_held(request: web.Request) -> web.Response:
+    """The changes the guard holds (of one base URL), a page at a time by team id."""
+    held_query = parse_held_query(request.query)
+    sessions = request.app[CLIENT].sessions
+
+    def page() -> held.HeldPage:
+        with sessions() as session:
+            return held.held_page(
+                session, held_query.base_url, limit=held_query.limit, cursor=held_query.cursor
+            )
+
+    found = await off_loop(page)
+    return json_response(
+        {"held": [to_json(row) for row in found.held], "next_cursor": found.next_cursor}
+    )
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[OPENAPI], content_type="application/json")
+
+
+# -- health ------------------------------------------------------------------------------
+
+
+def database_reachable(client: ValidationClient) -> bool:
+    try:
+        with client.sessions() as session:
+            session.execute(text("SELECT 1"))
+    except Exception as exc:
+        log.warning("api.health_failed", extra={"check": "database", "error": type(exc).__name__})
+        return False
+    return True
+
+
+def broker_reachable(client: ValidationClient) -> bool:
+    try:
+        with client.app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=HEALTH_TIMEOUT)
+    except Exception as exc:
+        log.warning("api.health_failed", extra={"check": "broker", "error": type(exc).__name__})
+        return False
+    return True
+
+
+async def check_health(client: ValidationClient) -> dict[str, Any]:
+    """`{"status", "checks": {name: "ok" | "unavailable"}}`; add a check by adding a name."""
+    database, broker = await asyncio.gather(
+        asyncio.to_thread(database_reachable, client), asyncio.to_thread(broker_reachable, client)
+    )
+    checks = {
+        name: "ok" if ok else "unavailable"
+        for name, ok in [("database", database), ("broker", broker)]
+    }
+    return {
+        "status": "ok" if all(v == "ok" for v in checks.values()) else "unavailable",
+        "checks": checks,
+    }
+
+
+async def healthz(request: web.Request) -> web.Response:
+    report = await check_health(request.app[CLIENT])
+    return json_response(report, 200 if report["status"] == "ok" else 503)

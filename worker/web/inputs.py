@@ -1,0 +1,224 @@
+"""What the API takes in: its query parameters, headers and body, read and refused.
+
+Each input is checked with the pattern and limit defined here (or beside the model
+that owns the format: `models.integration`, `worker.cursors`), and the OpenAPI
+document publishes the same ones, so the two say the same. A refusal is an
+`invalid_request` (422) whose message never echoes the input: it could be a key
+pasted into the wrong field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeGuard
+
+from aiohttp import web
+from multidict import MultiMapping
+
+from models import TeamStatus
+from models.integration import BASE_URL_MAX, BIGINT_MAX, INTEGER_MAX, TEAM_ID_MAX, TEAM_ID_PATTERN
+from worker import cursors
+from worker.web.errors import ApiError, malformed
+
+BODY_LIMIT = 16 * 1024
+IDEMPOTENCY_KEY_MAX = 200
+# Printable ASCII; HTTP drops spaces around a header value, so none can start or end it.
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$"
+# How `?wait=` is written: a decimal number, optionally with an exponent; never a sign.
+DECIMAL_PATTERN = r"^[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$"
+# How ids and `limit` are written in a path or a query: decimal digits only.
+DIGITS_PATTERN = r"^[0-9]+$"
+# A base URL as the service stores it (`integrations.base_url`); a filter, compared as
+# it is: one that names no base URL matches nothing.
+BASE_URL_PATTERN = r"^https?://[\x21-\x7e]+$"
+
+_TEAM_ID = re.compile(TEAM_ID_PATTERN)
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
+_DECIMAL = re.compile(DECIMAL_PATTERN)
+_DIGITS = re.compile(DIGITS_PATTERN)
+_BASE_URL = re.compile(BASE_URL_PATTERN)
+
+
+def invalid(message: str) -> ApiError:
+    return ApiError(422, "invalid_request", message)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A validated `POST /v1/validations` body."""
+
+    organization_id: int
+    integration_id: int
+    team_id: str
+
+
+def _int_field(body: Mapping[str, Any], name: str, maximum: int) -> int:
+    value = body.get(name)
+    if type(value) is not int or not 1 <= value <= maximum:
+        raise invalid(f"{name} must be an integer from 1 to {maximum}")
+    return value
+
+
+def is_team_id(value: object) -> TypeGuard[str]:
+    """Whether `value` is a team id as the document defines it (`TEAM_ID_PATTERN`)."""
+    return (
+        isinstance(value, str)
+        and len(value) <= TEAM_ID_MAX
+        and _TEAM_ID.fullmatch(value) is not None
+    )
+
+
+def bad_team_id() -> ApiError:
+    # Never the value: a key pasted into the field must not come back, here or in a log.
+    return invalid(
+        "team_id must be <organization_integration_id>-<label>, at most "
+        f"{TEAM_ID_MAX} characters, as `ogv team add` printed it"
+    )
+
+
+def parse_submission(body: Any) -> Submission:
+    """The body's three fields, each exactly as the document's `ValidationInput` says."""
+    if not isinstance(body, dict):
+        raise invalid("the body must be a JSON object")
+    fields = {"organization_id", "integration_id", "team_id"}
+    if set(body) - fields:
+        raise invalid("unknown fields; the fields are organization_id, integration_id, team_id")
+    team_id = body.get("team_id")
+    if not is_team_id(team_id):
+        raise bad_team_id()
+    return Submission(
+        organization_id=_int_field(body, "organization_id", BIGINT_MAX),
+        integration_id=_int_field(body, "integration_id", INTEGER_MAX),
+        team_id=team_id,
+    )
+
+
+def _only(query: MultiMapping[str], allowed: set[str]) -> None:
+    if set(query) - allowed:
+        raise invalid(f"unknown query parameters; allowed: {', '.join(sorted(allowed))}")
+    for name in allowed:
+        if len(query.getall(name, [])) > 1:
+            raise invalid(f"{name} is given more than once")
+
+
+def parse_wait(query: MultiMapping[str], cap: float) -> float:
+    """`?wait=SECONDS`: 0 when absent, at most `cap`; written as `DECIMAL_PATTERN` says.
+
+    Not float() alone: it also reads " 1", "1_0", "inf" and Arabic-Indic digits, which
+    the document does not call numbers. A literal too large for a float (1e999) is
+    simply over `cap`.
+    """
+    _only(query, {"wait"})
+    raw = query.get("wait")
+    if raw is None:
+        return 0.0
+    if not _DECIMAL.fullmatch(raw):
+        raise invalid("wait must be a number of seconds, such as 5 or 0.5")
+    return min(float(raw), cap)
+
+
+def parse_idempotency_key(request: web.Request) -> str | None:
+    """The header's one value, printable ASCII of 1 to `IDEMPOTENCY_KEY_MAX` characters."""
+    keys = request.headers.getall("Idempotency-Key", [])
+    if not keys:
+        return None
+    key = keys[0]
+    if len(keys) > 1 or len(key) > IDEMPOTENCY_KEY_MAX or not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise invalid(
+            f"Idempotency-Key must be one value of 1 to {IDEMPOTENCY_KEY_MAX} printable "
+            "ASCII characters"
+        )
+    return key
+
+
+async def read_json(request: web.Request) -> Any:
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "the body must be application/json")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(413, "too_large", f"the body is over {BODY_LIMIT} bytes") from None
+    except (web.RequestPayloadError, ConnectionError):
+        # Broken chunks or Content-Encoding, or a client gone mid-body: its fault, not a
+        # bug, and the parser's message quotes the body.
+        raise malformed() from None
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
+
+
+def parse_integer(raw: str, maximum: int) -> int | None:
+    """`raw` as an integer from 1 to `maximum`, or None: ASCII digits only (`DIGITS_PATTERN`).
+
+    Not str.isdigit(): it is true of "¹" and "٣", which int() refuses or reads. Leading
+    zeros are dropped before the length is checked, so "007" is 7 and a thousand
+    digits never reach int().
+    """
+    if not _DIGITS.fullmatch(raw):
+        return None
+    digits = raw.lstrip("0")
+    if not digits or len(digits) > len(str(maximum)) or int(digits) > maximum:
+        return None
+    return int(digits)
+
+
+@dataclass(frozen=True)
+class PageQuery:
+    status: TeamStatus | None
+    limit: int
+    cursor: str | None
+
+
+def parse_page_query(query: MultiMapping[str]) -> PageQuery:
+    """`?status=&limit=&cursor=`, each as the document says; nothing else, nothing twice."""
+    _only(query, {"status", "limit", "cursor"})
+    status = query.get("status")
+    if status is not None and status not in TeamStatus._value2member_map_:
+        raise invalid(f"status must be one of {', '.join(s.value for s in TeamStatus)}")
+    limit, cursor = _page_bounds(query)
+    return PageQuery(TeamStatus(status) if status is not None else None, limit, cursor)
+
+
+def _page_bounds(query: MultiMapping[str]) -> tuple[int, str | None]:
+    """`?limit=&cursor=` of a page keyed by team id, as the document says."""
+    limit = parse_integer(query.get("limit", str(cursors.DEFAULT_PAGE)), cursors.MAX_PAGE)
+    if limit is None:
+        raise invalid(f"limit must be an integer from 1 to {cursors.MAX_PAGE}")
+    cursor = query.get("cursor")
+    if cursor is not None:
+        try:
+            cursors.decode_cursor(cursor)
+        except cursors.BadCursor as exc:
+            raise invalid(str(exc)) from None
+    return limit, cursor
+
+
+@dataclass(frozen=True)
+class HeldQuery:
+    base_url: str | None
+    limit: int
+    cursor: str | None
+
+
+def parse_held_query(query: MultiMapping[str]) -> HeldQuery:
+    """`?base_url=&limit=&cursor=`: the base URL as `GET /v1/guard` lists it, and a page
+    as the teams' pages take it."""
+    _only(query, {"base_url", "limit", "cursor"})
+    base_url = query.get("base_url")
+    if base_url is not None and (len(base_url) > BASE_URL_MAX or not _BASE_URL.fullmatch(base_url)):
+        raise invalid(
+            f"base_url must be an http(s) URL of at most {BASE_URL_MAX} printable ASCII "
+            "characters, as GET /v1/guard lists it"
+        )
+    return HeldQuery(base_url, *_page_bounds(query))
+
+
+def parse_organization_id(raw: str) -> int:
+    organization_id = parse_integer(raw, BIGINT_MAX)
+    if organization_id is None:
+        raise invalid(f"the organization id must be an integer from 1 to {BIGINT_MAX}")
+    return organization_id
