@@ -33,7 +33,7 @@ RECHECK_HELD_TASK = "ogv.recheck_held"
 
 @dataclass(frozen=True)
 class RequestView:
-    """A validation request as producers see it."""
+    """A validation request as producers see it: one check of one team's key."""
 
     id: str
     organization_id: int
@@ -41,18 +41,26 @@ class RequestView:
     team_id: str
     requested_by: str
     state: str
+    """`confirming`: a failing verdict about a valid team's key waits for a second check
+    (OGV_CONFIRM_AFTER seconds later) before the team's status changes; the request is
+    not finished yet."""
     outcome: str | None
+    """Set once the state is done or failed (see the README)."""
     message: str | None
     http_status: int | None
     error_code: str | None
+    """Why it failed or was refused: e.g. unrecognised_answer, malformed_key, throttled,
+    timeout."""
     works_on: list[str]
+    """Other platforms where the key works, when it turned invalid."""
     rate_limit_state: str | None
     rate_limit_reason: str | None
     attempts: int
     created_at: datetime
     finished_at: datetime | None
     confirmation: str | None = None
-    """Whether a second check `confirmed` or `disagreed` with a failing verdict, if one ran."""
+    """Whether a second check `confirmed` or `disagreed` with a failing verdict; null when
+    none ran."""
 
     @property
     def is_final(self) -> bool:

@@ -40,11 +40,15 @@ class OrganizationReadiness:
 
     organization_id: int
     teams: int
+    """Teams of its active integrations on Opsgenie (US or EU)."""
     works: int
+    """Keys JSM Operations accepted (a genuine `valid`)."""
     fails: int
+    """Keys JSM Operations refused (another genuine answer)."""
     unknown: int
-    """Teams whose last probe had no genuine answer, and teams never probed."""
+    """Keys never probed, or whose last probe got no genuine answer."""
     days_left: int
+    """Whole days (UTC) until Opsgenie's end of support; 0 once passed."""
 
 
 @dataclass(frozen=True)
@@ -56,11 +60,16 @@ class IntegrationReadiness:
     account: str
     platform: str
     teams: int
+    """Teams of every active organization linked to it."""
     works: int
+    """Keys JSM Operations accepted (a genuine `valid`)."""
     fails: int
+    """Keys JSM Operations refused (another genuine answer)."""
     unknown: int
+    """Keys never probed, or whose last probe got no genuine answer."""
     ready: bool
-    """Every team works on JSM Ops: `migrate` moves it without `--force`."""
+    """Every team works on JSM Operations: `ogv integration migrate` moves it without
+    --force."""
 
 
 @dataclass(frozen=True)
@@ -68,21 +77,31 @@ class Probed:
     """What one `ogv migration report` run asked JSM Ops, and what it answered."""
 
     teams: int = 0
+    """Teams asked about."""
     works: int = 0
+    """Keys JSM Operations accepted (a genuine `valid`)."""
     fails: int = 0
+    """Keys JSM Operations refused (another genuine answer)."""
     unknown: int = 0
+    """Keys never probed, or whose last probe got no genuine answer."""
 
 
 @dataclass(frozen=True)
 class MigrationReport:
-    """The figures of `ogv migration report` and `GET /v1/organizations/{org}/migration`."""
+    """Readiness for JSM Operations, as the last probes recorded it: the figures of `ogv
+    migration report` and `GET /v1/organizations/{org}/migration` (`OGV_MIGRATION_PROBE=on`
+    adds a probe to checks)."""
 
     end_of_support: date
     days_left: int
+    """Whole days (UTC) until Opsgenie's end of support; 0 once passed."""
     organizations: list[OrganizationReadiness]
     integrations: list[IntegrationReadiness]
+    """Integrations on Opsgenie platforms (the organization's, in the API), by id, each
+    counting the teams of every organization linked to it."""
     probed: Probed | None = None
-    """This run's probes (the CLI only; the API reads what is recorded)."""
+    """`ogv migration report --json` only: this run's probes (the API reads what is
+    recorded)."""
 
     def as_dict(self) -> dict[str, Any]:
         """The documented JSON shape (`MigrationReport` in the OpenAPI document)."""

@@ -20,7 +20,7 @@ the codes are listed in `worker.web.openapi.ERROR_CODES`. The rooms:
     answers.py     JSON answers, views in their documented shapes, the error shape
     middleware.py  the access log (`api.request`), the error shape, authentication
     server.py      aiohttp's private server classes, answering unreadable HTTP our way
-    openapi.py     the OpenAPI document, its schemas generated from the views
+    openapi.py     the OpenAPI document; schemas.py generates its schemas from the views
 
 This module puts them together (`build_app`) and serves them (`start_api`, `serve`).
 """

@@ -48,7 +48,7 @@ def invalid(message: str) -> ApiError:
 
 @dataclass(frozen=True)
 class Submission:
-    """A validated `POST /v1/validations` body."""
+    """The body of `POST /v1/validations`: which team's key to check."""
 
     organization_id: int
     integration_id: int

@@ -1,10 +1,12 @@
 """The OpenAPI 3.1 document of the HTTP API (served at `GET /v1/openapi.json`).
 
-Written by hand, next to the code it describes (worker/web/api.py), which checks
-its input with the patterns and limits defined here. The API tests check every
-answer they get against it, and tests/test_api_schema.py sends requests generated
-from it: what it calls valid is never refused as invalid, and what it calls invalid
-always is.
+The paths, error codes and prose are written here by hand; the component schemas of
+what the API answers are generated from the view dataclasses (`worker.web.schemas`),
+and the input formats are imported from their owners (`models.integration`,
+`worker.cursors`, `worker.web.inputs`), so the document and the code say the same.
+The API tests check every answer they get against it, and tests/test_api_schema.py
+sends requests generated from it: what it calls valid is never refused as invalid,
+and what it calls invalid always is.
 
 JSON Schema cannot tell 7 from 7.0, nor say how a number is written in a query
 string; the descriptions say it: ids, `limit` and the body's integers are written
@@ -16,16 +18,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from models import Outcome, Requester, RequestState, TeamStatus
-from models.integration import BASE_URL_MAX, BIGINT_MAX, INTEGER_MAX, TEAM_ID_MAX, TEAM_ID_PATTERN
+from models import TeamStatus
+from models.integration import BASE_URL_MAX, BIGINT_MAX
 from worker.cursors import CURSOR_MAX, CURSOR_PATTERN, DEFAULT_PAGE, MAX_PAGE
-from worker.platforms import PLATFORMS
-from worker.platforms.opsgenie import OPSGENIE_END_OF_SUPPORT
 from worker.web.inputs import (
     BASE_URL_PATTERN,
+    BODY_LIMIT,
     IDEMPOTENCY_KEY_MAX,
     IDEMPOTENCY_KEY_PATTERN,
 )
+from worker.web.schemas import team_id_schema, view_schemas
 
 ERROR_CODES = {
     "malformed_request": "400: not well-formed HTTP (a bad or over-long request line or "
@@ -44,14 +46,6 @@ ERROR_CODES = {
     "busy": "503: the request could not be recorded this time; retry",
     "shared_state_unavailable": "503: the workers' shared Redis could not be reached; retry",
 }
-
-
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    kind = schema["type"]
-    out = {**schema, "type": [kind, "null"]}
-    if "enum" in schema:
-        out["enum"] = [*schema["enum"], None]
-    return out
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -81,395 +75,28 @@ def _errors(*statuses: int) -> dict[str, Any]:
     return {str(s): {"$ref": f"#/components/responses/{names[s]}"} for s in statuses}
 
 
-def _request_schema() -> dict[str, Any]:
-    timestamp = {"type": "string", "format": "date-time"}
+def _guard() -> dict[str, Any]:
     return {
         "type": "object",
-        "description": "A validation request: one check of one team's key.",
-        "required": [
-            "id",
-            "organization_id",
-            "integration_id",
-            "team_id",
-            "requested_by",
-            "state",
-            "outcome",
-            "message",
-            "http_status",
-            "error_code",
-            "works_on",
-            "rate_limit_state",
-            "rate_limit_reason",
-            "attempts",
-            "created_at",
-            "finished_at",
-            "confirmation",
-        ],
+        "description": "The mass-change guard of every base URL it counted or holds "
+        "changes of, tripped ones first.",
+        "required": ["where", "base_urls"],
         "additionalProperties": False,
         "properties": {
-            "id": {"type": "string", "format": "uuid"},
-            "organization_id": {"type": "integer"},
-            "integration_id": {"type": "integer"},
-            "team_id": {"type": "string"},
-            "requested_by": {"type": "string", "enum": [r.value for r in Requester]},
-            "state": {
+            "where": {
                 "type": "string",
-                "enum": [s.value for s in RequestState],
-                "description": "`confirming`: a failing verdict about a valid team's key waits "
-                "for a second check (OGV_CONFIRM_AFTER seconds later) before the team's status "
-                "changes; the request is not finished yet.",
+                "enum": ["redis", "database"],
+                "description": "Where the workers share the windows (OGV_REDIS_URL).",
             },
-            "outcome": _nullable(
-                {
-                    "type": "string",
-                    "enum": [o.value for o in Outcome],
-                    "description": "Set once the state is done or failed (see the README).",
-                }
-            ),
-            "message": _nullable({"type": "string"}),
-            "http_status": _nullable({"type": "integer"}),
-            "error_code": _nullable(
-                {
-                    "type": "string",
-                    "description": "Why it failed or was refused: e.g. unrecognised_answer, "
-                    "malformed_key, throttled, timeout.",
-                }
-            ),
-            "works_on": {
-                "type": "array",
-                "items": {"type": "string", "enum": list(PLATFORMS)},
-                "description": "Other platforms where the key works, when it turned invalid.",
-            },
-            "rate_limit_state": _nullable({"type": "string"}),
-            "rate_limit_reason": _nullable({"type": "string"}),
-            "attempts": {"type": "integer", "minimum": 0},
-            "created_at": timestamp,
-            "finished_at": _nullable(timestamp),
-            "confirmation": _nullable(
-                {
-                    "type": "string",
-                    "enum": ["confirmed", "disagreed"],
-                    "description": "Whether the second check of a failing verdict agreed; "
-                    "null when none ran.",
-                }
-            ),
-        },
-    }
-
-
-def _team_schema() -> dict[str, Any]:
-    timestamp = {"type": "string", "format": "date-time"}
-    return {
-        "type": "object",
-        "description": "A team and what is known of its key (never the key itself).",
-        "required": [
-            "team_id",
-            "organization_id",
-            "integration_id",
-            "account",
-            "platform",
-            "probe",
-            "label",
-            "status",
-            "status_changed_at",
-            "last_checked_at",
-            "last_error_code",
-            "last_http_status",
-            "works_on",
-            "jsm_ops",
-            "jsm_ops_checked_at",
-        ],
-        "additionalProperties": False,
-        "properties": {
-            "team_id": {"type": "string"},
-            "organization_id": {"type": "integer"},
-            "integration_id": {"type": "integer"},
-            "account": {"type": "string"},
-            "platform": {"type": "string", "enum": list(PLATFORMS)},
-            "probe": {"type": "string", "enum": ["authenticate", "alerts"]},
-            "label": {"type": "string"},
-            "status": {"type": "string", "enum": [s.value for s in TeamStatus]},
-            "status_changed_at": _nullable(timestamp),
-            "last_checked_at": _nullable(timestamp),
-            "last_error_code": _nullable({"type": "string"}),
-            "last_http_status": _nullable({"type": "integer"}),
-            "works_on": {
-                "type": "array",
-                "items": {"type": "string", "enum": list(PLATFORMS)},
-                "description": "Other platforms where the key works, found when it turned "
-                "invalid here.",
-            },
-            "jsm_ops": _nullable(
-                {
-                    "type": "string",
-                    "enum": ["works", "fails", "unknown"],
-                    "description": "Whether the key works on JSM Operations, as last probed "
-                    "(`ogv migration report`); null: never probed.",
-                }
-            ),
-            "jsm_ops_checked_at": _nullable(timestamp),
-        },
-    }
-
-
-def _counts(description: str) -> dict[str, Any]:
-    """`teams`, `works`, `fails` and `unknown`: teams on Opsgenie by what JSM Ops said."""
-    count = {"type": "integer", "minimum": 0}
-    return {
-        "teams": {**count, "description": description},
-        "works": {**count, "description": "Keys JSM Operations accepted (a genuine `valid`)."},
-        "fails": {**count, "description": "Keys JSM Operations refused (another genuine answer)."},
-        "unknown": {
-            **count,
-            "description": "Keys never probed, or whose last probe got no genuine answer.",
-        },
-    }
-
-
-def _migration_schemas() -> dict[str, Any]:
-    days = {
-        "type": "integer",
-        "minimum": 0,
-        "description": "Whole days (UTC) until Opsgenie's end of support; 0 once passed.",
-    }
-    return {
-        "MigrationReport": {
-            "type": "object",
-            "description": "Readiness for JSM Operations, as the last probes recorded it "
-            "(`ogv migration report` probes; `OGV_MIGRATION_PROBE=on` adds a probe to checks).",
-            "required": ["end_of_support", "days_left", "organizations", "integrations"],
-            "additionalProperties": False,
-            "properties": {
-                "end_of_support": {
-                    "type": "string",
-                    "format": "date",
-                    "const": OPSGENIE_END_OF_SUPPORT.isoformat(),
-                },
-                "days_left": days,
-                "organizations": {"type": "array", "items": _ref("OrganizationReadiness")},
-                "integrations": {
-                    "type": "array",
-                    "items": _ref("IntegrationReadiness"),
-                    "description": "The organization's integrations on Opsgenie platforms, "
-                    "by id, each counting the teams of every organization linked to it.",
-                },
-                "probed": {
-                    "type": "object",
-                    "description": "`ogv migration report --json` only: this run's probes.",
-                    "required": ["teams", "works", "fails", "unknown"],
-                    "additionalProperties": False,
-                    "properties": _counts("Teams asked about."),
-                },
-            },
-        },
-        "OrganizationReadiness": {
-            "type": "object",
-            "required": ["organization_id", "teams", "works", "fails", "unknown", "days_left"],
-            "additionalProperties": False,
-            "properties": {
-                "organization_id": {"type": "integer"},
-                **_counts("Teams of its active integrations on Opsgenie (US or EU)."),
-                "days_left": days,
-            },
-        },
-        "IntegrationReadiness": {
-            "type": "object",
-            "required": [
-                "integration_id",
-                "account",
-                "platform",
-                "teams",
-                "works",
-                "fails",
-                "unknown",
-                "ready",
-            ],
-            "additionalProperties": False,
-            "properties": {
-                "integration_id": {"type": "integer"},
-                "account": {"type": "string"},
-                "platform": {
-                    "type": "string",
-                    "enum": [n for n, p in PLATFORMS.items() if p.is_opsgenie],
-                },
-                **_counts("Teams of every active organization linked to it."),
-                "ready": {
-                    "type": "boolean",
-                    "description": "Every team works on JSM Operations: `ogv integration "
-                    "migrate` moves it without --force.",
-                },
-            },
-        },
-    }
-
-
-def _guard_schemas() -> dict[str, Any]:
-    timestamp = {"type": "string", "format": "date-time"}
-    count = {"type": "integer", "minimum": 0}
-    statuses = [s.value for s in TeamStatus]
-    return {
-        "Guard": {
-            "type": "object",
-            "description": "The mass-change guard of every base URL it counted or holds "
-            "changes of, tripped ones first.",
-            "required": ["where", "base_urls"],
-            "additionalProperties": False,
-            "properties": {
-                "where": {
-                    "type": "string",
-                    "enum": ["redis", "database"],
-                    "description": "Where the workers share the windows (OGV_REDIS_URL).",
-                },
-                "base_urls": {"type": "array", "items": _ref("BaseUrlGuard")},
-            },
-        },
-        "BaseUrlGuard": {
-            "type": "object",
-            "required": [
-                "base_url",
-                "tripped",
-                "tripped_at",
-                "checks",
-                "changes",
-                "accounts",
-                "trips",
-                "held",
-            ],
-            "additionalProperties": False,
-            "properties": {
-                "base_url": {"type": "string"},
-                "tripped": {
-                    "type": "boolean",
-                    "description": "Changes from valid to failing are held now.",
-                },
-                "tripped_at": _nullable({**timestamp, "description": "Set while tripped."}),
-                "checks": {**count, "description": "Checks of valid teams in the window."},
-                "changes": {
-                    **count,
-                    "description": "Changes from valid to failing in the window, held ones "
-                    "included.",
-                },
-                "accounts": {
-                    **count,
-                    "description": "Accounts among those changes, as far as the guard tells "
-                    "them apart: it keeps three per tenth of the window, and needs three to trip.",
-                },
-                "trips": {**count, "description": "Times the guard tripped."},
-                "held": {**count, "description": "Changes held now."},
-            },
-        },
-        "HeldChange": {
-            "type": "object",
-            "description": "A change from valid to a failing status that the guard held: the "
-            "team kept its status. Never the key.",
-            "required": [
-                "team_id",
-                "label",
-                "organization_id",
-                "integration_id",
-                "account",
-                "base_url",
-                "old_status",
-                "new_status",
-                "http_status",
-                "error_code",
-                "message",
-                "held_at",
-                "rechecked_at",
-            ],
-            "additionalProperties": False,
-            "properties": {
-                "team_id": {"type": "string"},
-                "label": {"type": "string"},
-                "organization_id": {"type": "integer"},
-                "integration_id": {"type": "integer"},
-                "account": {"type": "string"},
-                "base_url": {"type": "string"},
-                "old_status": {"type": "string", "enum": statuses},
-                "new_status": {"type": "string", "enum": statuses},
-                "http_status": _nullable({"type": "integer"}),
-                "error_code": _nullable({"type": "string"}),
-                "message": _nullable({"type": "string"}),
-                "held_at": timestamp,
-                "rechecked_at": _nullable(
-                    {**timestamp, "description": "When beat last asked to check it again."}
-                ),
-            },
-        },
-        "HeldPage": {
-            "type": "object",
-            "required": ["held", "next_cursor"],
-            "additionalProperties": False,
-            "properties": {
-                "held": {"type": "array", "items": _ref("HeldChange")},
-                "next_cursor": _nullable(
-                    {"type": "string", "description": "Pass as `cursor`; null on the last page."}
-                ),
-            },
-        },
-    }
-
-
-INTEGER_LITERAL = 'An integer literal: 7, never 7.0, "7" or true.'
-
-
-def team_id_schema(more: str) -> dict[str, Any]:
-    """A team id as the API takes it, in a body or a path; `more` ends the description."""
-    return {
-        "type": "string",
-        "minLength": 3,
-        "maxLength": TEAM_ID_MAX,
-        "pattern": TEAM_ID_PATTERN,
-        "description": "`<organization_integration_id>-<label>`, as `ogv team add` printed "
-        "it: the label has no control character and no space at either end. Anything else "
-        "is refused (422) and never repeated: it may be a key pasted into the wrong field. " + more,
-    }
-
-
-def _validation_input() -> dict[str, Any]:
-    return {
-        "type": "object",
-        "required": ["organization_id", "integration_id", "team_id"],
-        "additionalProperties": False,
-        "properties": {
-            "organization_id": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": BIGINT_MAX,
-                "description": INTEGER_LITERAL,
-            },
-            "integration_id": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": INTEGER_MAX,
-                "description": INTEGER_LITERAL,
-            },
-            "team_id": team_id_schema(
-                "A well-formed id of no team of that integration is not refused: the request "
-                "ends with the outcome `invalid_team`."
-            ),
+            "base_urls": {"type": "array", "items": _ref("BaseUrlGuard")},
         },
     }
 
 
 def _schemas() -> dict[str, Any]:
     return {
-        **_migration_schemas(),
-        **_guard_schemas(),
-        "ValidationInput": _validation_input(),
-        "ValidationRequest": _request_schema(),
-        "Team": _team_schema(),
-        "TeamPage": {
-            "type": "object",
-            "required": ["teams", "next_cursor"],
-            "additionalProperties": False,
-            "properties": {
-                "teams": {"type": "array", "items": _ref("Team")},
-                "next_cursor": _nullable(
-                    {"type": "string", "description": "Pass as `cursor`; null on the last page."}
-                ),
-            },
-        },
+        **view_schemas(),
+        "Guard": _guard(),
         "Health": {
             "type": "object",
             "required": ["status", "checks"],
@@ -526,7 +153,7 @@ def _responses() -> dict[str, Any]:
         "IdempotencyConflict": _error_response(
             "`idempotency_conflict`: the Idempotency-Key was used for another team."
         ),
-        "TooLarge": _error_response("`too_large`: the body is over 16 KiB."),
+        "TooLarge": _error_response(f"`too_large`: the body is over {BODY_LIMIT // 1024} KiB."),
         "UnsupportedMediaType": _error_response(
             "`unsupported_media_type`: the body must be application/json."
         ),

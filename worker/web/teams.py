@@ -35,7 +35,10 @@ class TeamRow:
     last_error_code: str | None
     last_http_status: int | None
     works_on: list[str]
+    """Other platforms where the key works, found when it turned invalid here."""
     jsm_ops: str | None
+    """Whether the key works on JSM Operations, as last probed (`ogv migration report`);
+    null: never probed."""
     jsm_ops_checked_at: datetime | None
 
 
@@ -45,6 +48,7 @@ class TeamPage:
 
     teams: list[TeamRow]
     next_cursor: str | None
+    """Pass as `cursor`; null on the last page."""
 
 
 def _rows() -> Select[Team, OrganizationIntegration, Integration]:
