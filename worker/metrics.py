@@ -62,8 +62,6 @@ from worker.platforms import PLATFORMS
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-    from worker.checks.opsgenie import TransientError
-    from worker.checks.rules import Result, Target
     from worker.settings import Settings
 
 log = logging.getLogger("ogv.metrics")
@@ -151,23 +149,27 @@ def _never_raise(hook: Callable[P, None]) -> Callable[P, None]:
     return guarded
 
 
-# --- hooks called by the pipeline -----------------------------------------------------
+# --- hooks called by the checks (plain values: this module knows no check) ------------
 
 
 @_never_raise
-def validation_finished(result: Result, target: Target | None) -> None:
-    """Count a finished request; a final 429 paused its account as well."""
-    VALIDATIONS.labels(result.outcome.value, target.platform.name if target else "none").inc()
-    if result.error_code == THROTTLED and target is not None:
-        PAUSES.labels(target.account).inc()
+def validation_finished(
+    outcome: str, error_code: str | None, platform: str | None, account: str | None
+) -> None:
+    """Count a finished request (platform None: no call was made); a final 429 paused
+    its account as well."""
+    VALIDATIONS.labels(outcome, platform or "none").inc()
+    if error_code == THROTTLED and account is not None:
+        PAUSES.labels(account).inc()
 
 
 @_never_raise
-def retry_scheduled(target: Target, error: TransientError) -> None:
-    """Count a retry by its reason; a 429 (not an already paused account) paused it."""
-    RETRIES.labels(error.code).inc()
-    if error.code == THROTTLED:
-        PAUSES.labels(target.account).inc()
+def retry_scheduled(reason: str, account: str) -> None:
+    """Count a retry by its reason (an error code); a 429 (not an already paused
+    account) paused the account."""
+    RETRIES.labels(reason).inc()
+    if reason == THROTTLED:
+        PAUSES.labels(account).inc()
 
 
 @_never_raise

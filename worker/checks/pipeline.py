@@ -290,7 +290,7 @@ def _write(
         if completion.request_id in finished:
             report.steps[completion.request_id] = Finished(completion.result)
             _log_finished(completion, seconds)
-            metrics.validation_finished(completion.result, completion.target)
+            _count_finished(completion.result, completion.target)
         elif completion.request_id in confirming and completion.target is not None:
             delay = deps.guard.confirm_after
             report.steps[completion.request_id] = RetryLater(delay, Confirming(completion.result))
@@ -298,7 +298,7 @@ def _write(
     for retry in stored.noted:
         report.steps[retry.request_id] = RetryLater(retry.delay, retry.error)
         _log_retry(retry.request_id, retry.target, retry.error, retry.attempts, retry.delay)
-        metrics.retry_scheduled(retry.target, retry.error)
+        metrics.retry_scheduled(retry.error.code, retry.target.account)
     report.steps.update(_count_refused(claimed, stored.refused, deps))
     _log_second_opinions(completions, written)
     for change in written.changes:
@@ -458,9 +458,9 @@ def _count_refused_write(
         return None
     _log_write_failed(request_id, target, attempts, error, final=not isinstance(step, RetryLater))
     if isinstance(step, Finished):
-        metrics.validation_finished(step.result, target)
+        _count_finished(step.result, target)
     elif isinstance(step, RetryLater) and target is not None:
-        metrics.retry_scheduled(target, step.error)
+        metrics.retry_scheduled(step.error.code, target.account)
     return step
 
 
@@ -521,6 +521,15 @@ def _retry_note(error: TransientError, delay: float) -> Result:
         error.code,
         rate_limit_state=state,
         rate_limit_reason=reason,
+    )
+
+
+def _count_finished(result: Result, target: Target | None) -> None:
+    metrics.validation_finished(
+        result.outcome.value,
+        result.error_code,
+        target.platform.name if target else None,
+        target.account if target else None,
     )
 
 
