@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from worker.checks.guard import SharedStateUnavailable
 from worker.checks.opsgenie import Throttled, TransientError
 from worker.settings import Settings
 
@@ -62,8 +63,6 @@ class RetryPolicy:
 def is_retried_database_error(exc: BaseException) -> bool:
     """True for a lost or busy database connection, or an unreachable shared Redis
     (the guard's window is counted in the same write): worth another attempt."""
-    from worker.checks.guard import SharedStateUnavailable
-
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
     return isinstance(exc, (*RETRIED_DATABASE_ERRORS, SharedStateUnavailable))
