@@ -17,6 +17,9 @@ One request (`run_attempt`) and a batch (`run_batch`) go through the same steps:
 5. **watch**: another records how each base URL answered (`platform_health`), and
    announces a base URL that turned unavailable or recovered.
 
+What an attempt tells (its log events and metrics) is said through
+`worker.checks.journal`.
+
 Every collaborator is a parameter, so tests drive this with a real database and
 the real fake Opsgenie and no Celery at all. No transaction is open while
 Opsgenie is asked.
@@ -31,9 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import time
-import traceback
 import uuid
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
@@ -47,8 +48,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import Outcome, utcnow
 from models.crypto import KeyVault
-from worker import metrics
-from worker.checks import claims, events, platform_health, records
+from worker.checks import claims, events, journal, platform_health, records
 from worker.checks.guard import Guard, Trip, announce
 from worker.checks.opsgenie import AccountPaused, GateUnavailable, OpsgenieClient, TransientError
 from worker.checks.ratelimit import AccountGate
@@ -62,8 +62,6 @@ from worker.checks.rules import (
     rate_limit_of,
     resolve_many,
 )
-
-log = logging.getLogger("ogv.pipeline")
 
 NOT_CALLED = (AccountPaused, GateUnavailable)
 """Transient failures that happened before Opsgenie was called: they cost no attempt."""
@@ -246,7 +244,7 @@ async def _probe_all(
                 # Our own code failed on this answer (JSON nested past the recursion limit
                 # raises RecursionError, not ValueError): this check's failure, not its
                 # batch's, and retried until attempts run out like any other.
-                _log_probe_failed(item.request_id, item.found, exc)
+                journal.probe_failed(item.request_id, item.found, exc)
                 return ProbeFailed(f"the answer could not be read ({type(exc).__name__})")
 
     return list(await asyncio.gather(*(one(item) for item in claimed)))
@@ -289,18 +287,18 @@ def _write(
     for completion in completions:
         if completion.request_id in finished:
             report.steps[completion.request_id] = Finished(completion.result)
-            _log_finished(completion, seconds)
-            _count_finished(completion.result, completion.target)
+            journal.finished(completion, seconds)
         elif completion.request_id in confirming and completion.target is not None:
             delay = deps.guard.confirm_after
             report.steps[completion.request_id] = RetryLater(delay, Confirming(completion.result))
-            _log_confirming(completion, delay)
+            journal.confirming(completion, delay)
     for retry in stored.noted:
         report.steps[retry.request_id] = RetryLater(retry.delay, retry.error)
-        _log_retry(retry.request_id, retry.target, retry.error, retry.attempts, retry.delay)
-        metrics.retry_scheduled(retry.error.code, retry.target.account)
+        journal.retry_scheduled(
+            retry.request_id, retry.target, retry.error, retry.attempts, retry.delay
+        )
     report.steps.update(_count_refused(claimed, stored.refused, deps))
-    _log_second_opinions(completions, written)
+    journal.second_opinions(completions, written)
     for change in written.changes:
         events.log_change(change)
     if written.changes:
@@ -351,7 +349,7 @@ def _store(
     if not isinstance(stored, StatementError):
         return stored
     ids = [c.request_id for c in completions] + [r.request_id for r in retries]
-    _log_write_refused(len(ids), stored)
+    journal.write_refused(len(ids), _error_name(stored))
     if len(ids) == 1:  # nothing else to save: the same write alone would fail the same
         return _Stored(refused={ids[0]: stored})
     return _store_one_by_one(completions, retries, deps)
@@ -454,13 +452,15 @@ def _count_refused_write(
         count = functools.partial(_retry_writing, request_id, attempts, error, deps.policy)
     step = _alone(deps, count)
     if isinstance(step, StatementError):
-        _log_write_failed(request_id, target, attempts, error, final=None)
+        journal.write_failed(request_id, target, attempts, error, final=None)
         return None
-    _log_write_failed(request_id, target, attempts, error, final=not isinstance(step, RetryLater))
+    journal.write_failed(
+        request_id, target, attempts, error, final=not isinstance(step, RetryLater)
+    )
     if isinstance(step, Finished):
-        _count_finished(step.result, target)
+        journal.count_finished(step.result, target)
     elif isinstance(step, RetryLater) and target is not None:
-        metrics.retry_scheduled(step.error.code, target.account)
+        journal.count_retry(target, step.error)
     return step
 
 
@@ -522,150 +522,6 @@ def _retry_note(error: TransientError, delay: float) -> Result:
         rate_limit_state=state,
         rate_limit_reason=reason,
     )
-
-
-def _count_finished(result: Result, target: Target | None) -> None:
-    metrics.validation_finished(
-        result.outcome.value,
-        result.error_code,
-        target.platform.name if target else None,
-        target.account if target else None,
-    )
-
-
-def _log_retry(
-    request_id: uuid.UUID, target: Target, error: TransientError, attempts: int, delay: float
-) -> None:
-    log.info(
-        "validation.retry_scheduled",
-        extra={
-            "request_id": str(request_id),
-            "team_id": target.team_id,
-            "account": target.account,
-            "platform": target.platform.name,
-            "probe": target.probe,
-            "reason": error.code,
-            "http_status": error.http_status,
-            "attempt": attempts,
-            "delay_s": round(delay, 3),
-        },
-    )
-
-
-def _log_probe_failed(request_id: uuid.UUID, found: Target | Result, exc: Exception) -> None:
-    # The class and the line that raised it, never the text: it may quote the answer.
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = f"{frames[-1].filename.rsplit('/', 2)[-1]}:{frames[-1].lineno}" if frames else None
-    target = found if isinstance(found, Target) else None
-    log.warning(
-        "validation.probe_failed",
-        extra={
-            "request_id": str(request_id),
-            "team_id": target.team_id if target else None,
-            "account": target.account if target else None,
-            "error": type(exc).__name__,
-            "raised_at": where,
-        },
-    )
-
-
-def _log_write_refused(writes: int, exc: StatementError) -> None:
-    log.warning(
-        "validation.write_refused",
-        extra={"writes": writes, "error": _error_name(exc), "one_by_one": writes > 1},
-    )
-
-
-def _log_write_failed(
-    request_id: uuid.UUID, target: Target | None, attempts: int, error: str, final: bool | None
-) -> None:
-    """`final`: the request ended `write_failed` (True), will be retried (False), or even
-    its attempt could not be counted (None)."""
-    log.log(
-        logging.WARNING if final is False else logging.ERROR,
-        "validation.write_failed",
-        extra={
-            "request_id": str(request_id),
-            "team_id": target.team_id if target else None,
-            "account": target.account if target else None,
-            "attempt": attempts,
-            "error": error,
-            "final": final,
-        },
-    )
-
-
-def _log_finished(completion: records.Completion, seconds: float) -> None:
-    target, result = completion.target, completion.result
-    log.info(
-        "validation.finished",
-        extra={
-            "request_id": str(completion.request_id),
-            "team_id": target.team_id if target else None,
-            "account": target.account if target else None,
-            "platform": target.platform.name if target else None,
-            "probe": target.probe if target else None,
-            "outcome": result.outcome.value,
-            "http_status": result.http_status,
-            "error_code": result.error_code,
-            "attempt": completion.attempts,
-            "latency_ms": round(seconds * 1000, 1),
-        },
-    )
-
-
-def _log_confirming(completion: records.Completion, delay: float) -> None:
-    target, result = completion.target, completion.result
-    assert target is not None
-    metrics.confirmation("started")
-    log.info(
-        "validation.confirming",
-        extra={
-            "request_id": str(completion.request_id),
-            "team_id": target.team_id,
-            "account": target.account,
-            "base_url": target.base_url,
-            "outcome": result.outcome.value,
-            "http_status": result.http_status,
-            "error_code": result.error_code,
-            "confirm_in_s": delay,
-        },
-    )
-
-
-def _log_second_opinions(
-    completions: Sequence[records.Completion], written: records.Written
-) -> None:
-    """A line per second check that answered (and a count), and per change held."""
-    held = set(written.held)
-    for completion in completions:
-        target = completion.target
-        verdict = written.confirmations.get(completion.request_id)
-        if verdict is not None and target is not None:
-            metrics.confirmation(verdict)
-            log.log(
-                logging.WARNING if verdict == "disagreed" else logging.INFO,
-                f"validation.{verdict}",
-                extra={
-                    "request_id": str(completion.request_id),
-                    "team_id": target.team_id,
-                    "account": target.account,
-                    "base_url": target.base_url,
-                    "first_outcome": completion.confirming.value if completion.confirming else None,
-                    "outcome": completion.result.outcome.value,
-                },
-            )
-        if completion.request_id in held and target is not None:
-            log.warning(
-                "team.change_held",
-                extra={
-                    "request_id": str(completion.request_id),
-                    "team_id": target.team_id,
-                    "account": target.account,
-                    "base_url": target.base_url,
-                    "new_status": completion.result.outcome.value,
-                },
-            )
 
 
 __all__ = [
