@@ -51,7 +51,7 @@ from models import (
     utcnow,
 )
 from models.db import from_arrays, one_of
-from worker.checks.guard import Guard, Trip
+from worker.checks.guard import Guard, Trip, Windows
 from worker.checks.requests import FINAL_STATES
 from worker.checks.rules import JSM_FAILS, JSM_WORKS, Result, Target
 
@@ -340,13 +340,48 @@ class _Applied:
     trips: list[Trip] = field(default_factory=list)
 
 
+@dataclass
+class _Waiting:
+    """Verdicts about valid teams, counted per base URL for the mass-change guard, and
+    the failing ones that wait for its admission."""
+
+    checks: Counter[str] = field(default_factory=Counter)
+    held: dict[str, list[tuple[_TeamNow, Completion]]] = field(default_factory=dict)
+
+
 def _apply_to_teams(
     connection: Connection, completions: list[Completion], guard: Guard
 ) -> _Applied:
+    """Write each completion to its team, oldest check first: unless it is stale, waits
+    for its second check, or waits for (and is refused by) the mass-change guard."""
+    teams = _lock_teams(connection, completions)
+    if teams is None:
+        return _Applied()
+    applied, waiting = _Applied(), _Waiting()
+    changes: list[dict[str, Any]] = []
+    for completion in sorted(completions, key=lambda c: c.checked_at):
+        assert completion.target is not None
+        team = teams.get(completion.target.team_id)
+        if team is None or _stale(team, completion):
+            continue
+        if _applies_now(team, completion, guard, applied, waiting):
+            changes.extend(_changed(team, completion))
+    if guard.windows is not None:
+        changes.extend(_admit(connection, guard.windows, guard, waiting, applied))
+        _settle_held(connection, teams, completions, applied.held)
+    _write_teams(connection, teams)
+    applied.changes = insert_changes(connection, changes)
+    return applied
+
+
+def _lock_teams(
+    connection: Connection, completions: list[Completion]
+) -> dict[str, _TeamNow] | None:
+    """The completions' teams, locked in id order (None: no completion has a team)."""
     targets = sorted({c.target.team_id for c in completions if c.target is not None})
     if not targets:
-        return _Applied()
-    teams = {
+        return None
+    return {
         row.id: _TeamNow(row.id, row.key_version, row.status, row.last_checked_at)
         for row in connection.execute(
             select(_TEAMS.c.id, _TEAMS.c.key_version, _TEAMS.c.status, _TEAMS.c.last_checked_at)
@@ -355,52 +390,63 @@ def _apply_to_teams(
             .with_for_update()
         )
     }
-    applied = _Applied()
-    changes: list[dict[str, Any]] = []
-    checks: Counter[str] = Counter()  # verdicts about valid teams, by base URL
-    guarded: dict[str, list[tuple[_TeamNow, Completion]]] = {}
-    for completion in sorted(completions, key=lambda c: c.checked_at):
-        assert completion.target is not None
-        team = teams.get(completion.target.team_id)
-        if team is None or _stale(team, completion):
-            continue
-        outcome, first = completion.result.outcome, completion.confirming
-        if first is not None and outcome.judges_key:
-            applied.confirmations[completion.request_id] = (
-                "confirmed" if outcome is first else "disagreed"
-            )
-        if team.status is TeamStatus.VALID and outcome.judges_key:
-            if outcome in FAILING_VERDICTS and first is None and guard.confirm_after > 0:
-                applied.confirming.append(completion)  # not a check yet: its second is
-                continue
-            checks[completion.target.base_url] += 1
-            if outcome in FAILING_VERDICTS:
-                if first is not None and outcome is not first:
-                    continue  # a second opinion that disagrees changes nothing yet
-                if guard.windows is not None:
-                    guarded.setdefault(completion.target.base_url, []).append((team, completion))
-                    continue
-        if (change := _apply_to_team(team, completion)) is not None:
-            changes.append(change)
+
+
+def _applies_now(
+    team: _TeamNow, completion: Completion, guard: Guard, applied: _Applied, waiting: _Waiting
+) -> bool:
+    """True when `completion` is written to `team` now. Otherwise it waits for its
+    second check (`applied.confirming`), for the guard (`waiting.held`), or is a second
+    opinion that disagreed; a second opinion's verdict goes in `applied.confirmations`."""
+    assert completion.target is not None
+    outcome, first = completion.result.outcome, completion.confirming
+    if first is not None and outcome.judges_key:
+        applied.confirmations[completion.request_id] = (
+            "confirmed" if outcome is first else "disagreed"
+        )
+    if team.status is not TeamStatus.VALID or not outcome.judges_key:
+        return True
+    if outcome in FAILING_VERDICTS and first is None and guard.confirm_after > 0:
+        applied.confirming.append(completion)  # not a check yet: its second is
+        return False
+    base_url = completion.target.base_url
+    waiting.checks[base_url] += 1
+    if outcome not in FAILING_VERDICTS:
+        return True
+    if first is not None and outcome is not first:
+        return False  # a second opinion that disagrees changes nothing yet
     if guard.windows is not None:
-        for base_url in sorted(checks):
-            waiting = guarded.get(base_url, [])
-            admission = guard.windows.admit(
-                connection,
-                base_url,
-                guard.thresholds,
-                checks[base_url],
-                [completion.target.account for _, completion in waiting if completion.target],
-            )
-            applied.trips.extend([admission.trip] if admission.trip else [])
-            for team, completion in waiting[: admission.allowed]:
-                if (change := _apply_to_team(team, completion)) is not None:
-                    changes.append(change)
-            applied.held.extend(completion for _, completion in waiting[admission.allowed :])
-        _settle_held(connection, teams, completions, applied.held)
-    _write_teams(connection, teams)
-    applied.changes = insert_changes(connection, changes)
-    return applied
+        waiting.held.setdefault(base_url, []).append((team, completion))
+        return False
+    return True
+
+
+def _admit(
+    connection: Connection, windows: Windows, guard: Guard, waiting: _Waiting, applied: _Applied
+) -> list[dict[str, Any]]:
+    """Ask the guard, per base URL, how many of its waiting failing verdicts may be
+    written; write those, and hold the rest (`applied.held`, `applied.trips`)."""
+    changes: list[dict[str, Any]] = []
+    for base_url in sorted(waiting.checks):
+        queued = waiting.held.get(base_url, [])
+        admission = windows.admit(
+            connection,
+            base_url,
+            guard.thresholds,
+            waiting.checks[base_url],
+            [completion.target.account for _, completion in queued if completion.target],
+        )
+        applied.trips.extend([admission.trip] if admission.trip else [])
+        for team, completion in queued[: admission.allowed]:
+            changes.extend(_changed(team, completion))
+        applied.held.extend(completion for _, completion in queued[admission.allowed :])
+    return changes
+
+
+def _changed(team: _TeamNow, completion: Completion) -> list[dict[str, Any]]:
+    """Write `completion` to `team`: its status change, if any, as a history row."""
+    change = _apply_to_team(team, completion)
+    return [] if change is None else [change]
 
 
 def _stale(team: _TeamNow, completion: Completion) -> bool:
