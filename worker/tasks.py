@@ -8,6 +8,7 @@ retried with backoff as well.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -16,7 +17,6 @@ from typing import Any
 from celery import Task
 
 from models import Requester
-from models.crypto import KeyVault
 from models.db import session_factory
 from worker.celery import app
 from worker.checks import events, platform_health
@@ -30,7 +30,6 @@ from worker.checks.pipeline import (
 )
 from worker.checks.records import StatusChange
 from worker.checks.retries import RetryPolicy, is_retried_database_error
-from worker.checks.rules import CheckOptions
 from worker.checks.runtime import get_runtime
 from worker.enqueue import (
     BATCH_TASK,
@@ -52,19 +51,11 @@ MAX_DATABASE_RETRIES = 10
 
 def collaborators() -> Collaborators:
     settings = get_settings()
-    runtime = get_runtime()
-    return Collaborators(
-        sessions=session_factory(),
-        client=runtime.client,
-        gate=runtime.gate,
-        vault=KeyVault(settings.fernet_keys()),
-        policy=RetryPolicy.from_settings(settings),
-        run=runtime.run,
+    return dataclasses.replace(
+        Collaborators.from_settings(settings, get_runtime()),
         lease=timedelta(seconds=settings.lease),
         max_wait=settings.max_inline_wait,
-        concurrency=settings.batch_concurrency,
         on_changes=_notifier(settings),
-        options=CheckOptions.from_settings(settings),
         platform_thresholds=platform_health.Thresholds.from_settings(settings),
         on_platform_transitions=_document_notifier(settings),
         guard=Guard.from_settings(settings),

@@ -40,7 +40,7 @@ from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError, StatementError
@@ -48,6 +48,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import Outcome, utcnow
 from models.crypto import KeyVault
+from models.db import session_factory
 from worker.checks import claims, events, journal, platform_health, records
 from worker.checks.guard import Guard, Trip, announce
 from worker.checks.opsgenie import AccountPaused, GateUnavailable, OpsgenieClient, TransientError
@@ -62,6 +63,10 @@ from worker.checks.rules import (
     rate_limit_of,
     resolve_many,
 )
+
+if TYPE_CHECKING:
+    from worker.checks.runtime import Runtime
+    from worker.settings import Settings
 
 NOT_CALLED = (AccountPaused, GateUnavailable)
 """Transient failures that happened before Opsgenie was called: they cost no attempt."""
@@ -152,6 +157,22 @@ class Collaborators:
     """Confirmation of failing verdicts about valid teams, and the mass-change guard."""
     on_guard_trips: Callable[[list[Trip]], None] = lambda trips: None
     """Called once per base URL whose guard tripped, after its commit (webhooks)."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings, runtime: Runtime) -> Collaborators:
+        """The configured database, key vault, retry policy, batch concurrency and
+        check options, on this process's `runtime` (its client, gate and loop). The
+        rest keeps its defaults: callers set what they need with `dataclasses.replace`."""
+        return cls(
+            sessions=session_factory(settings.effective_database_url, settings.database_pool_size),
+            client=runtime.client,
+            gate=runtime.gate,
+            vault=KeyVault(settings.fernet_keys()),
+            policy=RetryPolicy.from_settings(settings),
+            run=runtime.run,
+            concurrency=settings.batch_concurrency,
+            options=CheckOptions.from_settings(settings),
+        )
 
 
 @dataclass

@@ -23,6 +23,7 @@ Keys are never printed or logged.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -36,18 +37,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models import Integration, IntegrationMove, OrganizationIntegration, Team, utcnow
-from models.crypto import KeyVault, UndecryptableKey
-from models.db import session_factory
+from models.crypto import UndecryptableKey
 from worker import readiness
 from worker.checks.pipeline import Collaborators
 from worker.checks.ratelimit import Pacing
-from worker.checks.retries import RetryPolicy
 from worker.checks.rules import (
     JSM_FAILS,
     JSM_UNKNOWN,
     JSM_WORKS,
     OPSGENIE_PROVIDER,
-    CheckOptions,
     Target,
     jsm_readiness,
 )
@@ -103,16 +101,9 @@ def collaborators(settings: Settings, runtime: Runtime) -> Collaborators:
     """What `probe_fleet` needs, on this process's runtime (its gate is Redis-shared
     when Redis is configured). A turn may be a whole page of one account away."""
     interval = Pacing(settings.account_rate, settings.account_burst).interval_us / 1_000_000
-    return Collaborators(
-        sessions=session_factory(),
-        client=runtime.client,
-        gate=runtime.gate,
-        vault=KeyVault(settings.fernet_keys()),
-        policy=RetryPolicy.from_settings(settings),
-        run=runtime.run,
+    return dataclasses.replace(
+        Collaborators.from_settings(settings, runtime),
         max_wait=settings.batch_size * interval + PAUSE_ALLOWANCE,
-        concurrency=settings.batch_concurrency,
-        options=CheckOptions.from_settings(settings),
     )
 
 
