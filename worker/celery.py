@@ -35,6 +35,23 @@ def _setup_logging(**_: Any) -> None:
 @signals.worker_process_init.connect
 def _after_fork(**_: Any) -> None:
     reset_after_fork()
+    _start_tracing()
+
+
+@signals.worker_ready.connect
+def _trace_in_place(sender: Any, **_: Any) -> None:
+    # A threads or solo pool runs tasks in this process: no child will start it.
+    if type(sender.pool).__module__ != "celery.concurrency.prefork":
+        _start_tracing()
+
+
+def _start_tracing() -> None:
+    settings = get_settings()
+    if settings.tracing_on:
+        # Only when on: without it the service needs none of OpenTelemetry.
+        from worker import tracing
+
+        tracing.start(settings, "worker")
 
 
 @signals.worker_process_shutdown.connect
@@ -49,8 +66,13 @@ def _before_pool(**_: Any) -> None:
 
 
 @signals.worker_ready.connect
-def _serve_metrics(**_: Any) -> None:
-    metrics.serve(get_settings(), session_factory())
+def _serve_metrics(sender: Any, **_: Any) -> None:
+    metrics.serve(get_settings(), session_factory(), processes=_pool_processes(sender))
+
+
+def _pool_processes(consumer: Any) -> int:
+    """How many processes (or threads) the worker's pool runs."""
+    return int(getattr(consumer.pool, "num_processes", None) or consumer.pool.limit or 1)
 
 
 @signals.worker_shutdown.connect

@@ -15,6 +15,16 @@ the endpoint off). docs/METRICS.md lists each series with example queries.
     ogv_oldest_pending_request_age_seconds                the queue's lag, read at scrape
     ogv_platform_unavailable{base_url,platform}           1 while a base URL is unavailable,
                                                           read at scrape
+    ogv_attempts_total{base_url,platform,result}          calls by what came back
+    ogv_webhooks_total{event,result}                      webhook calls delivered, failed,
+                                                          given up
+    ogv_worker_processes                                  the pool's processes (a worker is up)
+    ogv_due_requests                                      checks whose time has come, waiting
+    ogv_outbox_backlog_age_seconds{kind}                  how late the oldest of them is
+    ogv_oldest_held_change_age_seconds{base_url}          how long the guard has held a change
+
+`ogv api` serves the gauges read from the database as well, on OGV_API_METRICS_PORT,
+so they are there when every worker is down.
 
 Checks run in the pool's processes (forked children under prefork), so counts go
 through prometheus_client's multiprocess mode: each process writes its values to
@@ -36,6 +46,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, ParamSpec
 
@@ -53,6 +64,7 @@ from models import (
     RequestState,
     Team,
     TeamStatus,
+    TeamStatusChange,
     ValidationRequest,
     utcnow,
 )
@@ -133,6 +145,25 @@ GUARD_TRIPS = Counter(
     registry=None,
 )
 
+ATTEMPTS = Counter(
+    "ogv_attempts",
+    "Calls to a base URL by what came back: `verdict` (the platform's own answer about the "
+    "key), `unrecognised` (an answer not the platform's own), `error` (no answer: a timeout, "
+    "a failed connection, a 5xx or 429, a paused account).",
+    ["base_url", "platform", "result"],
+    registry=None,
+)
+ATTEMPT_RESULTS = ("verdict", "unrecognised", "error")
+WEBHOOKS = Counter(
+    "ogv_webhooks",
+    "Calls to OGV_STATUS_WEBHOOK_URL by event (`status_change`, `platform_change`) and "
+    "result: `delivered`, `failed` (to be tried again), `given_up` (attempts ran out).",
+    ["event", "result"],
+    registry=None,
+)
+WEBHOOK_EVENTS = ("status_change", "platform_change")
+WEBHOOK_RESULTS = ("delivered", "failed", "given_up")
+
 P = ParamSpec("P")
 
 
@@ -190,6 +221,18 @@ def guard_tripped(base_url: str) -> None:
     GUARD_TRIPS.labels(base_url).inc()
 
 
+@_never_raise
+def attempts(base_url: str, platform: str, result: str, count: int) -> None:
+    """Count a batch's calls to one base URL that ended `result` (worker.checks.platform_health)."""
+    ATTEMPTS.labels(base_url, platform, result).inc(count)
+
+
+@_never_raise
+def webhook(event: str, result: str) -> None:
+    """Count one webhook call: `delivered`, `failed` or `given_up` (worker.tasks)."""
+    WEBHOOKS.labels(event, result).inc()
+
+
 def status_class(status: int) -> str:
     """`2xx`, `4xx`, `5xx`...; 429 is its own class, since it is retried, not final."""
     return "429" if status == 429 else f"{status // 100}xx"
@@ -205,66 +248,107 @@ def opsgenie_call_observer(platform: str, probe: str, status: int | None, second
 # --- what the database holds, read at scrape time --------------------------------------
 
 
-class DatabaseCollector(Collector):
-    """Teams by status, the oldest pending request and the unavailable base URLs,
-    queried on every scrape."""
+@dataclass
+class _Reading:
+    """What one scrape read from the database."""
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    teams: dict[TeamStatus, int]
+    oldest_pending: float
+    platforms: list[tuple[str, str, bool]]
+    held: dict[str, tuple[int, float]]
+    """Base URL → (held changes, seconds since the oldest was held)."""
+    due: int
+    backlog: dict[str, float]
+    """`request` (and `notification`, with a webhook) → seconds the oldest has been late."""
+
+
+class DatabaseCollector(Collector):
+    """Teams by status, the queue's lag and backlog, the unavailable base URLs and the
+    held changes, queried on every scrape.
+
+    `webhook_attempts` is OGV_WEBHOOK_MAX_ATTEMPTS when a webhook is configured: then
+    the notifications not yet delivered are part of the outbox's backlog.
+    """
+
+    def __init__(
+        self, sessions: sessionmaker[Session], webhook_attempts: int | None = None
+    ) -> None:
         self._sessions = sessions
+        self._webhook_attempts = webhook_attempts
 
     def describe(self) -> Iterable[Metric]:
-        return self._families()
+        return self._families(None)
 
     def collect(self) -> Iterable[Metric]:
         try:
             with self._sessions() as session:
-                counts = dict(
-                    session.execute(select(Team.status, func.count()).group_by(Team.status)).all()
-                )
-                oldest = session.scalar(
-                    select(func.min(ValidationRequest.created_at)).where(
-                        ValidationRequest.state == RequestState.PENDING
-                    )
-                )
-                platforms = session.execute(
-                    select(
-                        PlatformHealth.base_url,
-                        PlatformHealth.platform,
-                        PlatformHealth.unavailable_since.is_not(None),
-                    )
-                ).all()
-                held = dict(
-                    session.execute(
-                        select(HeldChange.base_url, func.count()).group_by(HeldChange.base_url)
-                    ).all()
-                )
+                reading = self._read(session, utcnow())
         except SQLAlchemyError as exc:
             log.warning("metrics.database_unavailable", extra={"error": type(exc).__name__})
             return []
-        age = (utcnow() - oldest).total_seconds() if oldest is not None else 0.0
-        return self._families(
-            {status: counts.get(status, 0) for status in TeamStatus},
-            age,
-            [(url, platform, bool(down)) for url, platform, down in platforms],
-            held,
+        return self._families(reading)
+
+    def _read(self, session: Session, now: datetime) -> _Reading:
+        counts = dict(
+            session.execute(select(Team.status, func.count()).group_by(Team.status)).all()
+        )
+        oldest = session.scalar(
+            select(func.min(ValidationRequest.created_at)).where(
+                ValidationRequest.state == RequestState.PENDING
+            )
+        )
+        platforms = session.execute(
+            select(
+                PlatformHealth.base_url,
+                PlatformHealth.platform,
+                PlatformHealth.unavailable_since.is_not(None),
+            )
+        ).all()
+        held = session.execute(
+            select(HeldChange.base_url, func.count(), func.min(HeldChange.held_at)).group_by(
+                HeldChange.base_url
+            )
+        ).all()
+        # Due: a waiting request whose countdown, retry or second check has come (the
+        # outbox sweeper's own test of it, without its grace period).
+        due_at = func.coalesce(
+            ValidationRequest.next_attempt_at,
+            ValidationRequest.published_at,
+            ValidationRequest.created_at,
+        )
+        due, earliest = session.execute(
+            select(func.count(), func.min(due_at)).where(
+                ValidationRequest.state.in_((RequestState.PENDING, RequestState.CONFIRMING)),
+                due_at <= now,
+            )
+        ).one()
+        backlog = {"request": _age(now, earliest)}
+        if self._webhook_attempts is not None:
+            undelivered = session.scalar(
+                select(func.min(TeamStatusChange.changed_at)).where(
+                    TeamStatusChange.notified_at.is_(None),
+                    TeamStatusChange.notify_attempts < self._webhook_attempts,
+                )
+            )
+            backlog["notification"] = _age(now, undelivered)
+        return _Reading(
+            teams={status: counts.get(status, 0) for status in TeamStatus},
+            oldest_pending=_age(now, oldest),
+            platforms=[(url, platform, bool(down)) for url, platform, down in platforms],
+            held={url: (count, _age(now, first)) for url, count, first in held},
+            due=due,
+            backlog=backlog,
         )
 
     @staticmethod
-    def _families(
-        teams: dict[TeamStatus, int] | None = None,
-        age: float | None = None,
-        platforms: list[tuple[str, str, bool]] | None = None,
-        held: dict[str, int] | None = None,
-    ) -> list[Metric]:
+    def _families(reading: _Reading | None) -> list[Metric]:
         by_status = GaugeMetricFamily(
             "ogv_teams", "Teams by the status of their key, now.", labels=["status"]
         )
-        for status, count in (teams or {}).items():
-            by_status.add_metric([status.value], count)
         oldest = GaugeMetricFamily(
             "ogv_oldest_pending_request_age_seconds",
             "Seconds since the oldest pending validation request was created (0: none).",
-            value=age,
+            value=reading.oldest_pending if reading else None,
         )
         unavailable = GaugeMetricFamily(
             "ogv_platform_unavailable",
@@ -272,17 +356,45 @@ class DatabaseCollector(Collector):
             "own), else 0; one series per base URL that has answered.",
             labels=["base_url", "platform"],
         )
-        for base_url, platform, down in platforms or []:
-            unavailable.add_metric([base_url, platform], 1.0 if down else 0.0)
         held_changes = GaugeMetricFamily(
             "ogv_held_changes",
             "Changes from valid to a failing status that the mass-change guard holds, by "
             "base URL, now.",
             labels=["base_url"],
         )
-        for base_url, count in (held or {}).items():
-            held_changes.add_metric([base_url], count)
-        return [by_status, oldest, unavailable, held_changes]
+        held_age = GaugeMetricFamily(
+            "ogv_oldest_held_change_age_seconds",
+            "Seconds since the oldest change the mass-change guard holds was held, by base URL.",
+            labels=["base_url"],
+        )
+        due = GaugeMetricFamily(
+            "ogv_due_requests",
+            "Validation requests waiting for a worker whose time has come (their countdown, "
+            "retry or second check is due), now.",
+            value=reading.due if reading else None,
+        )
+        backlog = GaugeMetricFamily(
+            "ogv_outbox_backlog_age_seconds",
+            "Seconds the oldest due request (kind `request`) or undelivered status-change "
+            "webhook (kind `notification`) has waited; 0: none.",
+            labels=["kind"],
+        )
+        if reading is not None:
+            for status, count in reading.teams.items():
+                by_status.add_metric([status.value], count)
+            for base_url, platform, down in reading.platforms:
+                unavailable.add_metric([base_url, platform], 1.0 if down else 0.0)
+            for base_url, (count, age) in reading.held.items():
+                held_changes.add_metric([base_url], count)
+                held_age.add_metric([base_url], age)
+            for kind, age in reading.backlog.items():
+                backlog.add_metric([kind], age)
+        return [by_status, oldest, unavailable, held_changes, held_age, due, backlog]
+
+
+def _age(now: datetime, since: datetime | None) -> float:
+    """Seconds from `since` to `now`, never negative; 0 when there is nothing."""
+    return max((now - since).total_seconds(), 0.0) if since is not None else 0.0
 
 
 # --- the endpoint, in the worker's main process ----------------------------------------
@@ -323,6 +435,12 @@ def prepare_worker(settings: Settings) -> None:
             PLATFORM_TRANSITIONS.labels(platform, state)
     for result in CONFIRMATION_RESULTS:
         CONFIRMATIONS.labels(result)
+    for name, platform in PLATFORMS.items():  # the configured hosts, at 0 from the start
+        for result in ATTEMPT_RESULTS:
+            ATTEMPTS.labels(settings.platform_base_url(platform), name, result)
+    for event in WEBHOOK_EVENTS:
+        for result in WEBHOOK_RESULTS:
+            WEBHOOKS.labels(event, result)
 
 
 def _use_multiprocess_values() -> None:
@@ -358,28 +476,66 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def serve(settings: Settings, sessions: sessionmaker[Session]) -> None:
-    """Serve /metrics from this (the main) process, once the pool has started."""
+class _WorkerCollector(Collector):
+    """`ogv_worker_processes`: served only by a worker whose pool has started."""
+
+    def __init__(self, processes: int) -> None:
+        self._processes = processes
+
+    def collect(self) -> Iterable[Metric]:
+        return [
+            GaugeMetricFamily(
+                "ogv_worker_processes",
+                "Processes (or threads) in this worker's pool; the series exists while a "
+                "worker serves its metrics.",
+                value=self._processes,
+            )
+        ]
+
+
+def database_collector(settings: Settings, sessions: sessionmaker[Session]) -> DatabaseCollector:
+    """The gauges read from the database, with undelivered webhooks once one is set."""
+    attempts = settings.webhook_max_attempts if settings.status_webhook_url else None
+    return DatabaseCollector(sessions, attempts)
+
+
+def serve(settings: Settings, sessions: sessionmaker[Session], processes: int = 1) -> None:
+    """Serve /metrics from this (the main) process, once the pool of `processes` has started."""
     if _endpoint is None or _endpoint.server is not None:
         return
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=str(_endpoint.directory))  # type: ignore[no-untyped-call]
-    registry.register(DatabaseCollector(sessions))
+    registry.register(database_collector(settings, sessions))
+    registry.register(_WorkerCollector(processes))
+    started = _listen(registry, settings.metrics_address, settings.metrics_port)
+    if started is not None:
+        _endpoint.server, _endpoint.thread = started
+
+
+def serve_api(settings: Settings, sessions: sessionmaker[Session]) -> None:
+    """`ogv api`'s own /metrics: the gauges read from the database, so that they are
+    scraped even when every worker is down. In a daemon thread, for the process's life."""
+    if settings.api_metrics_port == 0:
+        return
+    registry = CollectorRegistry()
+    registry.register(database_collector(settings, sessions))
+    _listen(registry, settings.metrics_address, settings.api_metrics_port)
+
+
+def _listen(
+    registry: CollectorRegistry, address: str, port: int
+) -> tuple[WSGIServer, threading.Thread] | None:
     try:
-        _endpoint.server, _endpoint.thread = start_http_server(
-            settings.metrics_port, settings.metrics_address, registry=registry
-        )
+        server, thread = start_http_server(port, address, registry=registry)
     except OSError as exc:
-        # Another worker on this host has the port: keep validating, say so once.
+        # Another process on this host has the port: keep working, say so once.
         log.warning(
             "metrics.unavailable",
-            extra={"port": settings.metrics_port, "reason": f"{type(exc).__name__}: {exc}"},
+            extra={"port": port, "reason": f"{type(exc).__name__}: {exc}"},
         )
-        return
-    log.info(
-        "metrics.serving",
-        extra={"address": settings.metrics_address, "port": _endpoint.server.server_port},
-    )
+        return None
+    log.info("metrics.serving", extra={"address": address, "port": server.server_port})
+    return server, thread
 
 
 def shutdown() -> None:

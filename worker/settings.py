@@ -16,7 +16,14 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from worker.platforms import PLATFORMS, Platform, ProbeName
@@ -137,6 +144,15 @@ class Settings(BaseSettings):
     flower_basic_auth: SecretStr | None = None
     metrics_port: int = Field(default=9808, ge=0, le=65535)
     metrics_address: str = "0.0.0.0"
+    api_metrics_port: int = Field(default=9809, ge=0, le=65535)
+    """The port of `ogv api`'s own /metrics (the database's gauges); 0 turns it off."""
+
+    # Tracing, opt-in (worker/tracing.py): off unless asked for or an endpoint is set.
+    tracing: Literal["on", "off"] = "off"
+    otlp_endpoint: str | None = Field(
+        default=None, validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
+    """OpenTelemetry's own variable: where spans are sent (OTLP over HTTP)."""
 
     # Production topologies and growth (issue 15; docs/SCALING.md).
     history_retention_days: int = Field(default=365, ge=0)
@@ -257,6 +273,11 @@ class Settings(BaseSettings):
             if key.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
                 raise ValueError("OGV_ENCRYPTION_KEYS holds a placeholder, not a Fernet key")
         return self
+
+    @property
+    def tracing_on(self) -> bool:
+        """Spans are made and sent: OGV_TRACING=on, or an OTLP endpoint is set."""
+        return self.tracing == "on" or bool(self.otlp_endpoint)
 
     @property
     def lease(self) -> float:

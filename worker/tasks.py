@@ -18,6 +18,7 @@ from celery import Task
 
 from models import Requester
 from models.db import session_factory
+from worker import metrics
 from worker.celery import app
 from worker.checks import events, platform_health
 from worker.checks.guard import Guard, Trip
@@ -189,11 +190,14 @@ def notify_status_change(self: Task[Any, Any], change_id: int) -> None:
         with sessions.begin() as session:
             attempts = events.count_attempt(session, change_id)
         if attempts >= settings.webhook_max_attempts:
+            metrics.webhook("status_change", "given_up")
             raise
+        metrics.webhook("status_change", "failed")
         policy = RetryPolicy.from_settings(settings)
         raise self.retry(countdown=policy.backoff(attempts), exc=exc) from exc
     with sessions.begin() as session:
         events.mark_delivered(session, change_id)
+    metrics.webhook("status_change", "delivered")
 
 
 @app.task(name=NOTIFY_PLATFORM_TASK, bind=True, max_retries=None, ignore_result=True)
@@ -217,9 +221,12 @@ def notify_platform_change(self: Task[Any, Any], document: dict[str, Any]) -> No
     except events.WebhookFailed as exc:
         attempts = self.request.retries + 1
         if attempts >= settings.webhook_max_attempts:
+            metrics.webhook("platform_change", "given_up")
             raise
+        metrics.webhook("platform_change", "failed")
         policy = RetryPolicy.from_settings(settings)
         raise self.retry(countdown=policy.backoff(attempts), exc=exc) from exc
+    metrics.webhook("platform_change", "delivered")
 
 
 @app.task(name=SWEEP_TASK, ignore_result=True)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -40,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from sqlalchemy import Row, bindparam, case, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import PlatformHealth, utcnow
+from models import Outcome, PlatformHealth, utcnow
 
 # `ogv status` and `ogv health` read `states` and `describe` only: the checks'
 # HTTP client, rules and metrics are imported where the workers use them.
@@ -152,6 +153,28 @@ def tally(answered: Iterable[tuple[Target, Result | TransientError]]) -> dict[st
     return {url: Tally(*values) for url, values in counts.items()}
 
 
+def count_attempts(answered: Iterable[tuple[Target, Result | TransientError]]) -> None:
+    """Count the batch's calls per base URL by what came back: a verdict, an answer not
+    the platform's own, or none (`ogv_attempts_total`, for the error ratios' alerts)."""
+    from worker import metrics
+    from worker.checks.opsgenie import UnrecognisedAnswer
+    from worker.checks.rules import Result
+
+    counts: Counter[tuple[str, str, str]] = Counter()
+    for target, answer in answered:
+        if isinstance(answer, UnrecognisedAnswer):
+            result = "unrecognised"
+        elif isinstance(answer, Result) and answer.outcome.judges_key:
+            result = "verdict"
+        elif isinstance(answer, Result) and answer.outcome is not Outcome.ERROR:
+            continue  # decided without an answer about the key, nor a failure
+        else:
+            result = "error"
+        counts[(target.base_url, target.platform.name, result)] += 1
+    for (base_url, platform, result), count in counts.items():
+        metrics.attempts(base_url, platform, result, count)
+
+
 def record(
     session: Session,
     tallies: dict[str, Tally],
@@ -253,6 +276,8 @@ def observe(
     The batch's outcomes are written already: whatever fails here (the database, the
     broker behind `on_transitions`) is logged and swallowed, never the batch's failure.
     """
+    answered = list(answered)
+    count_attempts(answered)
     tallies = tally(answered)
     if not tallies:
         return []

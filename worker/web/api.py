@@ -35,6 +35,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
+from models.db import session_factory
+from worker import metrics
 from worker.logs import configure_logging
 from worker.settings import Settings
 from worker.web import handlers
@@ -128,6 +130,11 @@ def serve(settings: Settings, host: str, port: int, insecure_local: bool = False
     """Run the API in the foreground until SIGINT or SIGTERM."""
     config = api_config(settings, host, insecure_local)
     configure_logging(settings.log_level, settings.log_format)
+    if settings.tracing_on:
+        from worker import tracing  # only when on: none of OpenTelemetry is needed otherwise
+
+        tracing.start(settings, "api")  # before the app is built: it instruments aiohttp
+    metrics.serve_api(settings, session_factory())
     client = ValidationClient.from_settings(settings)
     app = build_app(client, config)
 
