@@ -238,6 +238,7 @@ def service_env(data_dir: Path, fake: FakeOpsgenie, **extra: str) -> dict[str, s
     env = {name: value for name, value in os.environ.items() if not name.startswith("OGV_")}
     env.update(FAST_RETRIES)
     env["OGV_METRICS_PORT"] = "0"  # no fixed port per worker; tests that scrape pick one
+    env["OGV_API_METRICS_PORT"] = "0"  # nor per API
     # One answer decides, as before confirmation: the tests of confirmation ask for it.
     env["OGV_CONFIRM_AFTER"] = "0"
     env.update(
