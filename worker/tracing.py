@@ -70,7 +70,11 @@ def start(settings: Settings, role: str, processor: SpanProcessor | None = None)
             tracer_provider=provider, url_filter=lambda url: safe_url(url, allowed)
         )
         engine = session_factory().kw["bind"]
-        SQLAlchemyInstrumentor().instrument(tracer_provider=provider, engine=engine)
+        # The instrumentation declares SQLAlchemy < 2.1 and would quietly do nothing on
+        # ours; the engine events it listens to are unchanged in 2.1 (tests/e2e/test_tracing.py).
+        SQLAlchemyInstrumentor().instrument(
+            tracer_provider=provider, engine=engine, skip_dep_check=True
+        )
     log.info("tracing.started", extra={"role": role, "endpoint": settings.otlp_endpoint})
 
 
