@@ -435,9 +435,9 @@ def prepare_worker(settings: Settings) -> None:
             PLATFORM_TRANSITIONS.labels(platform, state)
     for result in CONFIRMATION_RESULTS:
         CONFIRMATIONS.labels(result)
-    for name, platform in PLATFORMS.items():  # the configured hosts, at 0 from the start
+    for each in PLATFORMS.values():  # the configured hosts, at 0 from the start
         for result in ATTEMPT_RESULTS:
-            ATTEMPTS.labels(settings.platform_base_url(platform), name, result)
+            ATTEMPTS.labels(settings.platform_base_url(each), each.name, result)
     for event in WEBHOOK_EVENTS:
         for result in WEBHOOK_RESULTS:
             WEBHOOKS.labels(event, result)

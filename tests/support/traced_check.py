@@ -30,8 +30,9 @@ settings = get_settings()
 tracing.start(settings, "test", processor=SimpleSpanProcessor(memory))
 
 from worker.celery import app  # noqa: E402  (after tracing: the worker's hooks see it on)
-from worker.web.api import api_config, build_app, start_api  # noqa: E402
+from worker.web.api import build_app, start_api  # noqa: E402
 from worker.web.client import ValidationClient  # noqa: E402
+from worker.web.config import api_config  # noqa: E402
 
 
 def serve_api(port: int, ready: threading.Event) -> None:
