@@ -24,6 +24,7 @@ FLOORS: list[tuple[str, ...]] = [
         "worker.errors",
         "worker.settings",
         "worker.logs",
+        "worker.tracing",
         "worker.platforms",
         "worker.broker",
         "worker.embedded_broker",
