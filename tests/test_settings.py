@@ -12,7 +12,7 @@ import pytest
 from cryptography.fernet import Fernet
 from pydantic import ValidationError
 
-from worker.settings import OFFICIAL_BASE_URLS, Settings
+from worker.settings import OFFICIAL_BASE_URLS, Settings, describe_invalid_settings
 
 
 @pytest.fixture(autouse=True)
@@ -299,3 +299,38 @@ def test_flower_credentials_are_stripped() -> None:
 
     stored = settings.flower_basic_auth
     assert stored is not None and stored.get_secret_value() == "ops:" + "p" * 20
+
+
+@pytest.mark.parametrize(
+    "malformed",
+    [
+        "not-a-fernet-key",
+        Fernet.generate_key().decode()[:-2],  # cut short
+        "MDEyMzQ1Njc4OWFiY2RlZg==",  # base64 of 16 bytes, not 32
+        Fernet.generate_key().decode().replace("-", "+").replace("_", "/") + "!",
+    ],
+)
+def test_a_malformed_key_is_refused_by_its_place_never_its_value(
+    monkeypatch: pytest.MonkeyPatch, malformed: str
+) -> None:
+    good = Fernet.generate_key().decode()
+    monkeypatch.setenv("OGV_ENCRYPTION_KEYS", f"{good},{malformed},{good}")
+
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+
+    assert describe_invalid_settings(refused.value) == (
+        "OGV_ENCRYPTION_KEYS: entry 2 of 3 is not a Fernet key (32 bytes, URL-safe base64); "
+        "make one with `ogv keys generate`"
+    )
+    assert malformed not in str(refused.value) and good not in str(refused.value)
+
+
+def test_every_key_is_checked_not_only_the_newest() -> None:
+    good = Fernet.generate_key().decode()
+
+    with pytest.raises(ValidationError, match="entry 1 of 1 is not a Fernet key"):
+        Settings(encryption_keys=["x" * 44])
+    assert Settings(encryption_keys=[good, Fernet.generate_key().decode()]).fernet_keys()[0] == (
+        good.encode()
+    )

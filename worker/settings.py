@@ -168,6 +168,27 @@ class Settings(BaseSettings):
     def _comma_separated(cls, value: object) -> object:
         return _split_list(value)
 
+    @field_validator("encryption_keys")
+    @classmethod
+    def _fernet_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        # Refused here, at start: a malformed key would otherwise pass until the first
+        # team is stored or checked. The message names the entry, never its value.
+        if not keys:
+            return keys
+        # Only here: `ogv status` and its like never load cryptography (tests/test_startup.py).
+        from models.crypto import is_fernet_key
+
+        for number, key in enumerate(keys, start=1):
+            text = key.get_secret_value().strip()
+            if text.lower() in PLACEHOLDER_SECRETS:
+                raise ValueError("OGV_ENCRYPTION_KEYS holds a placeholder, not a Fernet key")
+            if not is_fernet_key(text.encode()):
+                raise ValueError(
+                    f"OGV_ENCRYPTION_KEYS: entry {number} of {len(keys)} is not a Fernet key "
+                    "(32 bytes, URL-safe base64); make one with `ogv keys generate`"
+                )
+        return keys
+
     @field_validator("api_token", "flower_basic_auth", mode="before")
     @classmethod
     def _stripped(cls, value: object) -> object:
@@ -269,9 +290,6 @@ class Settings(BaseSettings):
                 "(the longest retry countdown, confirmation delay or dispatch window plus the "
                 "task time limit)"
             )
-        for key in self.encryption_keys:
-            if key.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
-                raise ValueError("OGV_ENCRYPTION_KEYS holds a placeholder, not a Fernet key")
         return self
 
     @property

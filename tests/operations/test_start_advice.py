@@ -1,0 +1,88 @@
+"""Refused at start, in one line, with what to do: settings, a missing database, a schema.
+
+Each case runs the real `ogv` (or worker) in a fresh process, as an operator would.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+from tests.conftest import ogv_command
+
+NOT_A_KEY = "this-is-not-a-fernet-key-but-it-is-long-enough"
+
+
+def environment(tmp_path: Path, **env: str) -> dict[str, str]:
+    clean = {name: value for name, value in os.environ.items() if not name.startswith("OGV_")}
+    clean.update(OGV_DATA_DIR=str(tmp_path / "data"), **env)
+    return clean
+
+
+def ogv(
+    tmp_path: Path, *args: str, stdin: str = "", **env: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*ogv_command(), *args],
+        env=environment(tmp_path, **env),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def only_line(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    [line] = done.stderr.splitlines()
+    return line
+
+
+BAD_KEY_LINE = (
+    "error (invalid_setting): OGV_ENCRYPTION_KEYS: entry 2 of 2 is not a Fernet key "
+    "(32 bytes, URL-safe base64); make one with `ogv keys generate`"
+)
+
+
+def test_a_malformed_encryption_key_stops_team_add_in_one_line(tmp_path: Path) -> None:
+    keys = f"{Fernet.generate_key().decode()},{NOT_A_KEY}"
+
+    done = ogv(
+        tmp_path,
+        "team",
+        "add",
+        "--org",
+        "1",
+        "--integration",
+        "1",
+        "--label",
+        "ops",
+        stdin="some-integration-key\n",
+        OGV_ENCRYPTION_KEYS=keys,
+    )
+
+    assert only_line(done) == BAD_KEY_LINE
+    assert NOT_A_KEY not in done.stdout + done.stderr
+
+
+def test_a_worker_with_a_malformed_encryption_key_never_says_ready(tmp_path: Path) -> None:
+    keys = f"{Fernet.generate_key().decode()},{NOT_A_KEY}"
+    done = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "worker", "worker", "--pool", "solo"],
+        env=environment(tmp_path, OGV_ENCRYPTION_KEYS=keys),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "ogv: invalid settings: " + BAD_KEY_LINE.removeprefix("error (invalid_setting): ")
+    )
+    assert "ready" not in done.stdout + done.stderr
+    assert NOT_A_KEY not in done.stdout + done.stderr
