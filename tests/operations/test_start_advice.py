@@ -8,9 +8,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 from cryptography.fernet import Fernet
+from sqlalchemy import make_url
 
 from tests.conftest import ogv_command
 
@@ -86,3 +88,58 @@ def test_a_worker_with_a_malformed_encryption_key_never_says_ready(tmp_path: Pat
     )
     assert "ready" not in done.stdout + done.stderr
     assert NOT_A_KEY not in done.stdout + done.stderr
+
+
+def test_a_missing_postgres_database_names_createdb_even_from_db_upgrade(
+    tmp_path: Path, postgres_url: str, fernet_key: str
+) -> None:
+    name = f"ogv_missing_{uuid.uuid4().hex[:8]}"
+    missing = str(make_url(postgres_url).set(database=name).render_as_string(False))
+    env = {
+        "OGV_DATABASE_URL": missing,
+        "OGV_BROKER_URL": "embedded",
+        "OGV_ENCRYPTION_KEYS": fernet_key,
+    }
+    expected = (
+        f'error (database_missing): the database "{name}" does not exist; '
+        f"create it (`createdb {name}`), or correct OGV_DATABASE_URL"
+    )
+
+    for command in (["db", "upgrade"], ["status"], ["keys", "rotate"]):
+        assert only_line(ogv(tmp_path, *command, **env)) == expected, command
+
+
+def test_a_missing_sqlite_folder_is_named_and_not_created(tmp_path: Path, fernet_key: str) -> None:
+    folder = tmp_path / "no-such-folder"
+    env = {
+        "OGV_DATABASE_URL": f"sqlite:///{folder / 'ogv.sqlite3'}",
+        "OGV_BROKER_URL": "embedded",
+        "OGV_ENCRYPTION_KEYS": fernet_key,
+    }
+    expected = (
+        f"error (database_missing): the folder {folder} of the SQLite database does not "
+        f"exist; create it (`mkdir -p {folder}`), or correct OGV_DATABASE_URL"
+    )
+
+    for command in (["db", "upgrade"], ["status"]):
+        assert only_line(ogv(tmp_path, *command, **env)) == expected, command
+    assert not folder.exists()
+
+
+def test_a_missing_sqlite_file_is_named_and_db_upgrade_creates_it(
+    tmp_path: Path, fernet_key: str
+) -> None:
+    path = tmp_path / "ogv.sqlite3"
+    env = {
+        "OGV_DATABASE_URL": f"sqlite:///{path}",
+        "OGV_BROKER_URL": "embedded",
+        "OGV_ENCRYPTION_KEYS": fernet_key,
+    }
+
+    assert only_line(ogv(tmp_path, "status", **env)) == (
+        f"error (database_missing): the SQLite database {path} does not exist; correct "
+        "OGV_DATABASE_URL, or create the database there with `ogv db upgrade`"
+    )
+    assert not path.exists()
+    assert ogv(tmp_path, "db", "upgrade", **env).returncode == 0
+    assert ogv(tmp_path, "status", **env).returncode == 0
