@@ -2,7 +2,8 @@
 
 Three checks, each bounded by the timeout:
 
-- **database**: `SELECT 1` on the configured database;
+- **database**: `SELECT 1` on the configured database, and its schema at the newest
+  revision (an unmigrated database cannot record a check);
 - **broker**: a connection (and, on Redis, a PING) to the configured broker;
 - **worker**: a canary task sent through the queue the checks use, which a worker
   marks seen in its `health_checks` row. A ping is not enough: Celery workers have
@@ -37,6 +38,7 @@ from sqlalchemy import delete, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import HealthCheck, utcnow
+from models.migrate import schema_problem
 from worker.checks import platform_health
 from worker.checks.held import BaseUrlGuard, describe_tripped
 from worker.checks.platform_health import PlatformState
@@ -198,9 +200,13 @@ def _describe(exc: Exception) -> str:
 
 
 def check_database(sessions: sessionmaker[Session]) -> str:
+    """`SELECT 1`, and a schema at the revision this code expects (else Unhealthy)."""
     with sessions() as session:
         session.execute(text("SELECT 1"))
-    return "SELECT 1 answered"
+        problem = schema_problem(session.connection())
+    if problem is not None:
+        raise Unhealthy(f"it answers, but {problem}")
+    return "SELECT 1 answered; the schema is up to date"
 
 
 def read_unavailable(sessions: sessionmaker[Session], timeout: float) -> list[PlatformState] | None:
