@@ -18,10 +18,11 @@ from models.history import (
     TeamStatusChange,
 )
 from models.integration import Integration, OrganizationIntegration, Team
-from models.validation import HealthCheck, ValidationRequest, ValidationRun
+from models.validation import ApiProcess, HealthCheck, ValidationRequest, ValidationRun
 
 __all__ = [
     "FAILING_VERDICTS",
+    "ApiProcess",
     "Base",
     "GuardWindow",
     "HealthCheck",

@@ -31,7 +31,7 @@ FLOORS: list[tuple[str, ...]] = [
         "worker.cursors",
     ),
     ("worker.metrics", "worker.coordination"),
-    ("worker.checks", "worker.inventory", "worker.readiness"),
+    ("worker.checks", "worker.inventory", "worker.readiness", "worker.key_holders"),
     ("worker.enqueue",),
     ("worker.periodic", "worker.tasks", "worker.celery", "worker.web", "worker.client"),
     ("worker.operations",),

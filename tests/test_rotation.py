@@ -166,7 +166,12 @@ def test_keys_rotate_command(
     monkeypatch.setenv("OGV_ENCRYPTION_KEYS", f"{new},{first}")
     get_settings.cache_clear()
 
-    result = runner.invoke(app, ["keys", "rotate", "--json"])
+    # The embedded broker carries no broadcasts: the workers cannot be asked.
+    refused = runner.invoke(app, ["keys", "rotate", "--json"])
+    assert refused.exit_code == 1
+    assert json.loads(refused.stdout)["error"]["code"] == "keys_not_deployed"
+
+    result = runner.invoke(app, ["keys", "rotate", "--force", "--json"])
 
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {

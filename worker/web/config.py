@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from worker import key_holders
 from worker.checks import guard
 from worker.settings import Settings
 from worker.web.client import ValidationClient
@@ -36,6 +37,10 @@ class ApiConfig:
     guard_windows: guard.Windows = field(default_factory=guard.DatabaseWindows)
     """Where the mass-change guard's windows are read (`guard.windows_for`)."""
     guard_thresholds: guard.Thresholds = field(default_factory=guard.Thresholds)
+    fingerprints: tuple[str, ...] = ()
+    """The fingerprints of the API's encryption keys, newest first (never the keys)."""
+    process_name: str | None = None
+    """The API's name in `api_processes`; None: no heartbeat (an in-process test app)."""
 
 
 CLIENT = web.AppKey("client", ValidationClient)
@@ -59,4 +64,5 @@ def api_config(settings: Settings, host: str, insecure_local: bool) -> ApiConfig
         group_spacing=settings.api_group_spacing,
         guard_windows=guard.windows_for(settings),
         guard_thresholds=guard.Thresholds.from_settings(settings),
+        fingerprints=tuple(key_holders.fingerprints(settings)),
     )

@@ -38,6 +38,7 @@ from worker.web.inputs import (
     parse_wait,
     read_json,
 )
+from worker.web.middleware import authenticated
 from worker.web.teams import TeamRow
 
 log = logging.getLogger("ogv.api")
@@ -241,4 +242,6 @@ async def check_health(client: ValidationClient) -> dict[str, Any]:
 
 async def healthz(request: web.Request) -> web.Response:
     report = await check_health(request.app[CLIENT])
+    if authenticated(request):  # a public route; which keys the API holds is the operator's
+        report["key_fingerprints"] = list(request.app[CONFIG].fingerprints)
     return json_response(report, 200 if report["status"] == "ok" else 503)

@@ -119,13 +119,20 @@ def _bearer(request: web.Request) -> bytes | None:
     return token.strip().encode("utf-8", "surrogateescape")
 
 
+def authenticated(request: web.Request) -> bool:
+    """True when the request carries the API's token, or the API needs none."""
+    expected = request.app[CONFIG].token
+    if expected is None:
+        return True
+    given = _bearer(request)
+    return given is not None and hmac.compare_digest(given, expected.encode())
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    expected = request.app[CONFIG].token
-    if expected is None or request.path in PUBLIC_PATHS:
+    if request.path in PUBLIC_PATHS:
         return await handler(request)
-    given = _bearer(request)
-    if given is None or not hmac.compare_digest(given, expected.encode()):
+    if not authenticated(request):
         raise ApiError(
             401,
             "unauthorized",

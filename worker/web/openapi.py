@@ -107,6 +107,13 @@ def _schemas() -> dict[str, Any]:
                     "required": ["database", "broker"],
                     "additionalProperties": {"type": "string", "enum": ["ok", "unavailable"]},
                 },
+                "key_fingerprints": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "To an authenticated caller only: a short hash of each "
+                    "encryption key the API holds, newest first (never a key). "
+                    "`ogv keys rotate` compares them.",
+                },
             },
         },
         "Error": {
