@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
-from pydantic import ValidationError
+from pydantic import AliasChoices, ValidationError
 
 from worker.settings import OFFICIAL_BASE_URLS, Settings, describe_invalid_settings
 
@@ -334,3 +335,22 @@ def test_every_key_is_checked_not_only_the_newest() -> None:
     assert Settings(encryption_keys=[good, Fernet.generate_key().decode()]).fernet_keys()[0] == (
         good.encode()
     )
+
+
+def test_the_readme_configuration_table_lists_every_setting_and_only_those() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Configuration") :]
+    table = section[: section.index("\n### ")]  # the service's table; tests' come after
+    documented = set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \|", table, re.MULTILINE))
+
+    assert documented == {environment_name(name) for name in Settings.model_fields}
+
+
+def environment_name(field: str) -> str:
+    """The variable a setting is read from: OGV_<FIELD>, or the alias it was given."""
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        first = alias.choices[0]
+        assert isinstance(first, str)
+        return first
+    return f"OGV_{field.upper()}"
