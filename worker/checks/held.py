@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +36,7 @@ from models import (
     Integration,
     OrganizationIntegration,
     Team,
+    ValidationRequest,
     utcnow,
 )
 from models.db import one_of
@@ -168,6 +170,17 @@ def held_counts(session: Session) -> dict[str, int]:
     """Held changes per base URL."""
     query = select(HeldChange.base_url, func.count()).group_by(HeldChange.base_url)
     return {base_url: count for base_url, count in session.execute(query)}
+
+
+def held_of_run(session: Session, run_id: uuid.UUID) -> dict[str, int]:
+    """How many of a run's verdicts are held now, by the outcome its request ended with."""
+    query = (
+        select(ValidationRequest.outcome, func.count())
+        .join(HeldChange, HeldChange.request_id == ValidationRequest.id)
+        .where(ValidationRequest.run_id == run_id)
+        .group_by(ValidationRequest.outcome)
+    )
+    return {outcome.value: count for outcome, count in session.execute(query) if outcome}
 
 
 def guard_report(

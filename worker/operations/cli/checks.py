@@ -33,6 +33,7 @@ def revalidate(
     from models import Requester
     from models.db import session_factory
     from worker.celery import app as celery_app
+    from worker.checks import held
     from worker.enqueue import publish_batch
     from worker.periodic import dispatch
     from worker.settings import get_settings
@@ -48,14 +49,19 @@ def revalidate(
     )
     counts = {} if no_wait else _follow(sessions, run_id, sent.requests, timeout, as_json)
     done = sum(v for k, v in counts.items() if k not in OPEN_STATES)
+    with sessions() as session:
+        held_now = held.held_of_run(session, run_id)
+        tripped = _tripped_guards(session)
     summary = {
         "run_id": run_id,
         "requests": sent.requests,
         "batches": sent.batches,
         "finished": done,
         "outcomes": counts,
+        "held": held_now,
+        "tripped_guards": tripped,
     }
-    emit(summary, as_json, lambda: console.print(_outcome_table(summary)))
+    emit(summary, as_json, lambda: _print_run(summary))
     if not no_wait and done < sent.requests:
         fail("timeout", f"run {run_id} is not finished after {timeout}s", as_json, 2)
 
@@ -86,7 +92,7 @@ def _follow(
                 counts = progress(session, run_id)
             took = time.monotonic() - asked
             done = sum(v for k, v in counts.items() if k not in OPEN_STATES)
-            bar.update(task, completed=done)
+            bar.update(task, completed=done, description=_describe_progress(counts))
             if done >= total or time.monotonic() >= deadline:
                 return counts
             # Counting a big run's requests is work for the database that the run
@@ -95,11 +101,28 @@ def _follow(
             time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
 
 
-def _outcome_table(summary: dict[str, Any]) -> Table:
-    table = Table("outcome", "teams", title=f"run {summary['run_id']}")
+def _describe_progress(counts: dict[str, int]) -> str:
+    confirming = counts.get("confirming", 0)
+    return f"validating, {confirming} confirming" if confirming else "validating"
+
+
+def _print_run(summary: dict[str, Any]) -> None:
+    """How far the run got, a line per outcome with how many of those changes the
+    guard holds, and a line per base URL whose guard is tripped."""
+    from worker.checks.held import describe_tripped
+
+    run, held_now = summary["run_id"], summary["held"]
+    lines = [f"run {run}: {summary['finished']} of {summary['requests']} checks finished"]
+    width = max((len(outcome) for outcome in summary["outcomes"]), default=0)
     for outcome, count in sorted(summary["outcomes"].items()):
-        table.add_row(outcome, str(count))
-    return table
+        line = f"  {outcome:<{width}}  {count}"
+        if held_now.get(outcome):
+            line += f" ({held_now[outcome]} held by the guard: those teams stay valid)"
+        lines.append(line)
+    if summary["tripped_guards"]:
+        trips = describe_tripped(summary["tripped_guards"])
+        lines.append(f"guard: {trips} — `ogv changes list`")
+    console.print("\n".join(lines), markup=False, highlight=False)
 
 
 @app.command()
@@ -138,13 +161,17 @@ def validate(
         emit({"request_id": request_id}, as_json, lambda: console.print(f"queued {request_id}"))
         return
     view = wait_for(sessions, request_id, wait)
-    if view is None or not view.is_final:
+    if view is None or not (view.is_final or view.is_confirming):
         fail("timeout", f"request {request_id} has no outcome after {wait}s", as_json, 2)
-    emit(
-        view,
-        as_json,
-        lambda: console.print(f"{view.outcome}: {view.message}", highlight=False),
-    )
+    emit(view, as_json, lambda: console.print(_verdict(view), markup=False, highlight=False))
+
+
+def _verdict(view: Any) -> str:
+    """A request's outcome in one line; a confirming one's names its second check."""
+    if view.is_confirming:
+        due = f"{view.second_check_at:%Y-%m-%d %H:%M:%S} UTC" if view.second_check_at else "soon"
+        return f"confirming: the second check at {due} must agree; {view.message}"
+    return f"{view.outcome}: {view.message}"
 
 
 @app.command()
