@@ -104,6 +104,15 @@ class HeldPage:
 
 
 @dataclass(frozen=True)
+class AccountHeld:
+    """How many changes the guard holds for one account at one base URL."""
+
+    account: str
+    base_url: str
+    held: int
+
+
+@dataclass(frozen=True)
 class BaseUrlGuard(guard.GuardState):
     """One base URL's guard and the changes it holds, as `ogv changes list` and
     `GET /v1/guard` show it."""
@@ -181,6 +190,17 @@ def held_of_run(session: Session, run_id: uuid.UUID) -> dict[str, int]:
         .group_by(ValidationRequest.outcome)
     )
     return {outcome.value: count for outcome, count in session.execute(query) if outcome}
+
+
+def held_by_account(session: Session, selection: Selection = Selection()) -> list[AccountHeld]:
+    """Held changes per account and base URL (of those `selection` names), most first."""
+    query = (
+        select(HeldChange.account, HeldChange.base_url, func.count())
+        .where(*selection.where())
+        .group_by(HeldChange.account, HeldChange.base_url)
+    )
+    found = [AccountHeld(*row) for row in session.execute(query)]
+    return sorted(found, key=lambda a: (-a.held, a.account, a.base_url))
 
 
 def guard_report(

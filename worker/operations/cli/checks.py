@@ -11,7 +11,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from worker.operations.cli.output import JsonOption, console, emit, fail, is_team_id
+from worker.operations.cli.output import (
+    NARROWING,
+    JsonOption,
+    console,
+    emit,
+    emit_listing,
+    fail,
+    is_team_id,
+    one_line_rows,
+)
 
 if TYPE_CHECKING:
     from worker.web import teams
@@ -174,38 +183,114 @@ def _verdict(view: Any) -> str:
     return f"{view.outcome}: {view.message}"
 
 
+STATUS_PAGE = 50
+"""Teams `ogv status` shows when not told `--limit` (`--json` then lists them all)."""
+STATUS_MAX_PAGE = 10_000
+JSON_PAGE = 1_000
+"""Teams read per query while `ogv status --json` lists them all."""
+
+
 @app.command()
 def status(
     org: Annotated[int | None, typer.Option(help="Only this organization.")] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--status", help="Only teams with this status (repeatable)."),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            help=f"Show at most this many teams (default {STATUS_PAGE}; --json: all of them)."
+        ),
+    ] = None,
+    after: Annotated[
+        str | None, typer.Option(help="Start after this cursor: the next one a page printed.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show every team with its status, last check and last error."""
+    """Count the teams by status, then list them by label, one line each."""
+    from models import TeamStatus
     from models.db import session_factory
     from worker.checks import platform_health
+    from worker.cursors import BadCursor
     from worker.web import teams
 
-    with session_factory()() as session:
-        rows = teams.list_teams(session, org)
+    names = [s.value for s in TeamStatus]
+    if any(name not in names for name in only or []):
+        fail("invalid", f"--status takes {', '.join(names)}", as_json)
+    if limit is not None and not 1 <= limit <= STATUS_MAX_PAGE:
+        fail("invalid", f"--limit takes 1 to {STATUS_MAX_PAGE}", as_json)
+    if after is not None:
+        try:
+            teams.decode_place(after)
+        except BadCursor:
+            fail("invalid", "--after takes the next cursor an `ogv status` page printed", as_json)
+    statuses = [TeamStatus(name) for name in dict.fromkeys(only or [])]
+    sessions = session_factory()
+
+    def page(size: int, cursor: str | None) -> teams.TeamPage:
+        with sessions() as session:
+            return teams.natural_page(session, org, statuses=statuses, limit=size, after=cursor)
+
+    with sessions() as session:
+        summary = teams.count_by_status(session, org)
         unavailable = platform_health.states(session, unavailable_only=True)
         tripped = [] if as_json else _tripped_guards(session)
-    emit(rows, as_json, lambda: _print_status(rows, unavailable, tripped))
+    if as_json and limit is None:
+        _list_every_team(summary, page, after)
+        return
+    shown = page(limit or STATUS_PAGE, after)
+    options = [*(["--org", str(org)] if org is not None else [])]
+    options += [arg for name in statuses for arg in ("--status", name.value)]
+    options += ["--limit", str(limit)] if limit is not None else []
+    listing = {"summary": summary, "teams": shown.teams, "next_cursor": shown.next_cursor}
+    emit(listing, as_json, lambda: _print_status(listing, unavailable, tripped, options))
+
+
+def _list_every_team(summary: dict[str, int], page: Any, after: str | None) -> None:
+    """`ogv status --json` without --limit: every team, read a page at a time."""
+
+    def every() -> Any:
+        cursor = after
+        while True:
+            found = page(JSON_PAGE, cursor)
+            yield from found.teams
+            if found.next_cursor is None:
+                return
+            cursor = found.next_cursor
+
+    emit_listing({"summary": summary}, "teams", every(), {"next_cursor": None})
 
 
 def _print_status(
-    rows: Sequence[teams.TeamRow], unavailable: Sequence[Any], tripped: Sequence[Any] = ()
+    listing: dict[str, Any],
+    unavailable: Sequence[Any],
+    tripped: Sequence[Any],
+    options: Sequence[str],
 ) -> None:
-    """The table, under a line naming the base URLs that are unavailable now, and one
-    naming those whose mass-change guard is tripped, if any."""
+    """The base URLs that are unavailable now and those whose guard is tripped (if
+    any), the count of teams by status, then a line per team at the terminal's width
+    (80 columns when it is not a terminal), and how to ask for the next page."""
     from worker.checks.held import describe_tripped
     from worker.checks.platform_health import describe
 
+    lines = []
     if unavailable:
-        console.print(f"[yellow]platforms[/yellow]: {describe(unavailable)}", highlight=False)
+        lines.append(f"platforms: {describe(unavailable)}")
     if tripped:
-        console.print(
-            f"[red]guard[/red]: {describe_tripped(tripped)} — `ogv changes list`", highlight=False
+        lines.append(f"guard: {describe_tripped(tripped)} — `ogv changes list`")
+    counts = listing["summary"]
+    total = sum(counts.values())
+    by_status = ", ".join(f"{count} {name}" for name, count in counts.items() if count)
+    lines.append(f"{total} teams: {by_status}" if total else "no teams")
+    rows = [_status_cells(row) for row in listing["teams"]]
+    if rows:
+        lines += one_line_rows(
+            ("team", "status", "checked", "note"), rows, console.width, NARROWING
         )
-    console.print(_status_table(rows))
+    if listing["next_cursor"]:
+        lines.append(f"next: ogv status {' '.join([*options, '--after', listing['next_cursor']])}")
+    console.print("\n".join(lines), markup=False, highlight=False, crop=False)
 
 
 def _tripped_guards(session: Any) -> list[Any]:
@@ -246,16 +331,9 @@ def _platforms_table(rows: Sequence[Any]) -> Table:
     return table
 
 
-def _status_table(rows: Sequence[teams.TeamRow]) -> Table:
-    # Fits 80 columns: where a team lives goes under its id, and long text folds.
-    table = Table("team", "status", "checked", "note")
-    for column in table.columns:
-        column.overflow = "fold"
-    for row in rows:
-        checked = row.last_checked_at.strftime("%Y-%m-%d %H:%M") if row.last_checked_at else "-"
-        where = f"[dim]{row.account} on {row.platform} ({row.probe})[/dim]"
-        table.add_row(f"{row.team_id}\n{where}", row.status, checked, _note(row))
-    return table
+def _status_cells(row: teams.TeamRow) -> tuple[str, str, str, str]:
+    checked = f"{row.last_checked_at:%Y-%m-%d %H:%M}" if row.last_checked_at else "-"
+    return (row.team_id, row.status, checked, _note(row))
 
 
 def _note(row: teams.TeamRow) -> str:
