@@ -60,6 +60,7 @@ REQUEST_FIELDS = {
     "created_at",
     "finished_at",
     "confirmation",
+    "second_check_at",
 }
 
 

@@ -55,9 +55,10 @@ def test_integration_team_and_status_round_trip(cli_env: None) -> None:
         stdin="sentinel-key\n",
     )
     assert code == 0
-    code, rows = call("status", "--org", "41")
+    code, listing = call("status", "--org", "41")
     assert code == 0
-    assert rows == [
+    assert (listing["summary"]["unknown"], listing["next_cursor"]) == (1, None)
+    assert listing["teams"] == [
         {
             "team_id": team["team_id"],
             "organization_id": 41,
@@ -313,8 +314,8 @@ def test_sql_looking_labels_are_data(cli_env: None, label: str) -> None:
     )
     if code == 0:
         assert out["team_id"].endswith(f"-{label}")
-        code, rows = call("status", "--org", "78")
-        assert label in [row["label"] for row in rows]
+        code, listing = call("status", "--org", "78")
+        assert label in [row["label"] for row in listing["teams"]]
     else:
         assert out["error"]["code"] == "invalid"
 
@@ -438,6 +439,6 @@ def test_status_fits_80_columns_and_a_valid_team_shows_no_error(
 
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
-    assert max(len(line) for line in lines) <= 80
+    assert max(len(line) for line in lines) <= 80 and len(lines) == 3  # a line per team
     assert any(f"-{label}" in line for line in lines)  # the id is whole, not cut
     assert "HTTP" not in result.stdout

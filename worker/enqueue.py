@@ -12,12 +12,12 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import Requester, ValidationRequest
+from models import Requester, RequestState, ValidationRequest, utcnow
 from worker.checks import requests
 
 VALIDATE_TASK = "ogv.validate_request"
@@ -61,10 +61,16 @@ class RequestView:
     confirmation: str | None = None
     """Whether a second check `confirmed` or `disagreed` with a failing verdict; null when
     none ran."""
+    second_check_at: datetime | None = None
+    """When the second check of a `confirming` request is due; null in any other state."""
 
     @property
     def is_final(self) -> bool:
         return self.state in ("done", "failed")
+
+    @property
+    def is_confirming(self) -> bool:
+        return self.state == RequestState.CONFIRMING.value
 
     @classmethod
     def of(cls, row: ValidationRequest) -> RequestView:
@@ -86,6 +92,7 @@ class RequestView:
             created_at=row.created_at,
             finished_at=row.finished_at,
             confirmation=row.confirmation,
+            second_check_at=(row.next_attempt_at if row.state is RequestState.CONFIRMING else None),
         )
 
 
@@ -188,10 +195,22 @@ def wait_for(
     timeout: float,
     poll_interval: float = 0.05,
 ) -> RequestView | None:
-    """Poll until the request is final or `timeout` passes; returns its last view."""
+    """Poll until the request is final or `timeout` passes; returns its last view.
+
+    A `confirming` request whose second check is due after the deadline is returned
+    at once: waiting could not end in any other state.
+    """
     deadline = time.monotonic() + timeout
     while True:
         view = get_request(sessions, request_id)
         if view is None or view.is_final or time.monotonic() >= deadline:
             return view
+        if _confirms_after(view, deadline - time.monotonic()):
+            return view
         time.sleep(min(poll_interval, max(0.0, deadline - time.monotonic())))
+
+
+def _confirms_after(view: RequestView, seconds: float) -> bool:
+    """Whether `view` is confirming with its second check due more than `seconds` from now."""
+    due = view.second_check_at
+    return due is not None and due > utcnow() + timedelta(seconds=seconds)

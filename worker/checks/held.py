@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +36,7 @@ from models import (
     Integration,
     OrganizationIntegration,
     Team,
+    ValidationRequest,
     utcnow,
 )
 from models.db import one_of
@@ -99,6 +101,15 @@ class HeldPage:
 
     held: list[HeldRow]
     next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class AccountHeld:
+    """How many changes the guard holds for one account at one base URL."""
+
+    account: str
+    base_url: str
+    held: int
 
 
 @dataclass(frozen=True)
@@ -168,6 +179,28 @@ def held_counts(session: Session) -> dict[str, int]:
     """Held changes per base URL."""
     query = select(HeldChange.base_url, func.count()).group_by(HeldChange.base_url)
     return {base_url: count for base_url, count in session.execute(query)}
+
+
+def held_of_run(session: Session, run_id: uuid.UUID) -> dict[str, int]:
+    """How many of a run's verdicts are held now, by the outcome its request ended with."""
+    query = (
+        select(ValidationRequest.outcome, func.count())
+        .join(HeldChange, HeldChange.request_id == ValidationRequest.id)
+        .where(ValidationRequest.run_id == run_id)
+        .group_by(ValidationRequest.outcome)
+    )
+    return {outcome.value: count for outcome, count in session.execute(query) if outcome}
+
+
+def held_by_account(session: Session, selection: Selection = Selection()) -> list[AccountHeld]:
+    """Held changes per account and base URL (of those `selection` names), most first."""
+    query = (
+        select(HeldChange.account, HeldChange.base_url, func.count())
+        .where(*selection.where())
+        .group_by(HeldChange.account, HeldChange.base_url)
+    )
+    found = [AccountHeld(*row) for row in session.execute(query)]
+    return sorted(found, key=lambda a: (-a.held, a.account, a.base_url))
 
 
 def guard_report(
