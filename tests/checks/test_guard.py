@@ -12,7 +12,8 @@ import redis
 from sqlalchemy import Engine, create_engine, delete, select
 
 from models import GuardWindow, HeldChange, Outcome, RequestState, TeamStatus, TeamStatusChange
-from tests.test_pipeline import Install, Installed, install, load, request_for
+from tests.support.pipeline import Install, Installed, load, request_for
+from tests.support.services import NAMESPACE
 from worker.checks.guard import (
     BUCKETS,
     DatabaseWindows,
@@ -140,7 +141,7 @@ def assert_counted_once_each(results: list[object], window: Window) -> None:
 
 def test_redis_windows_count_every_concurrent_batch(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
-    windows = RedisWindows(client, f"guard-test-{uuid.uuid4().hex[:8]}")
+    windows = RedisWindows(client, f"{NAMESPACE}-guard-{uuid.uuid4().hex[:8]}")
     base_url = f"https://{uuid.uuid4().hex[:8]}.example/"
     results = concurrent_admits(windows, None, base_url)
     assert_counted_once_each(results, windows.read(None)[base_url])  # type: ignore[arg-type]
@@ -167,9 +168,6 @@ def test_database_windows_count_every_concurrent_batch(postgres_url: str) -> Non
 @pytest.fixture
 def confirming(deps: Collaborators) -> Collaborators:
     return replace(deps, guard=Guard(confirm_after=30.0, thresholds=T, windows=DatabaseWindows()))
-
-
-__all__ = ["install"]  # the fixture, shared with tests/test_pipeline.py
 
 
 def valid_team(deps: Collaborators, install: Install) -> Installed:

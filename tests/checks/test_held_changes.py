@@ -35,7 +35,8 @@ from models import (
 )
 from models.crypto import KeyVault
 from models.db import session_factory
-from tests.conftest import ogv_command
+from tests.support.services import NAMESPACE
+from tests.support.stacks import ogv_command
 from worker import inventory
 from worker.checks import events, held, records, requests
 from worker.checks.guard import DatabaseWindows, Guard, Thresholds
@@ -482,12 +483,12 @@ def test_a_tripped_guard_makes_the_health_report_unhealthy(tripped: Fleet) -> No
 @pytest.fixture
 def api(settings: Settings, redis_url: str) -> Iterator[str]:
     """The API in-process on the test's database (answers checked against the document)."""
-    from tests.api_support import TOKEN, ApiThread
+    from tests.support.api import TOKEN, ApiThread
     from worker.web.api import ApiConfig
     from worker.web.client import ValidationClient
 
     client = ValidationClient(
-        redis_url, settings.effective_database_url, queue=f"held-{uuid.uuid4().hex}"
+        redis_url, settings.effective_database_url, queue=f"{NAMESPACE}-held-{uuid.uuid4().hex[:8]}"
     )
     with client, ApiThread(client, ApiConfig(token=TOKEN, max_wait=1)) as running:
         yield running.url
@@ -498,7 +499,7 @@ def test_the_api_reads_the_guard_and_the_held_changes_a_page_at_a_time(
 ) -> None:
     from urllib.parse import quote
 
-    from tests.api_support import call
+    from tests.support.api import call
 
     guard = call(api, "GET", "/v1/guard")
     where = f"/v1/changes/held?base_url={quote(tripped.base_url, safe='')}"
@@ -526,7 +527,7 @@ def test_the_api_reads_the_guard_and_the_held_changes_a_page_at_a_time(
 
 
 def test_the_guard_routes_refuse_what_the_document_does_not_allow(api: str) -> None:
-    from tests.api_support import call
+    from tests.support.api import call
 
     secret = "6a1f0c2e-9d3b-4f5e-8a7c-1b2d3e4f5a6b"
     for path in ("/v1/guard", "/v1/changes/held"):

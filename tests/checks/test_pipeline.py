@@ -6,10 +6,8 @@ the real fake Opsgenie over HTTP; only the task adapter is left out.
 
 from __future__ import annotations
 
-import itertools
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -19,17 +17,16 @@ from models import (
     IntegrationStatus,
     OrganizationIntegration,
     Outcome,
-    Requester,
     RequestState,
     Team,
     TeamStatus,
     TeamStatusChange,
-    ValidationRequest,
     utcnow,
 )
 from models.crypto import KeyVault
+from tests.support.pipeline import Install, load, request_for
 from worker import inventory
-from worker.checks import records, requests
+from worker.checks import records
 from worker.checks.pipeline import AlreadyFinal, Collaborators, Finished, RetryLater, run_attempt
 from worker.checks.ratelimit import LocalGate
 from worker.checks.runtime import Runtime
@@ -37,69 +34,6 @@ from worker.platforms import OPSGENIE
 from worker.settings import Settings
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.scenario import KeyScenario
-
-_orgs = itertools.count(1_000_000 + uuid.uuid4().int % 1_000_000 * 1000)
-
-
-@dataclass
-class Installed:
-    organization_id: int
-    integration_id: int
-    team_id: str
-    key: str
-    label: str
-
-
-Install = Callable[..., Installed]
-
-
-@pytest.fixture
-def install(deps: Collaborators, settings: Settings, fake: FakeOpsgenie) -> Install:
-    """Install a fresh account with one team whose key the fake answers as told."""
-
-    def make(scenario: KeyScenario, label: str = "ops", account: str | None = None) -> Installed:
-        org = next(_orgs)
-        key = f"key-{uuid.uuid4()}"
-        fake.set_key(key, scenario)
-        with deps.sessions.begin() as session:
-            integration, _ = inventory.add_integration(
-                session,
-                organization_id=org,
-                account_name=account or f"acct-{org}",
-                base_url=fake.url,
-                allowed_base_urls=settings.allowed_base_urls,
-            )
-            team = inventory.add_team(
-                session,
-                organization_id=org,
-                integration_id=integration.id,
-                label=label,
-                integration_key=key,
-                vault=deps.vault,
-            )
-            return Installed(org, integration.id, team.id, key, label)
-
-    return make
-
-
-def request_for(deps: Collaborators, installed: Installed, **overrides: object) -> uuid.UUID:
-    fields: dict[str, object] = {
-        "organization_id": installed.organization_id,
-        "integration_id": installed.integration_id,
-        "team_id": installed.team_id,
-        "requested_by": Requester.CLI,
-    }
-    fields.update(overrides)
-    with deps.sessions.begin() as session:
-        request, _ = requests.create_request(session, **fields)  # type: ignore[arg-type]
-        return request.id
-
-
-def load(deps: Collaborators, request_id: uuid.UUID) -> tuple[ValidationRequest, Team | None]:
-    with deps.sessions() as session:
-        request = session.get(ValidationRequest, request_id)
-        assert request is not None
-        return request, session.get(Team, request.team_id)
 
 
 def run_to_end(deps: Collaborators, request_id: uuid.UUID, limit: int = 10) -> Finished:

@@ -24,8 +24,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import Outcome, PlatformHealth, utcnow
 from models.db import build_engine, session_factory
-from tests.test_cli import call, cli_env  # noqa: F401  (a fixture, used by name)
-from tests.test_pipeline import Install, install, request_for  # noqa: F401  (a fixture)
+from tests.support.cli import call
+from tests.support.pipeline import Install, request_for
 from worker import metrics
 from worker.checks import platform_health
 from worker.checks.opsgenie import ServerError, UnrecognisedAnswer
@@ -297,7 +297,7 @@ def test_a_failing_notifier_does_not_undo_the_transition(
 
 def test_the_pipeline_watches_real_answers(
     deps: Collaborators,
-    install: Install,  # noqa: F811  (the fixture imported above)
+    install: Install,
     fake: FakeOpsgenie,
 ) -> None:
     """A retired host: four checks answer 410 and it turns unavailable once; after the
@@ -385,7 +385,7 @@ def test_health_lists_unavailable_platforms_without_turning_unhealthy() -> None:
 
 
 def test_status_and_platforms_commands_show_an_unavailable_base_url(
-    cli_env: None,  # noqa: F811
+    cli_env: None,
 ) -> None:
     from typer.testing import CliRunner
 

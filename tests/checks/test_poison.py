@@ -37,7 +37,7 @@ from models import (
 )
 from models.crypto import KeyVault
 from models.db import session_factory
-from tests.hostile_upstream import KINDS, THROTTLED, HostileUpstream, fragments, leaks
+from tests.support.hostile_upstream import KINDS, THROTTLED, HostileUpstream, fragments, leaks
 from worker import inventory
 from worker.checks import claims, records, requests
 from worker.checks.opsgenie import REDACTED, UnrecognisedAnswer

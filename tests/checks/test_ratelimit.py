@@ -15,6 +15,7 @@ import fakeredis
 import pytest
 import redis.asyncio as aioredis
 
+from tests.support.services import NAMESPACE
 from worker.checks import ratelimit
 from worker.checks.opsgenie import AccountPaused
 from worker.checks.ratelimit import AccountGate, LocalGate, Pacing, RedisGate
@@ -54,7 +55,7 @@ def run_with_gates(
             for _ in range(count):
                 client = factory()
                 stack.push_async_callback(client.aclose)
-                gates.append(RedisGate(client))
+                gates.append(RedisGate(client, namespace=NAMESPACE))
             await body(*gates)
 
     asyncio.run(main())
@@ -147,10 +148,10 @@ def test_redis_gate_stores_one_expiring_key_per_account(redis_clients: ClientFac
         client = redis_clients()
         try:
             acme = account()
-            await RedisGate(client, namespace="ns").pause(acme, 2.0)
+            await RedisGate(client, namespace=NAMESPACE).pause(acme, 2.0)
 
-            assert await client.get(f"ns:pause:{acme}") == b"1"
-            assert 1500 < await client.pttl(f"ns:pause:{acme}") <= 2000
+            assert await client.get(f"{NAMESPACE}:pause:{acme}") == b"1"
+            assert 1500 < await client.pttl(f"{NAMESPACE}:pause:{acme}") <= 2000
         finally:
             await client.aclose()
 
@@ -205,7 +206,10 @@ def _paced_gates(factory: ClientFactory, body: Callable[..., Awaitable[None]]) -
     async def main() -> None:
         first, second = factory(), factory()
         try:
-            await body(RedisGate(first, Pacing(rate=10)), RedisGate(second, Pacing(rate=10)))
+            await body(
+                RedisGate(first, Pacing(rate=10), NAMESPACE),
+                RedisGate(second, Pacing(rate=10), NAMESPACE),
+            )
         finally:
             await first.aclose()
             await second.aclose()

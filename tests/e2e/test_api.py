@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 
 from models import ValidationRequest
 from models.db import session_factory
-from tests.api_support import (
+from tests.support.api import (
     AUTH,
     JSON,
     TOKEN,
@@ -35,7 +35,8 @@ from tests.api_support import (
     install,
     stack_client,
 )
-from tests.conftest import ARTIFACTS, Stack, ogv_command
+from tests.support.services import ARTIFACTS
+from tests.support.stacks import Stack, ogv_command
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.scenario import KeyScenario
 from worker.web.api import ApiConfig

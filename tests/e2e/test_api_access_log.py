@@ -17,8 +17,9 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.api_support import JSON, TOKEN, ApiProcess, ApiThread, api_env, call, exchange
-from tests.conftest import service_env
+from tests.support.api import JSON, TOKEN, ApiProcess, ApiThread, api_env, call, exchange
+from tests.support.services import NAMESPACE
+from tests.support.stacks import service_env
 from worker.logs import TextFormatter
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.web.api import ApiConfig
@@ -107,7 +108,7 @@ def line(method: str | None, route: str | None, path: str | None, status: int) -
 def test_the_text_format_is_one_line_of_key_values(
     postgres_url: str, redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = ValidationClient(redis_url, postgres_url)
+    client = ValidationClient(redis_url, postgres_url, queue=NAMESPACE)
     with (
         caplog.at_level(logging.INFO, logger="ogv.api"),
         client,

@@ -26,8 +26,8 @@ from sqlalchemy import func, select
 
 from models import ValidationRequest
 from models.db import session_factory
-from tests.api_support import AUTH, JSON, TOKEN, ApiProcess, api_env, call, exchange
-from tests.conftest import service_env
+from tests.support.api import AUTH, JSON, TOKEN, ApiProcess, api_env, call, exchange
+from tests.support.stacks import service_env
 from worker.testing.fake_opsgenie import FakeOpsgenie
 
 # What a pasted Opsgenie key looks like (a UUID); its first group is not all digits.

@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.conftest import ogv_command
+from tests.support.stacks import ogv_command
 
 
 def test_demo_runs_every_outcome_on_the_embedded_default(tmp_path: Path) -> None:

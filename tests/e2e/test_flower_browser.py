@@ -28,16 +28,7 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from tests.conftest import (
-    ARTIFACTS,
-    NAMESPACE,
-    Stack,
-    ogv_command,
-    open_stack,
-    require,
-    service_env,
-)
-from tests.monitoring import (
+from tests.support.monitoring import (
     FLOWER_PASSWORD,
     FLOWER_USER,
     Flower,
@@ -46,7 +37,8 @@ from tests.monitoring import (
     install_direct,
     running_flower,
 )
-from tests.test_worker import validate
+from tests.support.services import ARTIFACTS, NAMESPACE, require
+from tests.support.stacks import Stack, ogv_command, open_stack, service_env, validate
 from worker.operations.flower import plan, run
 from worker.settings import Settings
 from worker.testing.fake_opsgenie import FakeOpsgenie

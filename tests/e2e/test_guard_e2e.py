@@ -27,9 +27,9 @@ from models import (
 )
 from models.crypto import KeyVault
 from models.db import session_factory
-from tests.conftest import ARTIFACTS, NAMESPACE, Stack, ogv_command, open_stack
-from tests.test_health import database_url
-from tests.test_revalidation_e2e import WebhookReceiver, wait_until
+from tests.support.services import ARTIFACTS, NAMESPACE
+from tests.support.stacks import Stack, ogv_command, open_stack, wait_until
+from tests.support.webhooks import WebhookReceiver
 from worker import inventory
 from worker.platforms import OPSGENIE, OPSGENIE_EU, Platform
 from worker.settings import Settings
@@ -90,7 +90,7 @@ class Fleet:
 
 
 def sessions_of(stack: Stack) -> sessionmaker[Session]:
-    return session_factory(database_url(stack))
+    return session_factory(stack.database_url)
 
 
 def install_fleet(

@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
 from models import HealthCheck
-from tests.conftest import Stack, ogv_command, service_env
+from tests.support.stacks import Stack, ogv_command, service_env
 from worker.testing.fake_opsgenie import FakeOpsgenie
 
 UNHEALTHY = 3
@@ -33,14 +33,8 @@ def health(env: dict[str, str], *args: str) -> tuple[int, Any]:
     return done.returncode, json.loads(done.stdout)
 
 
-def database_url(stack: Stack) -> str:
-    return stack.env.get(
-        "OGV_DATABASE_URL", f"sqlite:///{Path(stack.env['OGV_DATA_DIR']) / 'ogv.sqlite3'}"
-    )
-
-
 def health_rows(stack: Stack) -> int:
-    engine = create_engine(database_url(stack))
+    engine = create_engine(stack.database_url)
     with Session(engine) as session:
         count = session.scalar(select(func.count()).select_from(HealthCheck)) or 0
     engine.dispose()
@@ -120,14 +114,14 @@ def test_a_tripped_guard_is_named_and_exits_non_zero(stack: Stack) -> None:
     import redis
 
     from models import GuardWindow
-    from tests.conftest import NAMESPACE
+    from tests.support.services import NAMESPACE
     from worker.checks.guard import DatabaseWindows, RedisWindows, Thresholds, Windows
 
     base_url = f"http://tripped-{uuid.uuid4().hex[:8]}.test/"
     shared = stack.env.get("OGV_BROKER_URL", "")
     client = redis.Redis.from_url(shared) if shared.startswith("redis") else None
     windows: Windows = RedisWindows(client, NAMESPACE) if client else DatabaseWindows()
-    engine = create_engine(database_url(stack))
+    engine = create_engine(stack.database_url)
     with engine.begin() as connection:
         admitted = windows.admit(
             connection, base_url, Thresholds(min_changes=3), 3, ["a", "b", "c"]

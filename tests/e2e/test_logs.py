@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Stack
-from tests.monitoring import check_all, install_direct
+from tests.support.monitoring import check_all, install_direct
+from tests.support.stacks import Stack
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.scenario import KeyScenario
 

@@ -15,8 +15,8 @@ from sqlalchemy import create_engine, delete, func, select
 from sqlalchemy.orm import Session
 
 from models import Requester, RequestState, Team, TeamStatus, ValidationRequest, utcnow
-from tests.conftest import Stack
-from tests.monitoring import Samples, check_all, install_direct, scrape, value
+from tests.support.monitoring import Samples, check_all, install_direct, scrape, value
+from tests.support.stacks import Stack
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.scenario import KeyScenario
 

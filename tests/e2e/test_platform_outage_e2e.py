@@ -27,9 +27,9 @@ from sqlalchemy.orm import Session
 
 from models import PlatformHealth, Team, TeamStatusChange, ValidationRequest
 from models.crypto import KeyVault
-from tests.conftest import ARTIFACTS, Stack, open_stack
-from tests.test_logs import events
-from tests.test_revalidation_e2e import WebhookReceiver, wait_until
+from tests.support.services import ARTIFACTS
+from tests.support.stacks import Stack, events, open_stack, wait_until
+from tests.support.webhooks import WebhookReceiver
 from worker import inventory
 from worker.checks.platform_health import idempotency_key
 from worker.testing.fake_opsgenie import FakeOpsgenie

@@ -21,10 +21,10 @@ import pytest
 from kombu.exceptions import OperationalError
 
 from models import Requester
-from tests import rabbitmq
-from tests.conftest import ARTIFACTS, NAMESPACE, Stack, open_stack
-from tests.monitoring import install_direct as install
-from tests.test_worker import ok_json
+from tests.support import rabbitmq
+from tests.support.monitoring import install_direct as install
+from tests.support.services import ARTIFACTS, NAMESPACE
+from tests.support.stacks import Stack, ok_json, open_stack
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.scenario import KeyScenario
 from worker.web.client import ValidationClient

@@ -2,60 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from aiohttp import web
 from sqlalchemy import create_engine, text
 
-from tests.conftest import Stack, open_stack
-from tests.test_worker import install, ok_json, validate
+from tests.support.stacks import Stack, install, ok_json, open_stack, validate, wait_until
+from tests.support.webhooks import WebhookReceiver
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.scenario import KeyScenario
-
-
-class WebhookReceiver:
-    """A real HTTP server that records every POST it receives."""
-
-    def __init__(self) -> None:
-        self.received: list[dict[str, Any]] = []
-        self.raw: list[bytes] = []
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.url = ""
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        self.raw.append(body)
-        self.received.append(json.loads(body))
-        return web.json_response({"ok": True})
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application()
-        app.router.add_post("/hook", self._handle)
-        runner = web.AppRunner(app)
-        self._loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        self._loop.run_until_complete(site.start())
-        port = runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}/hook"
-        self._ready.set()
-        self._loop.run_forever()
-
-    def start(self) -> WebhookReceiver:
-        self._thread.start()
-        self._ready.wait(5)
-        return self
-
-    def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
 
 
 @pytest.fixture(scope="module")
@@ -83,15 +40,6 @@ def hooked(
     )
     yield stack
     stack.stop()
-
-
-def wait_until(predicate: Any, timeout: float = 20) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def test_a_status_change_makes_one_history_row_and_one_webhook_call(

@@ -20,9 +20,9 @@ from pathlib import Path
 import redis
 from sqlalchemy import create_engine, inspect, text
 
-from tests.conftest import NAMESPACE, Stack
-from tests.monitoring import Flower, scrape
-from tests.test_worker import install, ok_json, validate
+from tests.support.monitoring import Flower, scrape
+from tests.support.services import NAMESPACE
+from tests.support.stacks import Stack, install, ok_json, validate
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.scenario import KeyScenario
 

@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 
 from models import Team, TeamStatus, TeamStatusChange
 from models.crypto import KeyVault
-from tests.conftest import Stack, open_stack
-from tests.monitoring import check_all
+from tests.support.monitoring import check_all
+from tests.support.stacks import Stack, open_stack
 from worker import inventory
 from worker.platforms import PlatformName, ProbeName, get_platform
 from worker.testing.fake_opsgenie import FakeOpsgenie

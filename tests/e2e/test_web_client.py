@@ -11,13 +11,13 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-from tests.api_support import Account, install, stack_client
-from tests.conftest import BROKERS, Stack
+from tests.support.api import Account, install, stack_client
+from tests.support.services import ROOT
+from tests.support.stacks import BROKERS, Stack
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.scenario import KeyScenario
 from worker.web.client import ValidationClient
@@ -26,7 +26,6 @@ from worker.web.client import ValidationClient
 # deployed web apps.
 redis_postgres = pytest.mark.parametrize("stack", BROKERS, indirect=True, scope="module")
 
-ROOT = Path(__file__).parent.parent
 EXAMPLES = ROOT / "docs" / "examples"
 WEB_APPS = ROOT / "docs" / "WEB_APPS.md"
 

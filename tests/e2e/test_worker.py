@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import BROKERS, NAMESPACE, Stack
+from tests.support.services import NAMESPACE
+from tests.support.stacks import BROKERS, Stack
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.scenario import KeyScenario
 

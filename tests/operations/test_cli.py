@@ -13,24 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
 
+from tests.support.cli import call, runner
 from worker.operations.cli import app
-from worker.settings import OFFICIAL_BASE_URLS, get_settings
-
-runner = CliRunner()
-
-
-@pytest.fixture
-def cli_env(ogv_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, fake: Any) -> None:
-    monkeypatch.setenv("OGV_ALLOWED_BASE_URLS", ",".join([*OFFICIAL_BASE_URLS, fake.url]))
-    get_settings.cache_clear()
-    assert runner.invoke(app, ["db", "upgrade", "--json"]).exit_code == 0
-
-
-def call(*args: str, stdin: str | None = None) -> tuple[int, Any]:
-    result = runner.invoke(app, [*args, "--json"], input=stdin)
-    return result.exit_code, json.loads(result.stdout) if result.stdout.strip() else None
+from worker.settings import get_settings
 
 
 def add_integration(org: int, base_url: str = "https://api.opsgenie.com/") -> int:
@@ -383,7 +369,7 @@ def test_team_add_on_a_terminal_asks_for_the_key_without_echo(
     import termios
     import time
 
-    from tests.conftest import ogv_command
+    from tests.support.stacks import ogv_command
 
     env = {**os.environ, "OGV_ALLOWED_BASE_URLS": f"https://api.opsgenie.com/,{fake.url}"}
     for args in (["db", "upgrade"], ["integration", "add", "--org", "9", "--account", "tty"]):

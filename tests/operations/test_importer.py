@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from models import Team
 from models.crypto import KeyVault
 from models.db import session_factory
-from tests.test_revalidation import add_teams
+from tests.support.pipeline import add_teams
 from worker.operations.cli import app
 from worker.operations.importer import import_teams
 from worker.settings import Settings, get_settings

@@ -25,8 +25,9 @@ from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from models import Integration, IntegrationMove, Outcome, Requester, Team, TeamStatus
-from tests.api_support import TOKEN, ApiThread, call
-from tests.conftest import FAST_RETRIES, NAMESPACE, platform_env
+from tests.support.api import TOKEN, ApiThread, call
+from tests.support.services import NAMESPACE
+from tests.support.stacks import FAST_RETRIES, platform_env
 from worker import inventory, readiness
 from worker.checks import requests
 from worker.checks.pipeline import Collaborators, Finished, run_attempt
@@ -392,7 +393,7 @@ def test_the_api_reads_an_organizations_report_as_recorded(
     jsm_only = install(deps, fake, settings, {account(): (JSM_OPS, {"x": KeyScenario()})})
     probed = migration.probe_fleet(deps, organization_id=fleet.org, page_size=2)
     calls = len(fake.requests())
-    client = ValidationClient(redis_url, settings.database_url)
+    client = ValidationClient(redis_url, settings.database_url, queue=NAMESPACE)
     path = f"/v1/organizations/{fleet.org}/migration"
 
     with client, ApiThread(client, ApiConfig(token=TOKEN, max_wait=1)) as server:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ogv_command
+from tests.support.stacks import ogv_command
 
 RUN_OGV = """
 import sys

@@ -19,7 +19,7 @@ from models import TeamStatus, TeamStatusChange, utcnow
 from models.crypto import KeyVault
 from models.db import dispose_all, session_factory
 from models.migrate import upgrade
-from tests.conftest import POSTGRES_URL
+from tests.support.services import POSTGRES_URL
 from worker import inventory
 from worker.periodic.retention import prune_history
 from worker.settings import Settings

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import uuid
 from collections import Counter
-from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, func, insert, select
+from sqlalchemy import Engine, event, func, select
 
 from models import (
     Integration,
@@ -25,7 +23,7 @@ from models import (
 )
 from models.crypto import KeyVault
 from models.db import session_factory
-from worker import inventory
+from tests.support.pipeline import add_teams
 from worker.checks import requests
 from worker.checks.pipeline import Collaborators, Finished, run_attempt, run_batch
 from worker.checks.ratelimit import Pacing
@@ -35,48 +33,6 @@ from worker.periodic import dispatch
 from worker.settings import Settings
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.scenario import KeyScenario
-
-_orgs = itertools.count(5_000_000 + uuid.uuid4().int % 10_000 * 1000)
-
-
-def add_teams(
-    settings: Settings,
-    fake: FakeOpsgenie,
-    accounts: int,
-    per_account: int,
-    scenario: KeyScenario | None = None,
-) -> tuple[int, list[str], dict[str, str]]:
-    """An organization with `accounts` accounts of `per_account` teams, inserted in bulk."""
-    scenario = scenario or KeyScenario("valid")
-    org = next(_orgs)
-    vault = KeyVault(settings.fernet_keys())
-    keys: dict[str, str] = {}
-    with session_factory(settings.effective_database_url).begin() as session:
-        rows = []
-        for a in range(accounts):
-            _, link = inventory.add_integration(
-                session,
-                organization_id=org,
-                account_name=f"acct-{org}-{a}",
-                base_url=fake.url,
-                allowed_base_urls=settings.allowed_base_urls,
-            )
-            key = f"key-{uuid.uuid4()}"
-            fake.set_key(key, replace(scenario, account=f"acct-{org}-{a}"))
-            token = vault.encrypt(key)
-            for t in range(per_account):
-                team_id = Team.make_id(link.id, f"team-{t:05d}")
-                keys[team_id] = key
-                rows.append(
-                    {
-                        "id": team_id,
-                        "organization_integration_id": link.id,
-                        "label": f"team-{t:05d}",
-                        "encrypted_key": token,
-                    }
-                )
-        session.execute(insert(Team), rows)
-    return org, sorted(keys), keys
 
 
 class Statements:

@@ -24,7 +24,8 @@ from referencing.jsonschema import DRAFT202012
 
 from models.crypto import KeyVault
 from models.db import session_factory
-from tests.conftest import Stack, ogv_command
+from tests.support.ports import free_port
+from tests.support.stacks import Stack, ogv_command
 from worker import inventory
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.scenario import KeyScenario
@@ -35,13 +36,6 @@ from worker.web.openapi import document
 TOKEN = "test-token-" + uuid.uuid4().hex
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 JSON = {"Content-Type": "application/json"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # -- checking answers against the document ---------------------------------------------

@@ -6,6 +6,10 @@ Redis and PostgreSQL (`Service`), starts a re-validation, injects faults while i
 runs, and ends with `verify`: the promises of docs/RELIABILITY.md, checked against
 the database. `record` writes the figures to artifacts/chaos.json.
 
+The Redis a chaos test flushes or restarts is a `redis-server` of the test's own
+(tests/support/redis_server.py, the `chaos_redis` fixture), and the RabbitMQ it
+restarts a node of its own (tests/support/rabbitmq.py): never the machine's.
+
 `verify` only reads; `Verdict.problems()` says which promise broke. The same
 function judges the deliberately broken workers of `test_broken_promises.py`,
 which must fail it.
@@ -31,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import redis
 from sqlalchemy import insert, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
@@ -39,7 +42,9 @@ from sqlalchemy.exc import DBAPIError
 from models import Requester, Team
 from models.crypto import KeyVault
 from models.db import session_factory
-from tests.conftest import ARTIFACTS, FAST_RETRIES, NAMESPACE, REDIS_URL
+from tests.support.redis_server import RedisServer
+from tests.support.services import ARTIFACTS, NAMESPACE
+from tests.support.stacks import FAST_RETRIES
 from worker import inventory
 from worker.enqueue import REVALIDATE_TASK
 from worker.periodic import dispatch
@@ -49,31 +54,8 @@ from worker.testing.local import LocalWorker
 from worker.testing.scenario import KeyScenario, Scenario
 from worker.web.client import producer_app
 
-CHAOS_REDIS_URL = os.environ.get(
-    "OGV_TEST_CHAOS_REDIS_URL", make_url(REDIS_URL).set(database="12").render_as_string()
-)
-"""A Redis database of the chaos suite's own: flushing it disturbs no other test run."""
 CHAOS_NAMESPACE = f"{NAMESPACE}-chaos"
 FIGURES = ARTIFACTS / "chaos.json"
-REDIS_PORT = 6379
-REDIS_START = [
-    "redis-server",
-    "--daemonize",
-    "yes",
-    "--bind",
-    "127.0.0.1",
-    "-::1",
-    "--port",
-    str(REDIS_PORT),
-    "--save",
-    "",
-    "--appendonly",
-    "no",
-    "--dir",
-    "/var/lib/redis",
-    "--logfile",
-    "/var/log/redis/ci.log",
-]
 
 EXPECTED_STATUS = {
     "valid": "valid",
@@ -235,17 +217,22 @@ def populate(
 
 
 def chaos_env(
-    data_dir: Path, fake: FakeOpsgenie, database_url: str, fernet_key: str, **extra: str
+    data_dir: Path,
+    fake: FakeOpsgenie,
+    database_url: str,
+    fernet_key: str,
+    redis_url: str,
+    **extra: str,
 ) -> dict[str, str]:
-    """The service's environment on Redis; `extra` overrides it (OGV_BROKER_URL=amqp://...
-    with OGV_REDIS_URL for the RabbitMQ scenario)."""
+    """The service's environment on the test's Redis (`redis_url`); `extra` overrides it
+    (OGV_BROKER_URL=amqp://... with OGV_REDIS_URL for the RabbitMQ scenario)."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("OGV_")}
     env.update(CHAOS_ENV)
     env.update(
         OGV_DATA_DIR=str(data_dir),
         OGV_NAMESPACE=CHAOS_NAMESPACE,
         OGV_DATABASE_URL=database_url,
-        OGV_BROKER_URL=CHAOS_REDIS_URL,
+        OGV_BROKER_URL=redis_url,
         OGV_ENCRYPTION_KEYS=fernet_key,
         OGV_ALLOWED_BASE_URLS=",".join([*OFFICIAL_BASE_URLS, fake.url]),
         OGV_METRICS_PORT="0",
@@ -345,7 +332,6 @@ def running_service(env: dict[str, str], name: str, app: str = "worker") -> Iter
         yield service
     finally:
         service.close()
-        ensure_redis()
 
 
 def start_run(env: dict[str, str], population: Population) -> uuid.UUID:
@@ -360,6 +346,30 @@ def start_run(env: dict[str, str], population: Population) -> uuid.UUID:
     finally:
         app.close()
     return run_id
+
+
+WORKERS, CONCURRENCY = 2, 4
+"""The scenarios' service: two prefork workers of four processes each."""
+FINISH_TIMEOUT = 200.0
+
+
+@dataclass
+class Ground:
+    """What every scenario stands on: the database, its encryption key, the fake, and a
+    Redis server of the test's own."""
+
+    database_url: str
+    fernet_key: str
+    fake: FakeOpsgenie
+    data_dir: Path
+    redis: RedisServer
+
+
+def at_progress(ground: Ground, population: Population, fraction: float) -> None:
+    """Wait until `fraction` of the run's requests are final: the fault lands mid-run."""
+    wait_for_finished(
+        ground.database_url, population.org, int(population.size * fraction), FINISH_TIMEOUT
+    )
 
 
 # --- watching a run --------------------------------------------------------------------
@@ -434,49 +444,6 @@ def wait_for_dispatch(database_url: str, run_id: uuid.UUID, timeout: float = 60)
 
 
 # --- faults ----------------------------------------------------------------------------
-
-
-def _redis_up() -> bool:
-    try:
-        return bool(redis.Redis(port=REDIS_PORT, socket_connect_timeout=0.5).ping())
-    except redis.RedisError:
-        return False
-
-
-def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} after {timeout}s")
-        time.sleep(0.05)
-
-
-def restart_redis() -> None:
-    """Shut Redis down without saving (it keeps nothing on disk here) and start it again."""
-    subprocess.run(
-        ["redis-cli", "-p", str(REDIS_PORT), "shutdown", "nosave"],
-        capture_output=True,
-        timeout=10,
-        check=False,
-    )
-    _wait(lambda: not _redis_up(), 10, "Redis still up")
-    ensure_redis()
-
-
-def ensure_redis() -> None:
-    """Start Redis if it is down; always called when a chaos test ends."""
-    if _redis_up():
-        return
-    subprocess.run(REDIS_START, capture_output=True, timeout=10, check=True)
-    _wait(_redis_up, 15, "Redis not back")
-
-
-def flush_chaos_redis() -> None:
-    client = redis.Redis.from_url(CHAOS_REDIS_URL)
-    try:
-        client.flushdb()
-    finally:
-        client.close()
 
 
 def terminate_connections(database_url: str) -> int:

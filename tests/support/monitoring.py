@@ -27,7 +27,8 @@ from sqlalchemy.orm import Session
 
 from models import Requester
 from models.crypto import KeyVault
-from tests.conftest import ARTIFACTS, NAMESPACE, Stack, ogv_command, open_stack
+from tests.support.services import ARTIFACTS, NAMESPACE
+from tests.support.stacks import Stack, ogv_command, open_stack
 from worker import inventory
 from worker.enqueue import RequestView
 from worker.testing.fake_opsgenie import FakeOpsgenie
@@ -72,7 +73,7 @@ def watched_stack(
 def install_direct(
     stack: Stack, fake: FakeOpsgenie, cases: dict[str, KeyScenario]
 ) -> dict[str, Any]:
-    """What `tests.test_worker.install` makes through the CLI, written directly (faster)."""
+    """What `tests.support.stacks.install` makes through the CLI, written directly (faster)."""
     org = uuid.uuid4().int % 10**9 + 1
     keys = {label: f"key-{uuid.uuid4()}" for label in cases}
     vault = KeyVault([stack.env["OGV_ENCRYPTION_KEYS"].encode()])

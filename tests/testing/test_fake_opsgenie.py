@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.support.services import ROOT
 from worker.testing import scenario as scenario_module
 from worker.testing.fake_opsgenie import HOST_PREFIXES, FakeOpsgenie, RecordedCall
 from worker.testing.scenario import (
@@ -44,7 +45,6 @@ HOST_ENDPOINTS = [
     ("opsgenie-eu", ALERTS),
     ("jsm-ops", ALERTS),
 ]
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -1074,7 +1074,7 @@ def test_serve_runs_until_sigterm(tmp_path: Path) -> None:
         "from worker.testing.scenario import Scenario; "
         "serve('127.0.0.1', 0, Scenario.from_json(Path(sys.argv[1]).read_text()))"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with subprocess.Popen(
         [sys.executable, "-c", code, str(scenario_file)],
         stdout=subprocess.PIPE,

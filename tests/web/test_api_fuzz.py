@@ -23,7 +23,8 @@ from sqlalchemy import func, select
 from models import ValidationRequest
 from models.db import session_factory
 from models.integration import TEAM_ID_PATTERN
-from tests.api_support import JSON, TOKEN, Answer, ApiThread, call
+from tests.support.api import JSON, TOKEN, Answer, ApiThread, call
+from tests.support.services import NAMESPACE
 from worker.web.api import ApiConfig
 from worker.web.client import ValidationClient
 from worker.web.inputs import DECIMAL_PATTERN, IDEMPOTENCY_KEY_PATTERN
@@ -38,7 +39,7 @@ FIELDS = ("organization_id", "integration_id", "team_id")
 
 @pytest.fixture(scope="module")
 def server(postgres_url: str, redis_url: str) -> Iterator[ApiThread]:
-    client = ValidationClient(redis_url, postgres_url)
+    client = ValidationClient(redis_url, postgres_url, queue=NAMESPACE)
     with client, ApiThread(client, ApiConfig(token=TOKEN, max_wait=1)) as running:
         yield running
 

@@ -33,7 +33,8 @@ from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
 from jsonschema import Draft202012Validator, ValidationError, validators
 
-from tests.api_support import JSON, TOKEN, Account, Answer, ApiThread, call, install
+from tests.support.api import JSON, TOKEN, Account, Answer, ApiThread, call, install
+from tests.support.services import NAMESPACE
 from worker.cursors import encode_cursor
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.scenario import KeyScenario
@@ -191,7 +192,9 @@ spoiled_team_ids = st.builds(
 
 @pytest.fixture(scope="module")
 def server(postgres_url: str, redis_url: str) -> Iterator[ApiThread]:
-    client = ValidationClient(redis_url, postgres_url, queue=f"schema-{uuid.uuid4().hex}")
+    client = ValidationClient(
+        redis_url, postgres_url, queue=f"{NAMESPACE}-schema-{uuid.uuid4().hex[:8]}"
+    )
     with client, ApiThread(client, ApiConfig(token=TOKEN, max_wait=0.02)) as running:
         yield running
 
