@@ -30,6 +30,8 @@ from worker.checks.runtime import Runtime
 from worker.settings import Settings, get_settings
 from worker.testing.fake_opsgenie import FakeOpsgenie
 
+pytest_plugins = ["tests.support.sentinels"]
+
 
 
 @pytest.fixture(scope="session")
