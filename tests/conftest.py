@@ -33,7 +33,6 @@ from worker.testing.fake_opsgenie import FakeOpsgenie
 pytest_plugins = ["tests.support.sentinels"]
 
 
-
 @pytest.fixture(scope="session")
 def fake() -> Iterator[FakeOpsgenie]:
     """One fake Opsgenie for the session; tests use their own unique keys."""

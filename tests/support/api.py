@@ -25,6 +25,7 @@ from referencing.jsonschema import DRAFT202012
 from models.crypto import KeyVault
 from models.db import session_factory
 from tests.support.ports import free_port
+from tests.support.services import NAMESPACE
 from tests.support.stacks import Stack, ogv_command
 from worker import inventory
 from worker.testing.fake_opsgenie import FakeOpsgenie
@@ -168,7 +169,7 @@ def api_env(base: Mapping[str, str], **settings: str) -> dict[str, str]:
     return {
         **base,
         "OGV_API_TOKEN": TOKEN,
-        "OGV_NAMESPACE": f"ogv-api-test-{uuid.uuid4().hex[:8]}",
+        "OGV_NAMESPACE": f"{NAMESPACE}-api-{uuid.uuid4().hex[:8]}",
         **settings,
     }
 
