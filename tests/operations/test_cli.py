@@ -6,7 +6,6 @@ import json
 import string
 import tomllib
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +14,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from tests.support.cli import call, runner
+from tests.support.services import ROOT
 from worker.operations.cli import app
 from worker.settings import get_settings
 
@@ -350,7 +350,7 @@ def test_validate_takes_only_what_has_the_shape_of_a_team_id(cli_env: None, team
 
 
 def test_version_is_the_installed_package_version() -> None:
-    pyproject = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
     result = runner.invoke(app, ["--version"])
 

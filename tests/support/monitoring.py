@@ -7,7 +7,6 @@ A watched stack is the conftest Redis/PostgreSQL stack whose worker serves
 from __future__ import annotations
 
 import base64
-import socket
 import subprocess
 import time
 import urllib.error
@@ -27,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from models import Requester
 from models.crypto import KeyVault
+from tests.support.ports import free_port
 from tests.support.services import ARTIFACTS, NAMESPACE
 from tests.support.stacks import Stack, ogv_command, open_stack
 from worker import inventory
@@ -40,12 +40,6 @@ FLOWER_PASSWORD = f"pw-{uuid.uuid4().hex[:16]}"
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 """Prometheus samples by (sample name, labels)."""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def watched_stack(
