@@ -21,7 +21,7 @@ from sqlalchemy import update
 from models import Team, TeamStatus
 from models.crypto import KeyVault
 from models.db import session_factory
-from tests.conftest import Stack, open_stack
+from tests.support.stacks import Stack, open_stack
 from worker import inventory
 from worker.settings import Settings
 from worker.testing.fake_opsgenie import FakeOpsgenie

@@ -21,8 +21,9 @@ from sqlalchemy import make_url
 
 from models.crypto import fingerprint
 from models.migrate import upgrade
-from tests.api_support import ApiProcess, api_env, call
-from tests.conftest import ARTIFACTS, POSTGRES_URL, ogv_command, service_env
+from tests.support.api import ApiProcess, api_env, call
+from tests.support.services import ARTIFACTS, POSTGRES_URL
+from tests.support.stacks import ogv_command, service_env
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.local import LocalWorker
 from worker.testing.scenario import KeyScenario

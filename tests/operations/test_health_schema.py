@@ -16,7 +16,8 @@ import pytest
 from sqlalchemy import make_url
 
 from models.migrate import upgrade
-from tests.conftest import POSTGRES_URL, ogv_command
+from tests.support.services import POSTGRES_URL
+from tests.support.stacks import ogv_command
 
 UNHEALTHY = 3
 NOT_CHECKED = "not checked: the database and broker must work"

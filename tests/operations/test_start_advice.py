@@ -14,7 +14,7 @@ from pathlib import Path
 from cryptography.fernet import Fernet
 from sqlalchemy import make_url
 
-from tests.conftest import ogv_command
+from tests.support.stacks import ogv_command
 
 NOT_A_KEY = "this-is-not-a-fernet-key-but-it-is-long-enough"
 
