@@ -1,5 +1,6 @@
 """The service's records: SQLAlchemy 2.x typed models and their Alembic migrations."""
 
+from models.access import ApiToken, AuditEvent
 from models.base import (
     FAILING_VERDICTS,
     Base,
@@ -22,6 +23,8 @@ from models.validation import HealthCheck, ValidationRequest, ValidationRun
 
 __all__ = [
     "FAILING_VERDICTS",
+    "ApiToken",
+    "AuditEvent",
     "Base",
     "GuardWindow",
     "HealthCheck",

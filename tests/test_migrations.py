@@ -28,6 +28,8 @@ TABLES = {
     "platform_health",
     "held_changes",
     "guard_windows",
+    "api_tokens",
+    "audit_events",
 }
 
 
