@@ -159,6 +159,8 @@ class Settings(BaseSettings):
     """Days `team_status_changes` keeps a row; 0 keeps every row for good."""
     prune_interval: float = Field(default=3600.0, gt=0)
     """Seconds between two runs of beat's history pruning (`ogv.prune_history`)."""
+    audit_retention_days: int = Field(default=400, ge=0)
+    """Days `audit_events` keeps an event; 0 keeps every event for good."""
 
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
