@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -282,20 +283,55 @@ def test_a_weak_api_token_is_refused_with_how_to_make_one(token: str) -> None:
 
 
 def test_a_token_pasted_with_a_newline_is_the_token() -> None:
-    token = "t" * 40
+    token = secrets.token_urlsafe(32)
 
     stored = Settings(api_token=f"  {token}\n").api_token
     assert stored is not None and stored.get_secret_value() == token
 
 
-@pytest.mark.parametrize("auth", ["admin:a", "admin:15-characters", "ops:" + "p" * 20 + ",dev:x"])
+@pytest.mark.parametrize(
+    "auth", ["admin:a", "admin:15-characters", f"ops:{secrets.token_urlsafe(16)},dev:x"]
+)
 def test_a_weak_flower_password_is_refused(auth: str) -> None:
     with pytest.raises(ValidationError, match="at least 16 characters"):
         Settings(flower_basic_auth=auth)
 
 
 def test_flower_credentials_are_stripped() -> None:
-    settings = Settings(flower_basic_auth="ops:" + "p" * 20 + "\n")
+    password = secrets.token_urlsafe(16)
+    settings = Settings(flower_basic_auth=f"ops:{password}\n")
 
     stored = settings.flower_basic_auth
-    assert stored is not None and stored.get_secret_value() == "ops:" + "p" * 20
+    assert stored is not None and stored.get_secret_value() == f"ops:{password}"
+
+
+WEAK = [
+    ("a" * 40, "one character repeated"),
+    ("passwordpasswordpasswordpassword", "fewer than 8 different characters"),
+    ("ab12" * 10, "fewer than 8 different characters"),
+    ("Password123!Password123!Secret-Token", "dictionary words"),
+    ("abcdefghijklmnopqrstuvwxyz0123456789", "a run of neighbouring characters"),
+    ("replace-me-with-a-real-token-0123456789", "a placeholder"),
+]
+
+
+@pytest.mark.parametrize(("secret", "reason"), WEAK)
+def test_an_obviously_weak_api_token_is_refused_whatever_its_length(
+    secret: str, reason: str
+) -> None:
+    with pytest.raises(ValidationError, match=f"OGV_API_TOKEN is refused: it.*{reason}") as caught:
+        Settings(api_token=f"{secrets.token_urlsafe(32)} {secret}")  # the second of two
+    assert secret not in str(caught.value)
+
+
+@pytest.mark.parametrize(("secret", "reason"), WEAK)
+def test_an_obviously_weak_flower_password_is_refused(secret: str, reason: str) -> None:
+    with pytest.raises(ValidationError, match=reason) as caught:
+        Settings(flower_basic_auth=f"ops:{secrets.token_urlsafe(16)},dev:{secret}")
+    assert secret not in str(caught.value)
+
+
+def test_several_api_tokens_are_the_bootstrap_tokens() -> None:
+    old, new = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    assert Settings(api_token=f"{old}  {new}\n").api_tokens() == [old, new]
+    assert Settings().api_tokens() == []

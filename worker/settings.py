@@ -12,7 +12,9 @@ throwaway key.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -35,6 +37,67 @@ OFFICIAL_BASE_URLS = tuple(p.official_base_url for p in PLATFORMS.values())
 EMBEDDED_BROKER = "embedded"
 """`OGV_BROKER_URL=embedded`: the SQLite-backed broker under OGV_DATA_DIR, asked for."""
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "xxx", "todo"})
+PLACEHOLDER_MARKS = ("changeme", "change-me", "replaceme", "replace-me", "placeholder", "example")
+"""Parts of a secret that say it was copied from a template, not made."""
+WEAK_WORDS = frozenset(
+    {
+        "password",
+        "passwd",
+        "passw0rd",
+        "secret",
+        "changeme",
+        "change",
+        "admin",
+        "administrator",
+        "token",
+        "apitoken",
+        "apikey",
+        "qwerty",
+        "qwertyuiop",
+        "asdf",
+        "asdfgh",
+        "zxcv",
+        "letmein",
+        "welcome",
+        "default",
+        "example",
+        "test",
+        "testing",
+        "guest",
+        "root",
+        "user",
+        "login",
+        "opsgenie",
+        "flower",
+        "webhook",
+        "hello",
+        "dragon",
+        "monkey",
+        "master",
+        "iloveyou",
+        "sunshine",
+        "princess",
+        "football",
+        "baseball",
+        "shadow",
+        "superman",
+        "trustno",
+        "access",
+        "private",
+        "pass",
+        "word",
+        "key",
+        "api",
+        "ogv",
+        "validator",
+        "the",
+        "and",
+        "for",
+    }
+)
+"""Words a secret made only of is guessable, whatever digits and signs surround them."""
+DISTINCT_MIN = 8
+"""A random secret of 16 characters or more has many more different characters."""
 API_TOKEN_MIN = 32
 FLOWER_PASSWORD_MIN = 16
 MAKE_SECRET = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
@@ -43,6 +106,43 @@ MAKE_SECRET = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 def _default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "opsgenie-validator"
+
+
+def weakness(secret: str) -> str | None:
+    """Why `secret` is obviously guessable, or None: a placeholder, one character
+    repeated, too few different characters, a run (abcd..., 1234...), or nothing but
+    dictionary words among its letters."""
+    text = secret.lower()
+    if text in PLACEHOLDER_SECRETS or any(mark in text for mark in PLACEHOLDER_MARKS):
+        return "it is a placeholder"
+    distinct = len(set(secret))
+    if distinct == 1:
+        return "it is one character repeated"
+    if distinct < DISTINCT_MIN:
+        return f"it has fewer than {DISTINCT_MIN} different characters"
+    steps = [abs(ord(b) - ord(a)) <= 1 for a, b in itertools.pairwise(secret)]
+    if 4 * sum(steps) >= 3 * len(steps):
+        return "it is a run of neighbouring characters"
+    letters = re.sub("[^a-z]", "", text)
+    if letters and _made_of_words(letters):
+        return "its letters are dictionary words"
+    return None
+
+
+def _made_of_words(letters: str) -> bool:
+    """Whether `letters` is a concatenation of WEAK_WORDS."""
+    ends = {0}
+    for end in range(1, len(letters) + 1):
+        if any(letters[start:end] in WEAK_WORDS for start in ends if start < end):
+            ends.add(end)
+    return len(letters) in ends
+
+
+def _refuse_weak(name: str, secret: str, make: str = MAKE_SECRET) -> None:
+    reason = weakness(secret)
+    if reason is not None:
+        # The reason, never the value: it is a secret, even a weak one.
+        raise ValueError(f"{name} is refused: {reason}; make a random one with: {make}")
 
 
 def _split_list(value: object) -> object:
@@ -178,15 +278,17 @@ class Settings(BaseSettings):
 
     @field_validator("api_token")
     @classmethod
-    def _strong_token(cls, token: SecretStr | None) -> SecretStr | None:
+    def _strong_tokens(cls, token: SecretStr | None) -> SecretStr | None:
         if token is None:
             return None
-        text = token.get_secret_value()
-        if text.lower() in PLACEHOLDER_SECRETS or len(text) < API_TOKEN_MIN:
-            raise ValueError(
-                f"OGV_API_TOKEN must be a random token of at least {API_TOKEN_MIN} characters; "
-                f"make one with: {MAKE_SECRET}"
-            )
+        # Several tokens, separated by spaces: a new one is rolled out before the old goes.
+        for text in token.get_secret_value().split() or [""]:
+            if text.lower() in PLACEHOLDER_SECRETS or len(text) < API_TOKEN_MIN:
+                raise ValueError(
+                    "OGV_API_TOKEN must be random tokens, separated by spaces, each of at "
+                    f"least {API_TOKEN_MIN} characters; make one with: {MAKE_SECRET}"
+                )
+            _refuse_weak("OGV_API_TOKEN", text)
         return token
 
     @field_validator("flower_basic_auth")
@@ -206,6 +308,7 @@ class Settings(BaseSettings):
                     f"OGV_FLOWER_BASIC_AUTH: each password needs at least {FLOWER_PASSWORD_MIN} "
                     f"characters; make one with: {MAKE_SECRET}"
                 )
+            _refuse_weak("OGV_FLOWER_BASIC_AUTH's password", password)
         return value
 
     @field_validator("allowed_base_urls")
@@ -321,6 +424,10 @@ class Settings(BaseSettings):
         if self.redis_url:
             return self.redis_url
         return self.effective_broker_url if self.uses_redis else None
+
+    def api_tokens(self) -> list[str]:
+        """The bootstrap tokens of OGV_API_TOKEN (several, while one is rotated)."""
+        return self.api_token.get_secret_value().split() if self.api_token else []
 
     def fernet_keys(self) -> list[bytes]:
         """The Fernet keys, newest first; on the embedded default one is made once."""
