@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import stat
@@ -13,7 +14,7 @@ import pytest
 from cryptography.fernet import Fernet
 from pydantic import ValidationError
 
-from worker.settings import OFFICIAL_BASE_URLS, Settings
+from worker.settings import OFFICIAL_BASE_URLS, Settings, describe_invalid_settings
 
 
 @pytest.fixture(autouse=True)
@@ -335,3 +336,35 @@ def test_several_api_tokens_are_the_bootstrap_tokens() -> None:
     old, new = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     assert Settings(api_token=f"{old}  {new}\n").api_tokens() == [old, new]
     assert Settings().api_tokens() == []
+
+
+def test_webhook_secrets_give_their_keys() -> None:
+    keys = [secrets.token_bytes(32), secrets.token_bytes(24)]
+    value = " ".join("whsec_" + base64.b64encode(key).decode() for key in keys)
+    assert Settings(webhook_secret=value).webhook_keys() == keys
+    assert Settings().webhook_keys() == []
+
+
+@pytest.mark.parametrize(
+    ("secret", "reason"),
+    [
+        ("not-a-whsec-secret", "starts with whsec_"),
+        ("whsec_%%%", "base64"),
+        ("whsec_" + base64.b64encode(b"too short").decode(), "24 to 64 bytes"),
+        ("whsec_" + base64.b64encode(bytes(32)).decode(), "too few different bytes"),
+        ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "a published example"),
+        (
+            "whsec_" + base64.b64encode(b"webhook-secret-token-for-ogv").decode(),
+            "dictionary words",
+        ),
+    ],
+)
+def test_a_malformed_or_weak_webhook_secret_is_refused_in_one_line(
+    secret: str, reason: str
+) -> None:
+    good = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    with pytest.raises(ValidationError) as caught:
+        Settings(webhook_secret=f"{good} {secret}")
+    line = describe_invalid_settings(caught.value)
+    assert line.startswith("OGV_WEBHOOK_SECRET") and reason in line and "\n" not in line
+    assert secret not in line and good not in line

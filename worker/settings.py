@@ -28,6 +28,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from worker import webhooks
 from worker.platforms import PLATFORMS, Platform, ProbeName
 from worker.platforms.baseurl import normalise_base_url
 
@@ -101,6 +102,10 @@ DISTINCT_MIN = 8
 API_TOKEN_MIN = 32
 FLOWER_PASSWORD_MIN = 16
 MAKE_SECRET = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+MAKE_WEBHOOK_SECRET = (
+    "python3 -c 'import base64, secrets; "
+    'print("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())\''
+)
 
 
 def _default_data_dir() -> Path:
@@ -232,6 +237,8 @@ class Settings(BaseSettings):
     """Seconds between re-checks of a team whose change the guard holds."""
 
     status_webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    """`whsec_...` secrets (separated by spaces) that sign every webhook (worker/webhooks.py)."""
     webhook_timeout: float = Field(default=5.0, gt=0)
     webhook_max_attempts: int = Field(default=8, ge=1)
 
@@ -270,7 +277,7 @@ class Settings(BaseSettings):
     def _comma_separated(cls, value: object) -> object:
         return _split_list(value)
 
-    @field_validator("api_token", "flower_basic_auth", mode="before")
+    @field_validator("api_token", "flower_basic_auth", "webhook_secret", mode="before")
     @classmethod
     def _stripped(cls, value: object) -> object:
         # A secret pasted with a trailing newline would start a server nobody can log in to.
@@ -290,6 +297,25 @@ class Settings(BaseSettings):
                 )
             _refuse_weak("OGV_API_TOKEN", text)
         return token
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secrets(cls, value: SecretStr | None) -> SecretStr | None:
+        for secret in value.get_secret_value().split() if value is not None else []:
+            try:
+                key = webhooks.decode_secret(secret)
+            except webhooks.WebhookSecretError as exc:
+                raise ValueError(
+                    f"OGV_WEBHOOK_SECRET: {exc}; make one with: {MAKE_WEBHOOK_SECRET}"
+                ) from None
+            if secret in webhooks.EXAMPLE_SECRETS or len(set(key)) < DISTINCT_MIN:
+                raise ValueError(
+                    "OGV_WEBHOOK_SECRET is refused: a published example, or too few different "
+                    f"bytes; make one with: {MAKE_WEBHOOK_SECRET}"
+                )
+            if key.isascii() and key.decode().isprintable():
+                _refuse_weak("OGV_WEBHOOK_SECRET", key.decode(), MAKE_WEBHOOK_SECRET)
+        return value
 
     @field_validator("flower_basic_auth")
     @classmethod
@@ -428,6 +454,11 @@ class Settings(BaseSettings):
     def api_tokens(self) -> list[str]:
         """The bootstrap tokens of OGV_API_TOKEN (several, while one is rotated)."""
         return self.api_token.get_secret_value().split() if self.api_token else []
+
+    def webhook_keys(self) -> list[bytes]:
+        """The HMAC keys of OGV_WEBHOOK_SECRET; every webhook is signed with each."""
+        secrets = self.webhook_secret.get_secret_value().split() if self.webhook_secret else []
+        return [webhooks.decode_secret(secret) for secret in secrets]
 
     def fernet_keys(self) -> list[bytes]:
         """The Fernet keys, newest first; on the embedded default one is made once."""

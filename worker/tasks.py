@@ -184,7 +184,11 @@ def notify_status_change(self: Task[Any, Any], change_id: int) -> None:
     try:
         runtime.run(
             events.post(
-                runtime.session, settings.status_webhook_url, body, settings.webhook_timeout
+                runtime.session,
+                settings.status_webhook_url,
+                body,
+                settings.webhook_timeout,
+                keys=settings.webhook_keys(),
             )
         )
     except events.WebhookFailed as exc:
@@ -217,6 +221,7 @@ def notify_platform_change(self: Task[Any, Any], document: dict[str, Any]) -> No
                 document,
                 settings.webhook_timeout,
                 idempotency_key=platform_health.idempotency_key(document),
+                keys=settings.webhook_keys(),
             )
         )
     except events.WebhookFailed as exc:
