@@ -45,6 +45,8 @@ def explain(exc: BaseException) -> Refusal | None:
         detail = _first_line(exc.orig) if isinstance(exc, sa_exc.DBAPIError) else _first_line(exc)
         if any(mark in detail.lower() for mark in _NOT_MIGRATED):
             return Refusal("not_migrated", "the database has no schema yet", "run `ogv db upgrade`")
+        if isinstance(exc, sa_exc.DataError):  # a number past its column's range, say
+            return Refusal("invalid", f"the database refused a value ({detail})")
         if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
             return Refusal(
                 "database_unavailable",
