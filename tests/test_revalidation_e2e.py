@@ -15,8 +15,10 @@ from sqlalchemy import create_engine, text
 
 from tests.conftest import Stack, open_stack
 from tests.test_worker import install, ok_json, validate
+from worker.client import verify_webhook
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.scenario import KeyScenario
+from worker.webhooks import new_secret
 
 
 class WebhookReceiver:
@@ -25,6 +27,7 @@ class WebhookReceiver:
     def __init__(self) -> None:
         self.received: list[dict[str, Any]] = []
         self.raw: list[bytes] = []
+        self.headers: list[dict[str, str]] = []
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -33,6 +36,7 @@ class WebhookReceiver:
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         self.raw.append(body)
+        self.headers.append({k.lower(): v for k, v in request.headers.items()})
         self.received.append(json.loads(body))
         return web.json_response({"ok": True})
 
@@ -79,10 +83,14 @@ def hooked(
         tmp_path_factory,
         fake,
         OGV_STATUS_WEBHOOK_URL=receiver.url,
+        OGV_WEBHOOK_SECRET=WEBHOOK_SECRET,
         OGV_ACCOUNT_RATE="4",
     )
     yield stack
     stack.stop()
+
+
+WEBHOOK_SECRET = new_secret()
 
 
 def wait_until(predicate: Any, timeout: float = 20) -> None:
@@ -127,6 +135,11 @@ def test_a_status_change_makes_one_history_row_and_one_webhook_call(
         "changed_at",
     }
     assert not any(key.encode() in raw for raw in receiver.raw)
+    for document in documents:  # signed as Standard Webhooks says, under the change's id
+        n = receiver.received.index(document)
+        headers, raw = receiver.headers[n], receiver.raw[n]
+        assert headers["webhook-id"] == f"ogv-change-{document['change_id']}"
+        assert verify_webhook(WEBHOOK_SECRET, headers, raw) == document
     engine = create_engine(hooked.env["OGV_DATABASE_URL"])
     with engine.connect() as connection:
         rows = connection.execute(

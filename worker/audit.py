@@ -104,6 +104,8 @@ class Query:
 
 @dataclass(frozen=True)
 class Page:
+    """Up to `limit` events, newest first, and the cursor of the next page (or None)."""
+
     events: list[Entry]
     next_cursor: str | None
     """The id to pass as `before` (a cursor) for the next page; None on the last one."""
