@@ -1,5 +1,6 @@
 """The service's records: SQLAlchemy 2.x typed models and their Alembic migrations."""
 
+from models.access import ApiToken, AuditEvent
 from models.base import (
     FAILING_VERDICTS,
     Base,
@@ -23,6 +24,8 @@ from models.validation import ApiProcess, HealthCheck, ValidationRequest, Valida
 __all__ = [
     "FAILING_VERDICTS",
     "ApiProcess",
+    "ApiToken",
+    "AuditEvent",
     "Base",
     "GuardWindow",
     "HealthCheck",

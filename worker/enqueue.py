@@ -28,6 +28,7 @@ REVALIDATE_TASK = "ogv.revalidate"
 NOTIFY_TASK = "ogv.notify_status_change"
 NOTIFY_PLATFORM_TASK = "ogv.notify_platform_change"
 PRUNE_TASK = "ogv.prune_history"
+PRUNE_AUDIT_TASK = "ogv.prune_audit"
 RECHECK_HELD_TASK = "ogv.recheck_held"
 
 

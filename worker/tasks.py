@@ -36,6 +36,7 @@ from worker.enqueue import (
     BATCH_TASK,
     NOTIFY_PLATFORM_TASK,
     NOTIFY_TASK,
+    PRUNE_AUDIT_TASK,
     PRUNE_TASK,
     RECHECK_HELD_TASK,
     REVALIDATE_TASK,
@@ -183,7 +184,11 @@ def notify_status_change(self: Task[Any, Any], change_id: int) -> None:
     try:
         runtime.run(
             events.post(
-                runtime.session, settings.status_webhook_url, body, settings.webhook_timeout
+                runtime.session,
+                settings.status_webhook_url,
+                body,
+                settings.webhook_timeout,
+                keys=settings.webhook_keys(),
             )
         )
     except events.WebhookFailed as exc:
@@ -216,6 +221,7 @@ def notify_platform_change(self: Task[Any, Any], document: dict[str, Any]) -> No
                 document,
                 settings.webhook_timeout,
                 idempotency_key=platform_health.idempotency_key(document),
+                keys=settings.webhook_keys(),
             )
         )
     except events.WebhookFailed as exc:
@@ -254,6 +260,12 @@ def sweep_outbox() -> int:
 def prune_history() -> int:
     """Delete the status history older than OGV_HISTORY_RETENTION_DAYS."""
     return retention.prune_history(session_factory(), get_settings().history_retention_days)
+
+
+@app.task(name=PRUNE_AUDIT_TASK, ignore_result=True)
+def prune_audit() -> int:
+    """Delete the audit events older than OGV_AUDIT_RETENTION_DAYS."""
+    return retention.prune_audit(session_factory(), get_settings().audit_retention_days)
 
 
 @app.task(name=RECHECK_HELD_TASK, ignore_result=True)

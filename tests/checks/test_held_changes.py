@@ -37,7 +37,7 @@ from models.crypto import KeyVault
 from models.db import session_factory
 from tests.support.services import NAMESPACE
 from tests.support.stacks import ogv_command
-from worker import inventory
+from worker import audit, inventory
 from worker.checks import events, held, records, requests
 from worker.checks.guard import DatabaseWindows, Guard, Thresholds
 from worker.checks.requests import Ask
@@ -454,6 +454,22 @@ def test_the_real_commands_discard_and_release_with_a_webhook(
     assert sorted(open_requests(tripped, held_ids)) == held_ids[:2]
     assert (released["released"], released["dropped"]) == (2, 0)
     assert held_rows(tripped) == {}
+    with tripped.sessions() as session:  # who did it, to what: in the audit log
+        events = audit.page(session, audit.Query(limit=500)).events
+    discards = [
+        e
+        for e in events
+        if e.action == "changes.discard" and set(e.details["teams"]) & set(held_ids)
+    ]
+    release = next(
+        e for e in events if e.action == "changes.release" and e.target == tripped.base_url
+    )
+    assert {e.actor for e in [*discards, release]} == {audit.cli_actor()}
+    assert sorted(t for e in discards for t in e.details["teams"]) == held_ids[:2]
+    assert {e.organization_id for e in discards} == {
+        m.organization_id for m in tripped.members if m.team_id in held_ids[:2]
+    }
+    assert (release.details["released"], sorted(release.details["teams"])) == (2, held_ids[2:])
 
 
 def test_a_tripped_guard_makes_the_health_report_unhealthy(tripped: Fleet) -> None:

@@ -330,6 +330,7 @@ def test_health_and_the_document_need_no_token(api: ApiProcess) -> None:
         "/v1/organizations/{organization_id}/migration",
         "/v1/guard",
         "/v1/changes/held",
+        "/v1/audit",
         "/v1/openapi.json",
         "/healthz",
     }

@@ -11,8 +11,10 @@ from sqlalchemy import create_engine, text
 
 from tests.support.stacks import Stack, install, ok_json, open_stack, validate, wait_until
 from tests.support.webhooks import WebhookReceiver
+from worker.client import verify_webhook
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.scenario import KeyScenario
+from worker.webhooks import new_secret
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +38,14 @@ def hooked(
         tmp_path_factory,
         fake,
         OGV_STATUS_WEBHOOK_URL=receiver.url,
+        OGV_WEBHOOK_SECRET=WEBHOOK_SECRET,
         OGV_ACCOUNT_RATE="4",
     )
     yield stack
     stack.stop()
+
+
+WEBHOOK_SECRET = new_secret()
 
 
 def test_a_status_change_makes_one_history_row_and_one_webhook_call(
@@ -75,6 +81,11 @@ def test_a_status_change_makes_one_history_row_and_one_webhook_call(
         "changed_at",
     }
     assert not any(key.encode() in raw for raw in receiver.raw)
+    for document in documents:  # signed as Standard Webhooks says, under the change's id
+        n = receiver.received.index(document)
+        headers, raw = receiver.headers[n], receiver.raw[n]
+        assert headers["webhook-id"] == f"ogv-change-{document['change_id']}"
+        assert verify_webhook(WEBHOOK_SECRET, headers, raw) == document
     engine = create_engine(hooked.env["OGV_DATABASE_URL"])
     with engine.connect() as connection:
         rows = connection.execute(

@@ -29,6 +29,8 @@ TABLES = {
     "held_changes",
     "guard_windows",
     "api_processes",
+    "api_tokens",
+    "audit_events",
 }
 
 

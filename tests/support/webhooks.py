@@ -16,6 +16,7 @@ class WebhookReceiver:
     def __init__(self) -> None:
         self.received: list[dict[str, Any]] = []
         self.raw: list[bytes] = []
+        self.headers: list[dict[str, str]] = []
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -24,6 +25,7 @@ class WebhookReceiver:
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         self.raw.append(body)
+        self.headers.append({k.lower(): v for k, v in request.headers.items()})
         self.received.append(json.loads(body))
         return web.json_response({"ok": True})
 

@@ -161,10 +161,13 @@ def held_page(
     *,
     limit: int = DEFAULT_PAGE,
     cursor: str | None = None,
+    organizations: frozenset[int] | None = None,
 ) -> HeldPage:
-    """One page of the held changes (of one base URL), by team id; a cursor as the
-    teams' pages use it (`worker.cursors.decode_cursor`)."""
+    """One page of the held changes (of one base URL, of some organizations), by team
+    id; a cursor as the teams' pages use it (`worker.cursors.decode_cursor`)."""
     query = _held_rows().where(*Selection(base_url).where())
+    if organizations is not None:
+        query = query.where(OrganizationIntegration.organization_id.in_(organizations))
     if cursor is not None:
         query = query.where(HeldChange.team_id > cursors.decode_cursor(cursor))
     found = [

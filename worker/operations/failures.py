@@ -93,6 +93,8 @@ def _explain_database(exc: sa_exc.SQLAlchemyError) -> Refusal | None:
         return Refusal(
             "not_migrated", "the database schema is older than this version", "run `ogv db upgrade`"
         )
+    if isinstance(exc, sa_exc.DataError):  # a number past its column's range, say
+        return Refusal("invalid", f"the database refused a value ({detail})")
     if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
         return Refusal(
             "database_unavailable",

@@ -11,7 +11,12 @@
     GET  /healthz                              database and broker reachable (and, to an
                                                authenticated caller, the keys' fingerprints)
 
-Every /v1 route but the document needs `Authorization: Bearer $OGV_API_TOKEN`.
+    GET  /v1/audit                             the audit log, newest first (?organization_id,
+                                               action, since, limit, cursor)
+
+Every /v1 route but the document needs `Authorization: Bearer <token>`: a token of
+`ogv tokens create` with the route's scope (worker/web/scopes.py), or one of
+OGV_API_TOKEN's.
 Refused input is answered `{"error": {"code", "message"}}` by raising `ApiError`;
 the codes are listed in `worker.web.openapi.ERROR_CODES`. The rooms:
 
@@ -40,6 +45,7 @@ from aiohttp import web
 
 from models.db import session_factory
 from worker import key_holders, metrics
+from worker.access import Verifier, bootstrap_tokens
 from worker.logs import configure_logging
 from worker.settings import Settings
 from worker.web import handlers, heartbeat
@@ -49,6 +55,7 @@ from worker.web.config import (
     CONFIG,
     GATHERER,
     OPENAPI,
+    VERIFIER,
     ApiConfig,
     StartRefused,
     api_config,
@@ -82,6 +89,9 @@ def build_app(client: ValidationClient, config: ApiConfig) -> web.Application:
     app[CLIENT] = client
     app[CONFIG] = config
     app[GATHERER] = Gatherer(client, spacing=config.group_spacing)
+    app[VERIFIER] = Verifier(
+        client.sessions, bootstrap_tokens(config.token), ttl=config.token_cache_seconds
+    )
     app[OPENAPI] = json.dumps(document()).encode()
     app.on_startup.append(_use_thread_pool)
     if config.process_name is not None:
@@ -99,6 +109,7 @@ def build_app(client: ValidationClient, config: ApiConfig) -> web.Application:
     )
     app.router.add_get("/v1/guard", handlers.get_guard)
     app.router.add_get("/v1/changes/held", handlers.list_held)
+    app.router.add_get("/v1/audit", handlers.list_audit)
     app.router.add_get("/v1/openapi.json", handlers.get_openapi)
     app.router.add_get("/healthz", handlers.healthz)
     return app

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from worker import key_holders
+from worker.access import CACHE_SECONDS, Verifier
 from worker.checks import guard
 from worker.settings import Settings
 from worker.web.client import ValidationClient
@@ -28,7 +29,8 @@ class StartRefused(RuntimeError):
 
 @dataclass(frozen=True)
 class ApiConfig:
-    """What the handlers need besides the client: the token (None: no auth) and limits."""
+    """What the handlers need besides the client: the bootstrap tokens (OGV_API_TOKEN,
+    separated by spaces; None: no auth at all) and limits."""
 
     token: str | None
     max_wait: float
@@ -41,12 +43,15 @@ class ApiConfig:
     """The fingerprints of the API's encryption keys, newest first (never the keys)."""
     process_name: str | None = None
     """The API's name in `api_processes`; None: no heartbeat (an in-process test app)."""
+    token_cache_seconds: float = CACHE_SECONDS
+    """How long what a stored token is allowed stays known: a revocation takes this long."""
 
 
 CLIENT = web.AppKey("client", ValidationClient)
 CONFIG = web.AppKey("config", ApiConfig)
 OPENAPI = web.AppKey("openapi", bytes)
 GATHERER = web.AppKey("gatherer", Gatherer)
+VERIFIER = web.AppKey("verifier", Verifier)
 
 
 def api_config(settings: Settings, host: str, insecure_local: bool) -> ApiConfig:

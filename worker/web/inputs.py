@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeGuard
 
 from aiohttp import web
@@ -20,7 +21,7 @@ from multidict import MultiMapping
 
 from models import TeamStatus
 from models.integration import BASE_URL_MAX, BIGINT_MAX, INTEGER_MAX, TEAM_ID_MAX, TEAM_ID_PATTERN
-from worker import cursors
+from worker import audit, cursors
 from worker.web.errors import ApiError, malformed
 
 BODY_LIMIT = 16 * 1024
@@ -34,12 +35,18 @@ DIGITS_PATTERN = r"^[0-9]+$"
 # A base URL as the service stores it (`integrations.base_url`); a filter, compared as
 # it is: one that names no base URL matches nothing.
 BASE_URL_PATTERN = r"^https?://[\x21-\x7e]+$"
+# `?since=` of the audit log: a date, or a date and time, with an optional offset.
+SINCE_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"(?:T[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?(?:Z|[+-][0-9]{2}:[0-9]{2})?)?$"
+)
 
 _TEAM_ID = re.compile(TEAM_ID_PATTERN)
 _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 _DECIMAL = re.compile(DECIMAL_PATTERN)
 _DIGITS = re.compile(DIGITS_PATTERN)
 _BASE_URL = re.compile(BASE_URL_PATTERN)
+_SINCE = re.compile(SINCE_PATTERN)
 
 
 def invalid(message: str) -> ApiError:
@@ -222,3 +229,36 @@ def parse_organization_id(raw: str) -> int:
     if organization_id is None:
         raise invalid(f"the organization id must be an integer from 1 to {BIGINT_MAX}")
     return organization_id
+
+
+def parse_since(raw: str) -> datetime:
+    """`?since=`: an ISO 8601 date or date and time (`SINCE_PATTERN`), UTC unless it says."""
+    try:
+        when = datetime.fromisoformat(raw) if _SINCE.fullmatch(raw) else None
+    except ValueError:
+        when = None
+    if when is None:
+        raise invalid("since must be an ISO 8601 date or date and time, such as 2027-01-31T12:00Z")
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def parse_audit_query(query: MultiMapping[str]) -> audit.Query:
+    """`?organization_id=&action=&since=&limit=&cursor=` of `GET /v1/audit`."""
+    _only(query, {"organization_id", "action", "since", "limit", "cursor"})
+    org, action, since = (query.get(name) for name in ("organization_id", "action", "since"))
+    if action is not None and action not in audit.ACTIONS:
+        raise invalid(f"action must be one of {', '.join(audit.ACTIONS)}")
+    limit = parse_integer(query.get("limit", str(audit.DEFAULT_PAGE)), audit.MAX_PAGE)
+    if limit is None:
+        raise invalid(f"limit must be an integer from 1 to {audit.MAX_PAGE}")
+    cursor = query.get("cursor")
+    before = parse_integer(cursor, INTEGER_MAX) if cursor is not None else None
+    if cursor is not None and before is None:
+        raise invalid("cursor must be the next_cursor of the page before")
+    return audit.Query(
+        organization_id=parse_organization_id(org) if org is not None else None,
+        action=action,
+        since=parse_since(since) if since is not None else None,
+        limit=limit,
+        before=before,
+    )

@@ -19,7 +19,7 @@ from pydantic import ConfigDict, TypeAdapter
 
 from models import Outcome, Requester, RequestState, TeamStatus
 from models.integration import BIGINT_MAX, INTEGER_MAX, TEAM_ID_MAX, TEAM_ID_PATTERN
-from worker import readiness
+from worker import audit, readiness
 from worker.checks import held
 from worker.enqueue import RequestView
 from worker.platforms import PLATFORMS
@@ -43,6 +43,8 @@ VIEWS: dict[str, type] = {
     "BaseUrlGuard": held.BaseUrlGuard,
     "HeldChange": held.HeldRow,
     "HeldPage": held.HeldPage,
+    "AuditEvent": audit.Entry,
+    "AuditPage": audit.Page,
 }
 _COMPONENT = {view.__name__: name for name, view in VIEWS.items()}
 _CONFIG = ConfigDict(
@@ -132,6 +134,11 @@ _REFINED: dict[str, dict[str, dict[str, Any]]] = {
         "rechecked_at": {"description": "When beat last asked to check it again."},
     },
     "HeldPage": {"next_cursor": {"description": "Pass as `cursor`; null on the last page."}},
+    "AuditEvent": {
+        "action": _enum(audit.ACTIONS),
+        "actor": {"description": "`cli:<os user>` or `token:<name>`."},
+    },
+    "AuditPage": {"next_cursor": {"description": "Pass as `cursor`; null on the last page."}},
 }
 
 

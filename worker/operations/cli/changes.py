@@ -32,6 +32,24 @@ TeamOption = Annotated[
 AllOption = Annotated[bool, typer.Option("--all", help="Every held change.")]
 
 
+AUDITED_TEAMS = 100
+"""Team ids an audit event of a release or discard names at most (it counts them all)."""
+
+
+def _target(selection: Any) -> str:
+    """What an operator named, for the audit log: a base URL, teams, or everything."""
+    if selection.base_url is not None:
+        return str(selection.base_url)
+    return f"{len(selection.team_ids)} teams" if selection.team_ids else "all"
+
+
+def _by_organization(asks: Sequence[Any]) -> dict[int, list[str]]:
+    found: dict[int, list[str]] = {}
+    for ask in asks:
+        found.setdefault(ask.organization_id, []).append(ask.team_id)
+    return found
+
+
 def _held_selection(
     base_url: str | None,
     team_ids: Sequence[str] | None,
@@ -180,6 +198,7 @@ def changes_release(
     A change whose team has moved on since (a new key, another status) is dropped.
     """
     from models.db import session_factory
+    from worker import audit
     from worker.checks import held
     from worker.settings import get_settings
 
@@ -188,6 +207,17 @@ def changes_release(
     log_events(settings)
     with session_factory().begin() as session:
         released = held.release(session, selection)
+        audit.record(
+            session,
+            audit.cli_actor(),
+            "changes.release",
+            target=_target(selection),
+            details={
+                "released": len(released.changes),
+                "dropped": released.dropped,
+                "teams": [change.team_id for change in released.changes[:AUDITED_TEAMS]],
+            },
+        )
     held.log_released(released.changes)
     if settings.status_webhook_url and released.changes:
         from worker.celery import app as celery_app
@@ -221,6 +251,7 @@ def changes_discard(
     selection = _held_selection(base_url, team, all_held, as_json)
     from models import Requester
     from models.db import session_factory
+    from worker import audit
     from worker.celery import app as celery_app
     from worker.checks import held
     from worker.periodic import recheck
@@ -230,6 +261,15 @@ def changes_discard(
     sessions = session_factory()
     with sessions.begin() as session:
         asks = held.discard(session, selection)
+        for organization_id, teams in _by_organization(asks).items():
+            audit.record(
+                session,
+                audit.cli_actor(),
+                "changes.discard",
+                organization_id=organization_id,
+                target=_target(selection),
+                details={"discarded": len(teams), "teams": teams[:AUDITED_TEAMS]},
+            )
     rechecked = recheck.check_again(
         sessions, celery_app, asks, requested_by=Requester.CLI, batch_size=settings.batch_size
     )

@@ -32,7 +32,7 @@ def integration_add(
 ) -> None:
     """Install an account on Opsgenie (US or EU) or JSM Operations for an organization."""
     from models.db import session_factory
-    from worker import inventory
+    from worker import audit, inventory
     from worker.checks.rules import CheckOptions
     from worker.errors import RecordError
     from worker.platforms.baseurl import BaseUrlError
@@ -60,6 +60,14 @@ def integration_add(
                 "base_url": integration.base_url,
                 "probe": chosen.probe_for(integration.probe, settings.probe),
             }
+            audit.record(
+                session,
+                audit.cli_actor(),
+                "integration.add",
+                organization_id=org,
+                target=f"integration:{integration.id}",
+                details={k: v for k, v in result.items() if k != "integration_id"},
+            )
     except RecordError as exc:
         fail(exc.code, str(exc), as_json)
     except BaseUrlError as exc:
@@ -93,6 +101,7 @@ def integration_migrate(
     report`), or with --force.
     """
     from models.db import session_factory
+    from worker import audit
     from worker.checks.rules import CheckOptions
     from worker.operations import migration
     from worker.settings import get_settings
@@ -110,6 +119,20 @@ def integration_migrate(
                 force=force,
                 dry_run=dry_run,
             )
+            if not move.dry_run:
+                audit.record(
+                    session,
+                    audit.cli_actor(),
+                    "integration.migrate",
+                    target=f"integration:{integration}",
+                    details={
+                        "from": move.from_platform,
+                        "to": move.to_platform,
+                        "teams": move.teams,
+                        "teams_ready": move.teams_ready,
+                        "forced": move.forced,
+                    },
+                )
     except migration.MigrationRefused as exc:
         fail(exc.code, str(exc), as_json)
     if not move.dry_run:

@@ -39,6 +39,7 @@ def keys_rotate(
 
     from models.crypto import KeyVault
     from models.db import session_factory
+    from worker import audit
     from worker.celery import app as celery_app
     from worker.operations.rotation import count_teams, readiness, rotate
     from worker.settings import get_settings
@@ -63,6 +64,17 @@ def keys_rotate(
             after=after,
             batch_size=batch_size,
             progress=lambda done: bar.update(task, completed=done),
+        )
+    with sessions.begin() as session:
+        audit.record(
+            session,
+            audit.cli_actor(),
+            "keys.rotate",
+            details={
+                "rotated": report.rotated,
+                "undecryptable": len(report.undecryptable),
+                "after": after or None,
+            },
         )
     emit(report, as_json, lambda: _print_rotation(report))
     if report.undecryptable:

@@ -130,6 +130,15 @@ def fail(code: str, message: str, as_json: bool, exit_code: int = ExitCode.REFUS
     raise typer.Exit(exit_code)
 
 
+def refuse_in_one_line(code: str, message: str, as_json: bool, exit_code: int) -> NoReturn:
+    """A refusal from outside any command (a usage error): one line, then exit."""
+    if as_json:
+        sys.stdout.write(json.dumps({"error": {"code": code, "message": message}}) + "\n")
+    else:
+        sys.stderr.write(f"error ({code}): {message}\n")
+    sys.exit(exit_code)
+
+
 def is_team_id(text: str) -> bool:
     """Whether `text` has the shape of a team id (`models.Team.make_id`), such as
     2-payments, rather than a label or a key pasted into the wrong option."""

@@ -32,7 +32,7 @@ def team_add(
     on a terminal)."""
     from models.crypto import KeyVault
     from models.db import session_factory
-    from worker import inventory
+    from worker import audit, inventory
     from worker.errors import RecordError
     from worker.settings import get_settings
 
@@ -54,6 +54,14 @@ def team_add(
                 vault=KeyVault(settings.fernet_keys()),
             )
             team_id = team.id
+            audit.record(
+                session,
+                audit.cli_actor(),
+                "team.add",
+                organization_id=org,
+                target=team_id,
+                details={"integration_id": integration, "label": label},
+            )
     except RecordError as exc:
         fail(exc.code, str(exc), as_json)
     emit({"team_id": team_id}, as_json, lambda: console.print(f"team {team_id}"))
@@ -74,7 +82,8 @@ def team_import(
     """
     from models.crypto import KeyVault
     from models.db import session_factory
-    from worker.operations.importer import import_teams
+    from worker import audit
+    from worker.operations.importer import bounded_lines, import_teams
     from worker.settings import get_settings
 
     settings = get_settings()
@@ -85,10 +94,15 @@ def team_import(
         fail("not_found", f"cannot read {source}: {exc.strerror or exc}", as_json)
     with handle, _import_progress(handle, quiet=as_json) as progress:
         report = import_teams(
-            session_factory(), handle, vault, skip_invalid=skip_invalid, on_progress=progress
+            session_factory(),
+            bounded_lines(handle),
+            vault,
+            skip_invalid=skip_invalid,
+            on_progress=progress,
+            actor=audit.cli_actor(),
         )
     emit(report, as_json, lambda: _print_import(report))
-    if report.errors:
+    if report.refused:
         raise typer.Exit(ExitCode.REFUSED)
 
 
@@ -111,7 +125,7 @@ def _import_progress(handle: Any, quiet: bool) -> Iterator[Callable[[int], None]
 
 
 def _print_import(report: Any) -> None:
-    refused = len(report.errors)
+    refused = report.refused
     if report.written:
         console.print(f"imported {report.imported} teams, {refused} lines refused")
     else:
@@ -121,3 +135,9 @@ def _print_import(report: Any) -> None:
         )
     for error in report.errors:
         console.print(f"  line {error.line}: {error.code}: {error.message}", highlight=False)
+    if refused > len(report.errors):
+        console.print(
+            f"  and {refused - len(report.errors)} more refused lines (the first "
+            f"{len(report.errors)} are listed)",
+            highlight=False,
+        )
