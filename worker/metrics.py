@@ -9,6 +9,8 @@ the endpoint off). docs/METRICS.md lists each series with example queries.
                                                           each call to a platform
     ogv_retries_total{reason}                             retries scheduled
     ogv_rate_limit_pauses_total{account}                  429s that paused an account
+    ogv_throttle_header_fallbacks_total{problem}          429s whose headers named no usable
+                                                          wait: the backoff decided
     ogv_platform_transitions_total{platform,state}        base URLs turned unavailable
                                                           or recovered
     ogv_teams{status}                                     teams now, read at scrape
@@ -69,6 +71,7 @@ from models import (
     utcnow,
 )
 from models.base import Outcome
+from worker.checks.throttle_headers import PROBLEMS
 from worker.platforms import PLATFORMS
 
 if TYPE_CHECKING:
@@ -117,6 +120,13 @@ PAUSES = Counter(
     "ogv_rate_limit_pauses",
     "Opsgenie 429 answers that paused every call to an account, by account name.",
     ["account"],
+    registry=None,
+)
+THROTTLE_FALLBACKS = Counter(
+    "ogv_throttle_header_fallbacks",
+    "429 answers whose headers named no usable wait (missing, negative, absurd: over an "
+    "hour, unparseable): the retry backed off instead.",
+    ["problem"],
     registry=None,
 )
 
@@ -201,6 +211,12 @@ def retry_scheduled(reason: str, account: str) -> None:
     RETRIES.labels(reason).inc()
     if reason == THROTTLED:
         PAUSES.labels(account).inc()
+
+
+@_never_raise
+def throttle_fallback(problem: str) -> None:
+    """Count a 429 whose headers named no usable wait (worker.checks.throttle_headers)."""
+    THROTTLE_FALLBACKS.labels(problem).inc()
 
 
 @_never_raise
@@ -441,6 +457,8 @@ def prepare_worker(settings: Settings) -> None:
     for event in WEBHOOK_EVENTS:
         for result in WEBHOOK_RESULTS:
             WEBHOOKS.labels(event, result)
+    for problem in PROBLEMS:
+        THROTTLE_FALLBACKS.labels(problem)
 
 
 def _use_multiprocess_values() -> None:
