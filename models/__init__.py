@@ -15,6 +15,7 @@ from models.history import (
     HeldChange,
     IntegrationMove,
     PlatformHealth,
+    SunsetNotice,
     TeamStatusChange,
 )
 from models.integration import Integration, OrganizationIntegration, Team
@@ -34,6 +35,7 @@ __all__ = [
     "PlatformHealth",
     "RequestState",
     "Requester",
+    "SunsetNotice",
     "Team",
     "TeamStatus",
     "TeamStatusChange",

@@ -299,7 +299,7 @@ def test_the_report_waits_out_a_pause_the_workers_share_in_redis(
     [integration] = fleet.integrations.values()
     # A worker met a 429 from this account on JSM Ops a moment ago (the key locate() uses).
     shared = redis.Redis.from_url(redis_url)
-    shared.set(f"{NAMESPACE}:pause:jsm-ops:integration:{integration}", b"1", px=1500)
+    shared.set(f"{NAMESPACE}:pause:jsm-ops:search:integration:{integration}", b"1", px=1500)
     shared.close()
     started = time.monotonic()
 
