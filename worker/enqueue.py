@@ -19,6 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import Requester, ValidationRequest
 from worker.checks import requests
+from worker.checks.advice import request_hint
+from worker.platforms.hints import Hint
 
 VALIDATE_TASK = "ogv.validate_request"
 """The registered task name; part of the service's interface for producers."""
@@ -61,13 +63,16 @@ class RequestView:
     confirmation: str | None = None
     """Whether a second check `confirmed` or `disagreed` with a failing verdict; null when
     none ran."""
+    hint: Hint | None = None
+    """What to do about the outcome, and where (a stable code and one sentence); null while
+    the check runs, and for a valid key with nothing to do."""
 
     @property
     def is_final(self) -> bool:
         return self.state in ("done", "failed")
 
     @classmethod
-    def of(cls, row: ValidationRequest) -> RequestView:
+    def of(cls, row: ValidationRequest, hint: Hint | None = None) -> RequestView:
         return cls(
             id=str(row.id),
             organization_id=row.organization_id,
@@ -86,6 +91,7 @@ class RequestView:
             created_at=row.created_at,
             finished_at=row.finished_at,
             confirmation=row.confirmation,
+            hint=hint,
         )
 
 
@@ -179,7 +185,9 @@ def request_validations(
 def get_request(sessions: sessionmaker[Session], request_id: uuid.UUID) -> RequestView | None:
     with sessions() as session:
         row = session.get(ValidationRequest, request_id)
-        return RequestView.of(row) if row is not None else None
+        if row is None:
+            return None
+        return RequestView.of(row, request_hint(session, row) if row.state.is_final else None)
 
 
 def wait_for(
