@@ -140,10 +140,11 @@ def validate(
     view = wait_for(sessions, request_id, wait)
     if view is None or not view.is_final:
         fail("timeout", f"request {request_id} has no outcome after {wait}s", as_json, 2)
+    hint = f"\nhint {view.hint.code}: {view.hint.text}" if view.hint else ""
     emit(
         view,
         as_json,
-        lambda: console.print(f"{view.outcome}: {view.message}", highlight=False),
+        lambda: console.print(f"{view.outcome}: {view.message}{hint}", highlight=False),
     )
 
 
@@ -227,14 +228,19 @@ def _status_table(rows: Sequence[teams.TeamRow]) -> Table:
     for row in rows:
         checked = row.last_checked_at.strftime("%Y-%m-%d %H:%M") if row.last_checked_at else "-"
         where = f"[dim]{row.account} on {row.platform} ({row.probe})[/dim]"
+        if row.deadline is not None:
+            where += f"\n[dim]until {row.deadline:%Y-%m-%d} ({row.days_left} days left)[/dim]"
         table.add_row(f"{row.team_id}\n{where}", row.status, checked, _note(row))
     return table
 
 
 def _note(row: teams.TeamRow) -> str:
-    """Where else the key works, and the last error code (a valid team has none)."""
+    """Where else the key works, the last error code (a valid team has none), and the
+    hint: what to do, and where."""
     notes = [f"works on {', '.join(row.works_on)}"] if row.works_on else []
     if row.last_error_code:
         error = row.last_error_code
         notes.append(f"{error} (HTTP {row.last_http_status})" if row.last_http_status else error)
+    if row.hint is not None:
+        notes.append(f"{row.hint.code}: {row.hint.text}")
     return "; ".join(notes)
