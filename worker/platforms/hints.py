@@ -158,7 +158,9 @@ class Hint:
     """A stable code, and one sentence for a person: what to do, and where."""
 
     code: str
+    """Stable, for a product to translate (the README's table of codes)."""
     text: str
+    """One sentence that names the screen, host or command; never a key."""
 
     def as_dict(self) -> dict[str, str]:
         return {"code": self.code, "text": self.text}
