@@ -24,6 +24,10 @@ the endpoint off). docs/METRICS.md lists each series with example queries.
     ogv_due_requests                                      checks whose time has come, waiting
     ogv_outbox_backlog_age_seconds{kind}                  how late the oldest of them is
     ogv_oldest_held_change_age_seconds{base_url}          how long the guard has held a change
+    ogv_sunset_days_left{organization}                    days to the nearest deadline of an
+                                                          organization's integrations still on
+                                                          Opsgenie with keys not working on
+                                                          JSM Ops, read at scrape
 
 `ogv api` serves the gauges read from the database as well, on OGV_API_METRICS_PORT,
 so they are there when every worker is down.
@@ -71,6 +75,7 @@ from models import (
     utcnow,
 )
 from models.base import Outcome
+from worker import readiness
 from worker.checks.throttle_headers import PROBLEMS
 from worker.platforms import PLATFORMS
 
@@ -276,6 +281,8 @@ class _Reading:
     due: int
     backlog: dict[str, float]
     """`request` (and `notification`, with a webhook) → seconds the oldest has been late."""
+    sunset: dict[int, int]
+    """Organization → days to the nearest deadline of its integrations at risk."""
 
 
 class DatabaseCollector(Collector):
@@ -354,6 +361,7 @@ class DatabaseCollector(Collector):
             held={url: (count, _age(now, first)) for url, count, first in held},
             due=due,
             backlog=backlog,
+            sunset=_nearest_deadlines(session, now),
         )
 
     @staticmethod
@@ -405,7 +413,23 @@ class DatabaseCollector(Collector):
                 held_age.add_metric([base_url], age)
             for kind, age in reading.backlog.items():
                 backlog.add_metric([kind], age)
-        return [by_status, oldest, unavailable, held_changes, held_age, due, backlog]
+        days_left = GaugeMetricFamily(
+            "ogv_sunset_days_left",
+            "Days to the nearest deadline of the organization's integrations still on Opsgenie "
+            "with keys not working on JSM Operations (0 once passed); no series without any.",
+            labels=["organization"],
+        )
+        for organization, days in (reading.sunset if reading else {}).items():
+            days_left.add_metric([str(organization)], days)
+        return [by_status, oldest, unavailable, held_changes, held_age, due, backlog, days_left]
+
+
+def _nearest_deadlines(session: Session, now: datetime) -> dict[int, int]:
+    """Each organization's fewest days left among its integrations at risk."""
+    nearest: dict[int, int] = {}
+    for risk in readiness.at_risk(session, now.date()):  # nearest first
+        nearest.setdefault(risk.organization_id, risk.days_left)
+    return nearest
 
 
 def _age(now: datetime, since: datetime | None) -> float:
