@@ -31,6 +31,8 @@ NOTIFY_TASK = "ogv.notify_status_change"
 NOTIFY_PLATFORM_TASK = "ogv.notify_platform_change"
 PRUNE_TASK = "ogv.prune_history"
 RECHECK_HELD_TASK = "ogv.recheck_held"
+SUNSET_TASK = "ogv.announce_sunset"
+NOTIFY_SUNSET_TASK = "ogv.notify_sunset"
 
 
 @dataclass(frozen=True)

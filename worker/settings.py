@@ -134,6 +134,9 @@ class Settings(BaseSettings):
     guard_recheck: float = Field(default=900.0, gt=0)
     """Seconds between re-checks of a team whose change the guard holds."""
 
+    sunset_interval: float = Field(default=21_600.0, gt=0)
+    """Seconds between two looks for accounts whose deadline is 30, 7 or 1 days away."""
+
     status_webhook_url: str | None = None
     webhook_timeout: float = Field(default=5.0, gt=0)
     webhook_max_attempts: int = Field(default=8, ge=1)
