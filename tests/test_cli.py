@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from worker.operations.cli import app
+from worker.platforms.sunset import WARN_DAYS, deadline
 from worker.settings import OFFICIAL_BASE_URLS, get_settings
 
 runner = CliRunner()
@@ -57,6 +58,9 @@ def test_integration_team_and_status_round_trip(cli_env: None) -> None:
     assert code == 0
     code, rows = call("status", "--org", "41")
     assert code == 0
+    days = deadline().days_left()
+    hint = rows[0].pop("hint")
+    assert (hint or {}).get("code") == (None if days > WARN_DAYS else "deadline_close")
     assert rows == [
         {
             "team_id": team["team_id"],
@@ -74,6 +78,8 @@ def test_integration_team_and_status_round_trip(cli_env: None) -> None:
             "works_on": [],
             "jsm_ops": None,
             "jsm_ops_checked_at": None,
+            "deadline": "2027-04-05",
+            "days_left": days,
         }
     ]
 
@@ -324,7 +330,7 @@ def test_db_upgrade_says_which_revisions_it_applied(ogv_env: dict[str, str]) -> 
     first = runner.invoke(app, ["db", "upgrade", "--json"])
     again = runner.invoke(app, ["db", "upgrade"])
 
-    assert json.loads(first.stdout) == {"applied": ["0001", "0002", "0003", "0004", "0005"]}
+    assert json.loads(first.stdout) == {"applied": ["0001", "0002", "0003", "0004", "0005", "0008"]}
     assert again.stdout.strip() == "the schema was already up to date"
 
 
