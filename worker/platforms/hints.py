@@ -128,9 +128,9 @@ HINTS: dict[str, Kind] = {
     "deadline_close": Kind(
         "valid, but the account's deadline is 30 days away or less and the key is not "
         "known to work on JSM Operations",
-        "Opsgenie stops for this account on {deadline} ({days_left} days): migrate the "
-        "account to Jira Service Management, then run ogv migration report to see which "
-        "keys work there.",
+        "Opsgenie stops for the account of integration {integration} on {deadline} "
+        "({days_left} days): migrate it to Jira Service Management, then run ogv migration "
+        "report to see which keys work there.",
     ),
 }
 """Every hint code, in the order of the README's table."""
