@@ -76,8 +76,8 @@ from models import (
 )
 from models.base import Outcome
 from worker import readiness
-from worker.checks.throttle_headers import PROBLEMS
 from worker.platforms import PLATFORMS
+from worker.platforms.throttle_headers import PROBLEMS
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -176,7 +176,7 @@ WEBHOOKS = Counter(
     ["event", "result"],
     registry=None,
 )
-WEBHOOK_EVENTS = ("status_change", "platform_change")
+WEBHOOK_EVENTS = ("status_change", "platform_change", "sunset")
 WEBHOOK_RESULTS = ("delivered", "failed", "given_up")
 
 P = ParamSpec("P")
@@ -220,7 +220,7 @@ def retry_scheduled(reason: str, account: str) -> None:
 
 @_never_raise
 def throttle_fallback(problem: str) -> None:
-    """Count a 429 whose headers named no usable wait (worker.checks.throttle_headers)."""
+    """Count a 429 whose headers named no usable wait (worker.platforms.throttle_headers)."""
     THROTTLE_FALLBACKS.labels(problem).inc()
 
 
@@ -465,6 +465,11 @@ def prepare_worker(settings: Settings) -> None:
     os.environ[MULTIPROC_ENV] = str(directory)
     _use_multiprocess_values()
     _endpoint = _Endpoint(directory, os.getpid())
+    _start_at_zero(settings)
+
+
+def _start_at_zero(settings: Settings) -> None:
+    """Every series a rate() or an alert needs from the start, at 0."""
     for outcome in Outcome:
         for platform in (*PLATFORMS, "none"):
             VALIDATIONS.labels(outcome.value, platform)

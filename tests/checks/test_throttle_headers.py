@@ -12,8 +12,8 @@ import pytest
 
 from worker.checks.opsgenie import OpsgenieClient, Throttled
 from worker.checks.retries import RetryPolicy
-from worker.checks.throttle_headers import Wait, throttle_wait
 from worker.platforms import OPSGENIE
+from worker.platforms.throttle_headers import Wait, throttle_wait
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.scenario import RATE_LIMIT_HEADERS, KeyScenario
 

@@ -34,10 +34,10 @@ from typing import Any
 import aiohttp
 
 from models.base import Outcome
-from worker.checks.throttle_headers import throttle_wait
 from worker.platforms import Platform, ProbeName
 from worker.platforms.base import json_object
 from worker.platforms.baseurl import BaseUrlError, check_allowed
+from worker.platforms.throttle_headers import throttle_wait
 
 __all__ = [
     "PROBES",
@@ -85,7 +85,7 @@ class Throttled(TransientError):
         self.retry_after = retry_after
         """None: the headers named no usable wait, and the backoff decides."""
         self.problem = problem
-        """Why no wait was usable (`worker.checks.throttle_headers.PROBLEMS`), if so."""
+        """Why no wait was usable (`worker.platforms.throttle_headers.PROBLEMS`), if so."""
         self.state = state
         """`X-RateLimit-State` as Opsgenie sent it (`THROTTLED`), if it did."""
         self.reason = reason

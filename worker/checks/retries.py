@@ -4,7 +4,7 @@ Retried: `TransientError` (429, 5xx but 501, timeouts, connection failures) and 
 lost database connection. Never retried: a `Verdict` (any final answer about the
 key), a base URL off the allowlist, a key no encryption key can decrypt.
 
-A 429 waits what its headers asked (`worker.checks.throttle_headers`), or, when they
+A 429 waits what its headers asked (`worker.platforms.throttle_headers`), or, when they
 named no usable wait, the backoff (at least `throttle_default`); everything else
 backs off exponentially with full jitter: a delay drawn uniformly
 from [0, min(cap, base * 2**(attempt - 1))], so workers that failed together do not
