@@ -308,8 +308,11 @@ def notify_sunset(self: Task[Any, Any], notice_id: int) -> None:
         with sessions.begin() as session:
             attempts = sunset.count_attempt(session, notice_id)
         if attempts >= settings.webhook_max_attempts:
+            metrics.webhook("sunset", "given_up")
             raise
+        metrics.webhook("sunset", "failed")
         policy = RetryPolicy.from_settings(settings)
         raise self.retry(countdown=policy.backoff(attempts), exc=exc) from exc
     with sessions.begin() as session:
         sunset.mark_delivered(session, notice_id)
+    metrics.webhook("sunset", "delivered")
