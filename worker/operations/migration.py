@@ -97,7 +97,8 @@ def jsm_base_url(base_urls: Mapping[str, str], allowed_base_urls: Sequence[str])
 def collaborators(settings: Settings, runtime: Runtime) -> Collaborators:
     """What `probe_fleet` needs, on this process's runtime (its gate is Redis-shared
     when Redis is configured). A turn may be a whole page of one account away."""
-    interval = Pacing(settings.account_rate, settings.account_burst).interval_us / 1_000_000
+    # The report asks JSM Ops with the alerts probe: its turns come at that domain's rate.
+    interval = Pacing(settings.rate_for("alerts"), settings.account_burst).interval_us / 1e6
     return dataclasses.replace(
         Collaborators.from_settings(settings, runtime),
         max_wait=settings.batch_size * interval + PAUSE_ALLOWANCE,
