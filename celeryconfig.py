@@ -61,4 +61,5 @@ beat_schedule = {
     # Each held team is due every OGV_GUARD_RECHECK seconds; looking every minute at
     # most keeps a due one from waiting nearly twice that.
     "recheck-held": {"task": "ogv.recheck_held", "schedule": min(60.0, _settings.guard_recheck)},
+    "announce-sunset": {"task": "ogv.announce_sunset", "schedule": _settings.sunset_interval},
 }

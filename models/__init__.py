@@ -16,6 +16,7 @@ from models.history import (
     HeldChange,
     IntegrationMove,
     PlatformHealth,
+    SunsetNotice,
     TeamStatusChange,
 )
 from models.integration import Integration, OrganizationIntegration, Team
@@ -38,6 +39,7 @@ __all__ = [
     "PlatformHealth",
     "RequestState",
     "Requester",
+    "SunsetNotice",
     "Team",
     "TeamStatus",
     "TeamStatusChange",

@@ -31,11 +31,10 @@ FLOORS: list[tuple[str, ...]] = [
         "worker.cursors",
         "worker.webhooks",
     ),
-    ("worker.metrics", "worker.coordination"),
+    ("worker.metrics", "worker.coordination", "worker.readiness"),
     (
         "worker.checks",
         "worker.inventory",
-        "worker.readiness",
         "worker.key_holders",
         "worker.audit",
         "worker.access",

@@ -19,6 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import Requester, RequestState, ValidationRequest, utcnow
 from worker.checks import requests
+from worker.checks.advice import request_hint
+from worker.platforms.hints import Hint
 
 VALIDATE_TASK = "ogv.validate_request"
 """The registered task name; part of the service's interface for producers."""
@@ -30,6 +32,8 @@ NOTIFY_PLATFORM_TASK = "ogv.notify_platform_change"
 PRUNE_TASK = "ogv.prune_history"
 PRUNE_AUDIT_TASK = "ogv.prune_audit"
 RECHECK_HELD_TASK = "ogv.recheck_held"
+SUNSET_TASK = "ogv.announce_sunset"
+NOTIFY_SUNSET_TASK = "ogv.notify_sunset"
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,9 @@ class RequestView:
     none ran."""
     second_check_at: datetime | None = None
     """When the second check of a `confirming` request is due; null in any other state."""
+    hint: Hint | None = None
+    """What to do about the outcome, and where (a stable code and one sentence); null while
+    the check runs, and for a valid key with nothing to do."""
 
     @property
     def is_final(self) -> bool:
@@ -74,7 +81,7 @@ class RequestView:
         return self.state == RequestState.CONFIRMING.value
 
     @classmethod
-    def of(cls, row: ValidationRequest) -> RequestView:
+    def of(cls, row: ValidationRequest, hint: Hint | None = None) -> RequestView:
         return cls(
             id=str(row.id),
             organization_id=row.organization_id,
@@ -94,6 +101,7 @@ class RequestView:
             finished_at=row.finished_at,
             confirmation=row.confirmation,
             second_check_at=(row.next_attempt_at if row.state is RequestState.CONFIRMING else None),
+            hint=hint,
         )
 
 
@@ -187,7 +195,9 @@ def request_validations(
 def get_request(sessions: sessionmaker[Session], request_id: uuid.UUID) -> RequestView | None:
     with sessions() as session:
         row = session.get(ValidationRequest, request_id)
-        return RequestView.of(row) if row is not None else None
+        if row is None:
+            return None
+        return RequestView.of(row, request_hint(session, row) if row.state.is_final else None)
 
 
 def wait_for(

@@ -205,6 +205,9 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(default=3600, gt=0)
 
     account_rate: float = Field(default=10.0, gt=0)
+    account_rate_authenticate: float | None = Field(default=None, gt=0)
+    account_rate_alerts: float | None = Field(default=None, gt=0)
+    """The rate of each probe's rate-limit domain, when not `account_rate` (SPEC §9)."""
     account_burst: int = Field(default=1, ge=1)
     max_inline_wait: float = Field(default=5.0, ge=0)
 
@@ -235,6 +238,9 @@ class Settings(BaseSettings):
     """Changes a window needs (over at least three accounts) before the guard may trip."""
     guard_recheck: float = Field(default=900.0, gt=0)
     """Seconds between re-checks of a team whose change the guard holds."""
+
+    sunset_interval: float = Field(default=21_600.0, gt=0)
+    """Seconds between two looks for accounts whose deadline is 30, 7 or 1 days away."""
 
     status_webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
@@ -378,6 +384,19 @@ class Settings(BaseSettings):
                     "(a key is only ever sent to an allowed host)"
                 )
         return self
+
+    def rate_for(self, probe: ProbeName) -> float:
+        """Calls per second per account in the rate-limit domain of `probe`."""
+        override = {
+            "authenticate": self.account_rate_authenticate,
+            "alerts": self.account_rate_alerts,
+        }[probe]
+        return override if override is not None else self.account_rate
+
+    @property
+    def slowest_account_rate(self) -> float:
+        """The lowest of the domains' rates: what a plan for any probe can count on."""
+        return min(self.rate_for("authenticate"), self.rate_for("alerts"))
 
     def platform_base_url(self, platform: Platform) -> str:
         """Where `platform` is reached: its override, else its official base URL."""

@@ -37,6 +37,7 @@ from tests.support.api import (
 )
 from tests.support.services import ARTIFACTS
 from tests.support.stacks import Stack, ogv_command
+from worker.platforms.sunset import deadline
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.scenario import KeyScenario
 from worker.web.api import ApiConfig
@@ -44,6 +45,7 @@ from worker.web.api import ApiConfig
 pytestmark = pytest.mark.parametrize("stack", ["redis-postgres"], indirect=True, scope="module")
 
 REQUEST_FIELDS = {
+    "hint",
     "id",
     "organization_id",
     "integration_id",
@@ -243,6 +245,14 @@ def test_get_team_and_unknown_ids(api: ApiProcess, stack: Stack, fake: FakeOpsge
         "works_on": [],
         "jsm_ops": None,
         "jsm_ops_checked_at": None,
+        "deadline": "2027-04-05",
+        "days_left": deadline().days_left(),
+        "hint": {
+            "code": "key_disabled_or_deleted",
+            "text": "In Opsgenie (127.0.0.1), open Settings > Integrations, check that the "
+            "integration is enabled, and copy its API key again; a deleted integration needs "
+            "a new one.",
+        },
     }
     assert acct.keys["pay/ments é"] not in team.text
     for path in (

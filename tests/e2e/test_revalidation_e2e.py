@@ -79,7 +79,10 @@ def test_a_status_change_makes_one_history_row_and_one_webhook_call(
         "old_status",
         "new_status",
         "changed_at",
+        "hint",
     }
+    # The key turned invalid: the document says what to do about it (never the key).
+    assert documents[1]["hint"]["code"] == "key_disabled_or_deleted"
     assert not any(key.encode() in raw for raw in receiver.raw)
     for document in documents:  # signed as Standard Webhooks says, under the change's id
         n = receiver.received.index(document)

@@ -31,6 +31,7 @@ TABLES = {
     "api_processes",
     "api_tokens",
     "audit_events",
+    "sunset_notices",
 }
 
 

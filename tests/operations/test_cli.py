@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from tests.support.cli import call, runner
 from tests.support.services import ROOT
 from worker.operations.cli import app
+from worker.platforms.sunset import WARN_DAYS, deadline
 from worker.settings import get_settings
 
 
@@ -44,7 +45,11 @@ def test_integration_team_and_status_round_trip(cli_env: None) -> None:
     code, listing = call("status", "--org", "41")
     assert code == 0
     assert (listing["summary"]["unknown"], listing["next_cursor"]) == (1, None)
-    assert listing["teams"] == [
+    rows = listing["teams"]
+    days = deadline().days_left()
+    hint = rows[0].pop("hint")
+    assert (hint or {}).get("code") == (None if days > WARN_DAYS else "deadline_close")
+    assert rows == [
         {
             "team_id": team["team_id"],
             "organization_id": 41,
@@ -61,6 +66,8 @@ def test_integration_team_and_status_round_trip(cli_env: None) -> None:
             "works_on": [],
             "jsm_ops": None,
             "jsm_ops_checked_at": None,
+            "deadline": "2027-04-05",
+            "days_left": days,
         }
     ]
 
@@ -312,7 +319,7 @@ def test_db_upgrade_says_which_revisions_it_applied(ogv_env: dict[str, str]) -> 
     again = runner.invoke(app, ["db", "upgrade"])
 
     assert json.loads(first.stdout) == {
-        "applied": ["0001", "0002", "0003", "0004", "0005", "0006", "0007"]
+        "applied": ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008"]
     }
     assert again.stdout.strip() == "the schema was already up to date"
 

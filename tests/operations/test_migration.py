@@ -223,6 +223,7 @@ def test_the_report_probes_opsgenie_teams_on_jsm_ops_and_counts_them(
                 "fails": 2,
                 "unknown": 1,
                 "days_left": left,
+                "deadline": END_OF_SUPPORT,
             }
         ],
         "integrations": [
@@ -235,6 +236,11 @@ def test_the_report_probes_opsgenie_teams_on_jsm_ops_and_counts_them(
                 "fails": 2,
                 "unknown": 1,
                 "ready": False,
+                "migrated_on": None,
+                "switched_off_on": None,
+                "deadline": END_OF_SUPPORT,
+                "deadline_reason": "end_of_support",
+                "days_left": left,
             }
         ],
         "probed": {"teams": 5, "works": 2, "fails": 2, "unknown": 1},
@@ -283,6 +289,7 @@ def test_a_probe_without_a_genuine_answer_keeps_what_was_known(
         "fails": 0,
         "unknown": 0,
         "days_left": 0,
+        "deadline": END_OF_SUPPORT,
     }
     again = teams_of(deps, fleet)["a"]
     assert (again.jsm_ops, again.jsm_ops_checked_at) == ("works", first.jsm_ops_checked_at)
@@ -300,7 +307,7 @@ def test_the_report_waits_out_a_pause_the_workers_share_in_redis(
     [integration] = fleet.integrations.values()
     # A worker met a 429 from this account on JSM Ops a moment ago (the key locate() uses).
     shared = redis.Redis.from_url(redis_url)
-    shared.set(f"{NAMESPACE}:pause:jsm-ops:integration:{integration}", b"1", px=1500)
+    shared.set(f"{NAMESPACE}:pause:jsm-ops:search:integration:{integration}", b"1", px=1500)
     shared.close()
     started = time.monotonic()
 
@@ -328,7 +335,7 @@ def test_the_report_reads_per_organization_and_counts_never_probed_as_unknown(
     mine = [
         o for o in found.as_dict()["organizations"] if o["organization_id"] in (one.org, two.org)
     ]
-    figures = {"days_left": 90}
+    figures = {"days_left": 90, "deadline": END_OF_SUPPORT}
     assert mine == [
         {"organization_id": one.org, "teams": 2, "works": 1, "fails": 0, "unknown": 1} | figures,
         {"organization_id": two.org, "teams": 1, "works": 0, "fails": 1, "unknown": 0} | figures,
@@ -352,8 +359,9 @@ def test_the_text_report_fits_80_columns(
     assert max(len(line) for line in lines) <= 80, result.stdout
     assert lines[0] == f"Opsgenie ends support on {END_OF_SUPPORT}: {days_left()} days left."
     assert lines[1] == "Asked JSM Operations about 1 teams: 1 work, 0 fail, 0 unknown."
-    assert any(line.split() == ["│", str(fleet.org), "│", "1", "│", "1", "│", "0", "│", "0", "│"]
-               for line in lines)  # fmt: skip
+    row = ["│", str(fleet.org), "│", "1", "│", "1", "│", "0", "│", "0", "│", END_OF_SUPPORT,
+           "│", str(days_left()), "│"]  # fmt: skip
+    assert row in [line.split() for line in lines]
     assert f"integrations {integration}." in " ".join(result.stdout.split())
     assert lines[-1] == "Move one with: ogv integration migrate --integration ID --to jsm-ops"
     assert fleet.keys["a"] not in result.output
@@ -422,6 +430,7 @@ def test_the_api_reads_an_organizations_report_as_recorded(
                 "fails": 2,
                 "unknown": 1,
                 "days_left": days_left(),
+                "deadline": END_OF_SUPPORT,
             }
         ],
         "integrations": [
@@ -434,6 +443,11 @@ def test_the_api_reads_an_organizations_report_as_recorded(
                 "fails": 2,
                 "unknown": 1,
                 "ready": False,
+                "migrated_on": None,
+                "switched_off_on": None,
+                "deadline": END_OF_SUPPORT,
+                "deadline_reason": "end_of_support",
+                "days_left": days_left(),
             }
         ],
     }
@@ -445,6 +459,7 @@ def test_the_api_reads_an_organizations_report_as_recorded(
             "fails": 0,
             "unknown": 0,
             "days_left": days_left(),
+            "deadline": END_OF_SUPPORT,
         }
     ]
     assert none_to_move.body["integrations"] == []

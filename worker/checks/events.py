@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from models import Integration, OrganizationIntegration, Team, TeamStatusChange, utcnow
 from worker import webhooks
+from worker.checks.advice import team_hint
 
 if TYPE_CHECKING:
     from worker.checks.records import StatusChange
@@ -66,6 +67,7 @@ def document(session: Session, change_id: int) -> dict[str, Any] | None:
     if row is None:
         return None
     change, team, link, integration = row
+    hint = team_hint(team, link.organization_id, integration)
     return {
         "event": "team.status_changed",
         "change_id": change.id,
@@ -78,6 +80,9 @@ def document(session: Session, change_id: int) -> dict[str, Any] | None:
         "old_status": change.old_status.value,
         "new_status": change.new_status.value,
         "changed_at": change.changed_at.isoformat(),
+        "hint": hint.as_dict()
+        if (hint := team_hint(team, link.organization_id, integration))
+        else None,
     }
 
 

@@ -23,6 +23,7 @@ from worker import audit, readiness
 from worker.checks import held
 from worker.enqueue import RequestView
 from worker.platforms import PLATFORMS
+from worker.platforms.hints import HINTS, Hint
 from worker.platforms.opsgenie import OPSGENIE_END_OF_SUPPORT
 from worker.web.inputs import Submission
 from worker.web.teams import TeamPage, TeamRow
@@ -40,6 +41,7 @@ VIEWS: dict[str, type] = {
     "OrganizationReadiness": readiness.OrganizationReadiness,
     "IntegrationReadiness": readiness.IntegrationReadiness,
     "Probed": readiness.Probed,
+    "Hint": Hint,
     "BaseUrlGuard": held.BaseUrlGuard,
     "HeldChange": held.HeldRow,
     "HeldPage": held.HeldPage,
@@ -99,6 +101,7 @@ _REFINED: dict[str, dict[str, dict[str, Any]]] = {
         "status": _STATUS,
         "works_on": _PLATFORMS,
         "jsm_ops": _enum(["works", "fails", "unknown"]),
+        "days_left": _COUNT,
     },
     "MigrationReport": {
         "end_of_support": {"const": OPSGENIE_END_OF_SUPPORT.isoformat()},
@@ -109,8 +112,10 @@ _REFINED: dict[str, dict[str, dict[str, Any]]] = {
     },
     "IntegrationReadiness": {
         "platform": _enum(n for n, p in PLATFORMS.items() if p.is_opsgenie),
-        **{name: _COUNT for name in ("teams", "works", "fails", "unknown")},
+        **{name: _COUNT for name in ("teams", "works", "fails", "unknown", "days_left")},
+        "deadline_reason": _enum(["end_of_support", "migrated", "switched_off"]),
     },
+    "Hint": {"code": _enum(HINTS)},
     "Probed": {name: _COUNT for name in ("teams", "works", "fails", "unknown")},
     "BaseUrlGuard": {
         "tripped": {"description": "Changes from valid to failing are held now."},

@@ -11,15 +11,17 @@ import base64
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import ColumnExpressionArgument, Select, func, select, tuple_
 from sqlalchemy.orm import Session, defer
 
 from models import Integration, OrganizationIntegration, Team, TeamStatus
+from worker.checks.advice import deadline_of, team_hint
 from worker.cursors import DEFAULT_PAGE, BadCursor, decode_cursor, encode_cursor
 from worker.platforms import get_platform
+from worker.platforms.hints import Hint
 from worker.settings import get_settings
 
 
@@ -45,6 +47,14 @@ class TeamRow:
     """Whether the key works on JSM Operations, as last probed (`ogv migration report`);
     null: never probed."""
     jsm_ops_checked_at: datetime | None
+    deadline: date | None
+    """The account's last day on Opsgenie: the earliest of 2027-04-05, its migration + 120
+    days and its switch-off; null on JSM Operations."""
+    days_left: int | None
+    """Whole days (UTC) to the deadline, 0 once passed; null on JSM Operations."""
+    hint: Hint | None
+    """What to do about the team's key, and where (a stable code and one sentence); null
+    when there is nothing to do."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,7 @@ def _rows() -> Select[Team, OrganizationIntegration, Integration]:
 
 def _row(team: Team, link: OrganizationIntegration, integration: Integration) -> TeamRow:
     platform = get_platform(integration.platform)
+    deadline = deadline_of(integration)
     return TeamRow(
         team_id=team.id,
         organization_id=link.organization_id,
@@ -86,6 +97,9 @@ def _row(team: Team, link: OrganizationIntegration, integration: Integration) ->
         works_on=team.works_on.split(",") if team.works_on else [],
         jsm_ops=team.jsm_ops,
         jsm_ops_checked_at=team.jsm_ops_checked_at,
+        deadline=deadline.on if deadline else None,
+        days_left=deadline.days_left() if deadline else None,
+        hint=team_hint(team, link.organization_id, integration),
     )
 
 

@@ -180,7 +180,8 @@ def _verdict(view: Any) -> str:
     if view.is_confirming:
         due = f"{view.second_check_at:%Y-%m-%d %H:%M:%S} UTC" if view.second_check_at else "soon"
         return f"confirming: the second check at {due} must agree; {view.message}"
-    return f"{view.outcome}: {view.message}"
+    hint = f"\nhint {view.hint.code}: {view.hint.text}" if view.hint else ""
+    return f"{view.outcome}: {view.message}{hint}"
 
 
 STATUS_PAGE = 50
@@ -337,9 +338,14 @@ def _status_cells(row: teams.TeamRow) -> tuple[str, str, str, str]:
 
 
 def _note(row: teams.TeamRow) -> str:
-    """Where else the key works, and the last error code (a valid team has none)."""
+    """Where else the key works, the last error code (a valid team has none), and the
+    hint: what to do, and where."""
     notes = [f"works on {', '.join(row.works_on)}"] if row.works_on else []
+    if row.deadline is not None:
+        notes.append(f"until {row.deadline:%Y-%m-%d} ({row.days_left} days left)")
     if row.last_error_code:
         error = row.last_error_code
         notes.append(f"{error} (HTTP {row.last_http_status})" if row.last_http_status else error)
+    if row.hint is not None:
+        notes.append(f"{row.hint.code}: {row.hint.text}")
     return "; ".join(notes)

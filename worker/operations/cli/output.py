@@ -8,7 +8,7 @@ import json
 import sys
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from datetime import date
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -32,7 +32,7 @@ def _jsonable(value: Any) -> Any:
         return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
-    if isinstance(value, datetime):
+    if isinstance(value, date):  # a datetime too
         return value.isoformat()
     if isinstance(value, uuid.UUID):
         return str(value)
