@@ -30,6 +30,7 @@ from worker.checks.requests import Ask
 from worker.checks.rules import Result, Target
 from worker.operations.cli import app, checks
 from worker.platforms import get_platform
+from worker.platforms.sunset import WARN_DAYS, deadline
 from worker.settings import Settings, get_settings
 
 runner = CliRunner()
@@ -126,6 +127,8 @@ def test_status_counts_first_then_a_page_in_natural_order(cli: None, settings: S
     code_2, second = ogv("status", "--org", str(org), "--limit", "4", "--after", cursor)
 
     assert (code, code_2) == (0, 0)
+    listed = json.loads(ogv("status", "--org", str(org), "--json")[1])["teams"]
+    hints = {t["label"]: f"{t['hint']['code']}: {t['hint']['text']}" for t in listed if t["hint"]}
     summary = "6 teams: 1 unknown, 3 valid, 1 invalid_key, 1 rejected"
     w = max(len(ids[label]) for label in ("alpha", "team-1", "team-2", "team-007"))
     assert first.splitlines() == [
@@ -133,7 +136,10 @@ def test_status_counts_first_then_a_page_in_natural_order(cli: None, settings: S
         f"{'team':<{w}}  status       checked           note",
         f"{ids['alpha']:<{w}}  unknown      -",
         f"{ids['team-1']:<{w}}  valid        2025-03-04 05:06",
-        f"{ids['team-2']:<{w}}  invalid_key  2025-03-04 05:06  invalid_key (HTTP 401)",
+        cut(
+            f"{ids['team-2']:<{w}}  invalid_key  2025-03-04 05:06  invalid_key (HTTP 401); "
+            + hints["team-2"]
+        ),
         f"{ids['team-007']:<{w}}  valid        2025-03-04 05:06",
         f"next: ogv status --org {org} --limit 4 --after {cursor}",
     ]
@@ -141,7 +147,7 @@ def test_status_counts_first_then_a_page_in_natural_order(cli: None, settings: S
     assert second.splitlines() == [
         summary,
         f"{'team':<{w}}  status    checked           note",
-        f"{ids['team-9']:<{w}}  rejected  2025-03-04 05:06",
+        cut(f"{ids['team-9']:<{w}}  rejected  2025-03-04 05:06  " + hints["team-9"]),
         f"{ids['team-10']:<{w}}  valid     2025-03-04 05:06",
     ]
 
@@ -165,7 +171,10 @@ def test_status_json_lists_every_team_in_natural_order_a_page_at_a_time(
     assert set(everything) == {"summary", "teams", "next_cursor"}
     assert (everything["summary"], everything["next_cursor"]) == (counts, None)
     assert [t["team_id"] for t in everything["teams"]] == [ids[label] for label in order]
+    days = deadline().days_left()
     assert everything["teams"][1] == {
+        "deadline": deadline().on.isoformat(), "days_left": days,
+        "hint": everything["teams"][1]["hint"] if days <= WARN_DAYS else None,
         "team_id": ids["team-1"], "organization_id": org,
         "integration_id": everything["teams"][1]["integration_id"], "account": "acme",
         "platform": "opsgenie", "probe": "authenticate", "label": "team-1", "status": "valid",
@@ -380,3 +389,8 @@ def test_changes_list_sums_up_by_account_and_keeps_each_change_to_a_line(
         *(change(team_id) for team_id in held[:3]),
         "1 more held: raise --limit, or --json for all",
     ]
+
+
+def cut(line: str, width: int = 80) -> str:
+    """`line` as a terminal of `width` columns shows it: cut, with an ellipsis."""
+    return line if len(line) <= width else line[: width - 1] + "…"

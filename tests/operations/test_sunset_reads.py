@@ -138,8 +138,9 @@ def test_switch_off_dates_set_each_accounts_deadline_in_the_cli(
         "end_of_support",
     )
 
-    code, rows = cli("status", "--org", str(fleet["org"]))
+    code, listing = cli("status", "--org", str(fleet["org"]))
     assert code == 0
+    rows = listing["teams"]
     assert {row["label"]: (row["deadline"], row["days_left"]) for row in rows} == {
         "migrated": ((now + timedelta(days=20)).isoformat(), 20),
         "off": (two_days_ago.isoformat(), 0),

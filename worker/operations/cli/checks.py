@@ -341,8 +341,6 @@ def _note(row: teams.TeamRow) -> str:
     """Where else the key works, the last error code (a valid team has none), and the
     hint: what to do, and where."""
     notes = [f"works on {', '.join(row.works_on)}"] if row.works_on else []
-    if row.deadline is not None:
-        notes.append(f"until {row.deadline:%Y-%m-%d} ({row.days_left} days left)")
     if row.last_error_code:
         error = row.last_error_code
         notes.append(f"{error} (HTTP {row.last_http_status})" if row.last_http_status else error)
