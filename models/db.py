@@ -97,23 +97,18 @@ _FACTORIES: dict[str, sessionmaker[Session]] = {}
 _LOCK = threading.Lock()
 
 
-def session_factory(url: str | None = None, pool_size: int | None = None) -> sessionmaker[Session]:
-    """The process-wide session factory for `url` (default: the configured database).
+def session_factory(
+    url: str, pool_size: int | None = None, *, must_exist: bool = False
+) -> sessionmaker[Session]:
+    """The process-wide session factory for `url`.
 
-    `pool_size` (default: `OGV_DATABASE_POOL_SIZE` for the configured database,
-    else `DEFAULT_POOL_SIZE`) counts when the factory is first made.
+    `pool_size` (default `DEFAULT_POOL_SIZE`) counts when the factory is first made.
+    With `must_exist`, a SQLite URL whose file or folder is missing is refused rather
+    than created (worker.database: a database named in the settings must exist).
     """
-    explicit = False
-    if url is None:
-        from worker.settings import get_settings
-
-        settings = get_settings()
-        url = settings.effective_database_url
-        pool_size = pool_size or settings.database_pool_size
-        explicit = not settings.is_embedded  # the embedded default makes its own file
     with _LOCK:
         if url not in _FACTORIES:
-            if explicit:
+            if must_exist:
                 require_sqlite_database(url)
             engine = build_engine(url, pool_size or DEFAULT_POOL_SIZE)
             _FACTORIES[url] = sessionmaker(engine, expire_on_commit=False)
@@ -121,8 +116,8 @@ def session_factory(url: str | None = None, pool_size: int | None = None) -> ses
 
 
 @contextmanager
-def transaction(url: str | None = None) -> Iterator[Session]:
-    """`with transaction() as session:` one short unit of work, committed on success."""
+def transaction(url: str) -> Iterator[Session]:
+    """`with transaction(url) as session:` one short unit of work, committed on success."""
     with session_factory(url)() as session, session.begin():
         yield session
 

@@ -12,10 +12,11 @@ from typing import Any
 
 from celery import signals
 
-from models.db import reset_after_fork, session_factory
+from models.db import reset_after_fork
 from worker import coordination, metrics
 from worker.broker import ValidatorCelery, kind_of
 from worker.checks.runtime import close_runtime
+from worker.database import session_factory
 from worker.logs import configure_logging
 from worker.settings import Settings, get_settings
 

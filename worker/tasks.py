@@ -17,7 +17,6 @@ from typing import Any
 from celery import Task
 
 from models import Requester
-from models.db import session_factory
 from worker import metrics
 from worker.celery import app
 from worker.checks import events, platform_health
@@ -32,6 +31,7 @@ from worker.checks.pipeline import (
 from worker.checks.records import StatusChange
 from worker.checks.retries import RetryPolicy, is_retried_database_error
 from worker.checks.runtime import get_runtime
+from worker.database import session_factory
 from worker.enqueue import (
     BATCH_TASK,
     NOTIFY_PLATFORM_TASK,

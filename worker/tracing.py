@@ -37,7 +37,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from yarl import URL
 
-from models.db import session_factory
+from worker.database import session_factory
 from worker.settings import Settings
 
 log = logging.getLogger("ogv.tracing")

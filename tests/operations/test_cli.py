@@ -251,7 +251,7 @@ def _row_counts() -> tuple[int, int, int]:
     from sqlalchemy import func, select
 
     from models import Integration, OrganizationIntegration, Team
-    from models.db import session_factory
+    from worker.database import session_factory
 
     with session_factory()() as session:
         return tuple(  # type: ignore[return-value]
@@ -420,7 +420,7 @@ def test_status_fits_80_columns_and_a_valid_team_shows_no_error(
     from sqlalchemy import update
 
     from models import Team
-    from models.db import session_factory
+    from worker.database import session_factory
 
     integration = add_integration(81)
     label = "payments-platform-oncall-with-a-long-label"

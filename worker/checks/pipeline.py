@@ -48,7 +48,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import Outcome, utcnow
 from models.crypto import KeyVault
-from models.db import session_factory
 from worker.checks import claims, events, journal, platform_health, records
 from worker.checks.guard import Guard, Trip, announce
 from worker.checks.opsgenie import AccountPaused, GateUnavailable, OpsgenieClient, TransientError
@@ -63,6 +62,7 @@ from worker.checks.rules import (
     rate_limit_of,
     resolve_many,
 )
+from worker.database import session_factory
 
 if TYPE_CHECKING:
     from worker.checks.runtime import Runtime

@@ -16,9 +16,9 @@ from typing import Any
 from celery import Task
 from celery.worker.control import inspect_command
 
-from models.db import session_factory
 from worker import key_holders
 from worker.celery import app
+from worker.database import session_factory
 from worker.operations.health import CANARY_TASK, mark_seen
 from worker.settings import get_settings
 

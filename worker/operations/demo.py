@@ -27,9 +27,9 @@ from rich.table import Table
 
 from models import Requester
 from models.crypto import KeyVault
-from models.db import session_factory
 from models.migrate import upgrade
 from worker import inventory
+from worker.database import session_factory
 from worker.enqueue import RequestView
 from worker.platforms import PLATFORMS, PlatformName, get_platform, sunset
 from worker.settings import Settings, get_settings

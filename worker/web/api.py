@@ -43,9 +43,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from models.db import session_factory
 from worker import key_holders, metrics
 from worker.access import Verifier, bootstrap_tokens
+from worker.database import session_factory
 from worker.logs import configure_logging
 from worker.settings import Settings
 from worker.web import handlers, heartbeat

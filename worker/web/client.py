@@ -25,10 +25,10 @@ from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import Requester
-from models.db import session_factory
 from worker import embedded_broker
 from worker.broker import ValidatorCelery, topology
 from worker.checks.requests import Ask, IdempotencyConflict
+from worker.database import session_factory
 from worker.enqueue import (
     RequestView,
     get_request,

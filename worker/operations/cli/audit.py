@@ -48,8 +48,8 @@ def audit_list(
     as_json: JsonOption = False,
 ) -> None:
     """The audit log, newest first, a page at a time."""
-    from models.db import session_factory
     from worker import audit
+    from worker.database import session_factory
 
     if action is not None and action not in audit.ACTIONS:
         fail("invalid", f"--action is one of {', '.join(audit.ACTIONS)}", as_json)

@@ -104,8 +104,8 @@ def changes_list(
 ) -> None:
     """Show each base URL's mass-change guard, the held changes per account, and the
     changes themselves, one line each."""
-    from models.db import session_factory
     from worker.checks import guard, held
+    from worker.database import session_factory
     from worker.settings import get_settings
 
     selection = _held_selection(base_url, None, False, as_json, required=False)
@@ -197,9 +197,9 @@ def changes_release(
 
     A change whose team has moved on since (a new key, another status) is dropped.
     """
-    from models.db import session_factory
     from worker import audit
     from worker.checks import held
+    from worker.database import session_factory
     from worker.settings import get_settings
 
     selection = _held_selection(base_url, team, all_held, as_json)
@@ -250,10 +250,10 @@ def changes_discard(
     """Drop the held changes, and check those teams again now."""
     selection = _held_selection(base_url, team, all_held, as_json)
     from models import Requester
-    from models.db import session_factory
     from worker import audit
     from worker.celery import app as celery_app
     from worker.checks import held
+    from worker.database import session_factory
     from worker.periodic import recheck
     from worker.settings import get_settings
 

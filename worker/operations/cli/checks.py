@@ -40,9 +40,9 @@ def revalidate(
 ) -> None:
     """Re-check every team (or one organization's) and follow the run to the end."""
     from models import Requester
-    from models.db import session_factory
     from worker.celery import app as celery_app
     from worker.checks import held
+    from worker.database import session_factory
     from worker.enqueue import publish_batch
     from worker.periodic import dispatch
     from worker.settings import get_settings
@@ -153,8 +153,8 @@ def validate(
             as_json,
         )
     from models import Requester
-    from models.db import session_factory
     from worker.celery import app as celery_app
+    from worker.database import session_factory
     from worker.enqueue import request_validation, wait_for
 
     sessions = session_factory()
@@ -211,9 +211,9 @@ def status(
 ) -> None:
     """Count the teams by status, then list them by label, one line each."""
     from models import TeamStatus
-    from models.db import session_factory
     from worker.checks import platform_health
     from worker.cursors import BadCursor
+    from worker.database import session_factory
     from worker.web import teams
 
     names = [s.value for s in TeamStatus]
@@ -309,8 +309,8 @@ def _tripped_guards(session: Any) -> list[Any]:
 @app.command()
 def platforms(as_json: JsonOption = False) -> None:
     """Show how each base URL has been answering: available, or unavailable since when."""
-    from models.db import session_factory
     from worker.checks import platform_health
+    from worker.database import session_factory
 
     with session_factory()() as session:
         rows = platform_health.states(session)

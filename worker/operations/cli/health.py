@@ -20,9 +20,9 @@ def health(
     as_json: JsonOption = False,
 ) -> None:
     """Check the database, the broker, and that a worker consumes; exit 3 if not."""
-    from models.db import session_factory
     from worker.celery import app as celery_app
     from worker.checks import guard, held
+    from worker.database import session_factory
     from worker.operations.health import run_checks, shared_state
     from worker.settings import get_settings
 

@@ -31,9 +31,9 @@ def integration_add(
     as_json: JsonOption = False,
 ) -> None:
     """Install an account on Opsgenie (US or EU) or JSM Operations for an organization."""
-    from models.db import session_factory
     from worker import audit, inventory
     from worker.checks.rules import CheckOptions
+    from worker.database import session_factory
     from worker.errors import RecordError
     from worker.platforms.baseurl import BaseUrlError
     from worker.settings import get_settings
@@ -100,9 +100,9 @@ def integration_migrate(
     Refused unless every team's key works there as last probed (`ogv migration
     report`), or with --force.
     """
-    from models.db import session_factory
     from worker import audit
     from worker.checks.rules import CheckOptions
+    from worker.database import session_factory
     from worker.operations import migration
     from worker.settings import get_settings
 
@@ -191,8 +191,8 @@ def integration_update(
     """
     import logging
 
-    from models.db import session_factory
     from worker import inventory
+    from worker.database import session_factory
     from worker.errors import RecordError
     from worker.platforms import get_platform
     from worker.platforms.sunset import account_deadline

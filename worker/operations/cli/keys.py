@@ -38,9 +38,9 @@ def keys_rotate(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress
 
     from models.crypto import KeyVault
-    from models.db import session_factory
     from worker import audit
     from worker.celery import app as celery_app
+    from worker.database import session_factory
     from worker.operations.rotation import count_teams, readiness, rotate
     from worker.settings import get_settings
 

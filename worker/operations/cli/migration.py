@@ -28,10 +28,10 @@ def migration_report(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from models.db import session_factory
     from worker import readiness
     from worker.checks.rules import CheckOptions
     from worker.checks.runtime import Runtime
+    from worker.database import session_factory
     from worker.operations import migration
     from worker.settings import get_settings
 

@@ -31,8 +31,8 @@ def team_add(
     """Store a team's integration key, read from standard input (asked for, unechoed,
     on a terminal)."""
     from models.crypto import KeyVault
-    from models.db import session_factory
     from worker import audit, inventory
+    from worker.database import session_factory
     from worker.errors import RecordError
     from worker.settings import get_settings
 
@@ -81,8 +81,8 @@ def team_import(
     Every refused line is reported by number; the keys never appear in the output.
     """
     from models.crypto import KeyVault
-    from models.db import session_factory
     from worker import audit
+    from worker.database import session_factory
     from worker.operations.importer import bounded_lines, import_teams
     from worker.settings import get_settings
 

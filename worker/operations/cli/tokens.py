@@ -35,8 +35,8 @@ def tokens_create(
     as_json: JsonOption = False,
 ) -> None:
     """Make a token and print it, once: store it in the caller's secret store now."""
-    from models.db import session_factory
     from worker import access, audit
+    from worker.database import session_factory
 
     try:
         with session_factory().begin() as session:
@@ -66,8 +66,8 @@ def tokens_create(
 @app.command("list")
 def tokens_list(as_json: JsonOption = False) -> None:
     """Every token with its scopes, organizations and dates; never the token itself."""
-    from models.db import session_factory
     from worker import access
+    from worker.database import session_factory
 
     with session_factory()() as session:
         views = access.list_tokens(session)
@@ -80,8 +80,8 @@ def tokens_revoke(
     as_json: JsonOption = False,
 ) -> None:
     """Revoke a token; running APIs refuse it within seconds."""
-    from models.db import session_factory
     from worker import access, audit
+    from worker.database import session_factory
 
     try:
         with session_factory().begin() as session:
