@@ -216,12 +216,12 @@ def wait_for(
         view = get_request(sessions, request_id)
         if view is None or view.is_final or time.monotonic() >= deadline:
             return view
-        if _confirms_after(view, deadline - time.monotonic()):
+        if confirms_after(view, deadline - time.monotonic()):
             return view
         time.sleep(min(poll_interval, max(0.0, deadline - time.monotonic())))
 
 
-def _confirms_after(view: RequestView, seconds: float) -> bool:
+def confirms_after(view: RequestView, seconds: float) -> bool:
     """Whether `view` is confirming with its second check due more than `seconds` from now."""
     due = view.second_check_at
     return due is not None and due > utcnow() + timedelta(seconds=seconds)

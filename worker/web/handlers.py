@@ -21,7 +21,7 @@ from worker import audit, readiness
 from worker.access import Scope
 from worker.checks import held
 from worker.checks.requests import Ask, IdempotencyConflict
-from worker.enqueue import RequestView
+from worker.enqueue import RequestView, confirms_after
 from worker.errors import RecordError
 from worker.web import teams
 from worker.web.answers import json_response, to_json
@@ -53,11 +53,16 @@ HEALTH_TIMEOUT = 3  # seconds
 
 
 async def wait_until_final(client: ValidationClient, view: RequestView, wait: float) -> RequestView:
-    """Poll (from the loop) until the request is final or `wait` seconds have passed."""
+    """Poll (from the loop) until the request is final or `wait` seconds have passed; a
+    `confirming` request whose second check is due later is answered at once."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     interval = FIRST_POLL
-    while not view.is_final and (remaining := deadline - loop.time()) > 0:
+    while (
+        not view.is_final
+        and (remaining := deadline - loop.time()) > 0
+        and not confirms_after(view, remaining)
+    ):
         await asyncio.sleep(min(interval, remaining))
         interval = min(interval * 1.5, MAX_POLL)
         view = await off_loop(functools.partial(_reread, client, view))
