@@ -142,6 +142,10 @@ class ApiProcess(Base):
     seen_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+REQUESTS_RETENTION = "requests"
+"""The requests' retention's row in `retention_marks`."""
+
+
 class RetentionMark(Base):
     """How far one retention (`requests`) has gone: where its next page starts, and
     the moment before which every prunable row is gone.

@@ -263,9 +263,15 @@ def sweep_outbox() -> int:
 
 
 @app.task(name=PRUNE_TASK, ignore_result=True)
-def prune_history() -> int:
-    """Delete the status history older than OGV_HISTORY_RETENTION_DAYS."""
-    return retention.prune_history(session_factory(), get_settings().history_retention_days)
+def prune_history() -> dict[str, int]:
+    """Delete the finished requests older than OGV_REQUEST_RETENTION_DAYS that nothing
+    keeps, and the status history older than OGV_HISTORY_RETENTION_DAYS."""
+    settings = get_settings()
+    sessions = session_factory()
+    return {
+        "requests": retention.prune_requests(sessions, settings.request_retention_days),
+        "history": retention.prune_history(sessions, settings.history_retention_days),
+    }
 
 
 @app.task(name=PRUNE_AUDIT_TASK, ignore_result=True)
