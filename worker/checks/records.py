@@ -52,6 +52,7 @@ from models import (
 )
 from models.db import from_arrays, one_of
 from models.integration import JSM_FAILS, JSM_WORKS
+from worker.checks import base_url_events
 from worker.checks.guard import Guard, Trip, Windows
 from worker.checks.requests import FINAL_STATES
 from worker.checks.rules import Result, Target
@@ -437,11 +438,19 @@ def _admit(
             waiting.checks[base_url],
             [completion.target.account for _, completion in queued if completion.target],
         )
-        applied.trips.extend([admission.trip] if admission.trip else [])
+        if admission.trip is not None:
+            applied.trips.append(record_trip(connection, admission.trip))
         for team, completion in queued[: admission.allowed]:
             changes.extend(_changed(team, completion))
         applied.held.extend(completion for _, completion in queued[admission.allowed :])
     return changes
+
+
+def record_trip(connection: Connection, trip: Trip) -> Trip:
+    """`trip` with the id of its document's row, written in the batch's transaction: a
+    trip (its base URL and number) is recorded, and announced, once."""
+    event_id = base_url_events.record(connection, trip.key, trip.base_url, trip.document())
+    return dataclasses.replace(trip, event_id=event_id)
 
 
 def _changed(team: _TeamNow, completion: Completion) -> list[dict[str, Any]]:
