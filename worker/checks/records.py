@@ -299,8 +299,9 @@ def _closed(
 
 def _confirming(completion: Completion, due: datetime, batch_id: uuid.UUID) -> dict[str, Any]:
     """The request's columns while its failing verdict waits for a second check, due
-    at `due` in batch `batch_id`. Its attempts start again: the second check is a
-    check of its own."""
+    at `due` in batch `batch_id`. `attempts` goes on counting through the second
+    check; `first_check_attempts` keeps the first one's share, so that the second
+    check gets as many retries as a check of its own."""
     result = completion.result
     return fit(
         _REQUESTS,
@@ -312,7 +313,8 @@ def _confirming(completion: Completion, due: datetime, batch_id: uuid.UUID) -> d
             "before the team's status changes.",
             "http_status": result.http_status,
             "error_code": result.error_code,
-            "attempts": 0,
+            "attempts": completion.attempts,
+            "first_check_attempts": completion.attempts,
             "lease_until": None,
             "next_attempt_at": due,
             "batch_id": batch_id,
