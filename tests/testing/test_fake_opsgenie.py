@@ -1103,7 +1103,7 @@ def test_counters_only_keeps_the_stats_and_no_call(tmp_path: Path) -> None:
     scenario_file.write_text(Scenario(keys=good).to_json())
     ogv = Path(sys.executable).with_name("ogv")
     command = [str(ogv), "fake-opsgenie", "--port", "0", "--scenario", str(scenario_file)]
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with subprocess.Popen(
         [*command, "--counters-only"], stdout=subprocess.PIPE, text=True, env=env
     ) as process:
