@@ -2,7 +2,8 @@
 
 The decision that a base URL turned unavailable is committed, with its document,
 and then its message is never published (the process that decided it died right
-there). The outbox sweeper, run by a real worker on Redis and PostgreSQL, sends it
+there). The outbox sweeper, run by a real worker on a database of its own (the
+embedded stack: nobody else's stranded requests queue before it), sends it
 again: the receiver, a real local HTTP server, gets the document once, under the
 same Idempotency-Key however many sweeps run; likewise for a guard trip recorded
 by a batch's write.
@@ -14,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -30,10 +32,11 @@ from worker.checks.records import record_trip
 from worker.checks.rules import Target
 from worker.enqueue import SWEEP_TASK
 from worker.platforms import OPSGENIE
+from worker.settings import Settings
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.web.client import producer_app
 
-pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.timeout(120)]
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +54,7 @@ def stack(
     receiver: Receiver,
 ) -> Iterator[Stack]:
     running = open_stack(
-        "redis-postgres",
+        "embedded",
         request,
         tmp_path_factory,
         fake,
@@ -63,10 +66,15 @@ def stack(
     running.stop()
 
 
+def configured(stack: Stack) -> Settings:
+    """The stack's settings: its database and broker live in its data directory."""
+    return Settings(data_dir=Path(stack.env["OGV_DATA_DIR"]), database_url="", broker_url="")
+
+
 def sweep(stack: Stack, times: int) -> None:
     """Publish beat's sweep `times` times, a second apart: more than one delivery
     would have happened by the end."""
-    app = producer_app(stack.env["OGV_BROKER_URL"], stack.env["OGV_NAMESPACE"])
+    app = producer_app(configured(stack).effective_broker_url, stack.env["OGV_NAMESPACE"])
     for _ in range(times):
         app.send_task(SWEEP_TASK)
         time.sleep(1.0)
@@ -88,7 +96,7 @@ def target(base_url: str) -> Target:
 
 def test_a_lost_platform_document_is_sent_again_once(stack: Stack, receiver: Receiver) -> None:
     base_url = f"https://retired-{uuid.uuid4().hex[:8]}.example.com/"
-    sessions = session_factory(stack.env["OGV_DATABASE_URL"])
+    sessions = session_factory(configured(stack).effective_database_url)
     answered = [(target(base_url), UnrecognisedAnswer("a 410", 410))] * 25
     thresholds = platform_health.Thresholds(timedelta(seconds=300), min_answers=20)
     # Decided and committed; the publish never happens (the default announces nothing).
@@ -117,7 +125,7 @@ def test_a_guard_trip_is_recorded_once_and_its_lost_document_sent_again(
     stack: Stack, receiver: Receiver
 ) -> None:
     base_url = f"https://lying-{uuid.uuid4().hex[:8]}.example.com/"
-    sessions = session_factory(stack.env["OGV_DATABASE_URL"])
+    sessions = session_factory(configured(stack).effective_database_url)
     thresholds = Thresholds(window=600.0, threshold=0.2, min_changes=3)
     accounts = ["a", "b", "c", "a"]
     with sessions.begin() as session:
