@@ -297,7 +297,7 @@ def test_a_pruned_request_answers_410_expired(
     pruned = stack.ogv("db", "prune", "--json")
 
     assert pruned.returncode == 0, pruned.stderr
-    assert set(json.loads(pruned.stdout)) == {"requests", "history"}
+    assert set(json.loads(pruned.stdout)) == {"requests", "history", "audit"}
     assert json.loads(pruned.stdout)["requests"] >= 1
     gone = call(api.url, "GET", f"/v1/validations/{old}")
     assert (gone.status, gone.body["error"]["code"]) == (410, "expired")

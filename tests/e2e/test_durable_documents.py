@@ -38,6 +38,9 @@ from worker.web.client import producer_app
 
 pytestmark = [pytest.mark.timeout(120)]
 
+SECRET = webhooks.new_secret()
+"""The stack's OGV_WEBHOOK_SECRET: each delivery is signed under its `webhook-id`."""
+
 
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[Receiver]:
