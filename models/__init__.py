@@ -12,6 +12,7 @@ from models.base import (
     utcnow,
 )
 from models.history import (
+    BaseUrlEvent,
     GuardWindow,
     HeldChange,
     IntegrationMove,
@@ -20,7 +21,13 @@ from models.history import (
     TeamStatusChange,
 )
 from models.integration import Integration, OrganizationIntegration, Team
-from models.validation import ApiProcess, HealthCheck, ValidationRequest, ValidationRun
+from models.validation import (
+    ApiProcess,
+    HealthCheck,
+    RetentionMark,
+    ValidationRequest,
+    ValidationRun,
+)
 
 __all__ = [
     "FAILING_VERDICTS",
@@ -28,6 +35,7 @@ __all__ = [
     "ApiToken",
     "AuditEvent",
     "Base",
+    "BaseUrlEvent",
     "GuardWindow",
     "HealthCheck",
     "HeldChange",
@@ -39,6 +47,7 @@ __all__ = [
     "PlatformHealth",
     "RequestState",
     "Requester",
+    "RetentionMark",
     "SunsetNotice",
     "Team",
     "TeamStatus",

@@ -87,7 +87,7 @@ class HeldChange(Base):
     team_id: Mapped[str] = mapped_column(
         String(300), ForeignKey("teams.id", ondelete="CASCADE"), unique=True
     )
-    request_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    request_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
     base_url: Mapped[str] = mapped_column(String(255), index=True)
     account: Mapped[str] = mapped_column(String(ACCOUNT_MAX))
     key_version: Mapped[int] = mapped_column(Integer)
@@ -136,3 +136,26 @@ class SunsetNotice(Base):
     notify_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __table_args__ = (UniqueConstraint("integration_id", "deadline", "threshold"),)
+
+
+class BaseUrlEvent(Base):
+    """Something that happened to a base URL and is announced to the webhook: it turned
+    unavailable or recovered (`platform_health`), or its mass-change guard tripped.
+
+    Written in the transaction that decided it, so the document outlives a lost
+    message: the webhook task reads it by id, and the outbox sweeper sends again the
+    ones not delivered. `key` names the event once (a base URL and the moment of
+    its transition, or its trip number): deciding it twice cannot write it twice.
+    """
+
+    __tablename__ = "base_url_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(400), unique=True)
+    event: Mapped[str] = mapped_column(String(32))
+    base_url: Mapped[str] = mapped_column(String(255))
+    document: Mapped[str] = mapped_column(Text)
+    """The webhook's JSON: base URLs and counts, never a key."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    notified_at: Mapped[datetime | None]
+    notify_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

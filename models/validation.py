@@ -9,9 +9,12 @@ from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, Uui
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, Outcome, Requester, RequestState, enum_column, utcnow
+from models.ids import new_request_id
 
 OPEN_STATES_SQL = "state IN ('pending', 'running', 'confirming')"
 """The states of a request that is not finished, as the coalescing index names them."""
+FINISHED_SQL = "finished_at IS NOT NULL"
+"""A finished request (done or failed), as the retention's indexes name it."""
 
 
 class ValidationRequest(Base):
@@ -22,7 +25,7 @@ class ValidationRequest(Base):
 
     __tablename__ = "validation_requests"
 
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_request_id)
     organization_id: Mapped[int] = mapped_column(BigInteger)
     integration_id: Mapped[int] = mapped_column(BigInteger)
     team_id: Mapped[str] = mapped_column(String(300))
@@ -39,7 +42,10 @@ class ValidationRequest(Base):
     # X-RateLimit-State and X-RateLimit-Reason of the last 429.
     rate_limit_state: Mapped[str | None] = mapped_column(String(32))
     rate_limit_reason: Mapped[str | None] = mapped_column(String(32))
+    # Calls to Opsgenie for this request, both checks of a confirmation together;
+    # `first_check_attempts` keeps the first check's share once a second one is due.
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    first_check_attempts: Mapped[int | None] = mapped_column(Integer)
     # Confirmation: the first failing verdict about a valid team's key, awaiting a
     # second check; then whether the second check `confirmed` or `disagreed`.
     confirming_outcome: Mapped[Outcome | None] = mapped_column(enum_column(Outcome))
@@ -63,6 +69,25 @@ class ValidationRequest(Base):
 
     __table_args__ = (
         Index("ix_validation_requests_state_created", "state", "created_at"),
+        # Retention (worker/periodic/retention.py): the finished requests in the order
+        # they finished, so that each page of pruning is a range scan of this index...
+        Index(
+            "ix_validation_requests_finished",
+            "finished_at",
+            "id",
+            postgresql_where=text(FINISHED_SQL),
+            sqlite_where=text(FINISHED_SQL),
+        ),
+        # ... and each team's finished requests, newest last: its latest is kept.
+        Index(
+            "ix_validation_requests_team_finished",
+            "organization_id",
+            "integration_id",
+            "team_id",
+            "finished_at",
+            postgresql_where=text(FINISHED_SQL),
+            sqlite_where=text(FINISHED_SQL),
+        ),
         # Coalescing: at most one open (pending, running, confirming) request per team.
         Index(
             "uq_validation_requests_open_team",
@@ -115,3 +140,27 @@ class ApiProcess(Base):
     """Comma-separated fingerprints (`models.crypto.fingerprint`), newest key first."""
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+REQUESTS_RETENTION = "requests"
+"""The requests' retention's row in `retention_marks`."""
+
+
+class RetentionMark(Base):
+    """How far one retention (`requests`) has gone: where its next page starts, and
+    the moment before which every prunable row is gone.
+
+    Pruning walks the finished requests in the order they finished, keeping some
+    (a team's latest, one a status change or a held change refers to). The walk goes
+    on from `cursor_finished_at`/`cursor_id` at the next run, so the kept rows are
+    stepped over once per pass, not once per run; a pass that reaches the cut-off
+    sets `pruned_before` and starts again from the oldest row.
+    """
+
+    __tablename__ = "retention_marks"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    cursor_finished_at: Mapped[datetime | None]
+    cursor_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    pruned_before: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -15,9 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from celery import Celery
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import Requester, RequestState, ValidationRequest, utcnow
+from models import Requester, RequestState, RetentionMark, ValidationRequest, utcnow
+from models.ids import made_at
+from models.validation import REQUESTS_RETENTION
 from worker.checks import requests
 from worker.checks.advice import request_hint
 from worker.platforms.hints import Hint
@@ -198,6 +201,20 @@ def get_request(sessions: sessionmaker[Session], request_id: uuid.UUID) -> Reque
         if row is None:
             return None
         return RequestView.of(row, request_hint(session, row) if row.state.is_final else None)
+
+
+def expired(sessions: sessionmaker[Session], request_id: uuid.UUID) -> bool:
+    """Whether `request_id`, not on record, names a request the retention deleted: an
+    id made before the cut-off of its last finished pass (`models.ids`). Random
+    (pre-0009) ids carry no age and never are."""
+    made = made_at(request_id)
+    if made is None:
+        return False
+    with sessions() as session:
+        pruned_before = session.scalar(
+            select(RetentionMark.pruned_before).where(RetentionMark.name == REQUESTS_RETENTION)
+        )
+    return pruned_before is not None and made < pruned_before
 
 
 def wait_for(

@@ -270,8 +270,12 @@ class Settings(BaseSettings):
     # Production topologies and growth (issue 15; docs/SCALING.md).
     history_retention_days: int = Field(default=365, ge=0)
     """Days `team_status_changes` keeps a row; 0 keeps every row for good."""
+    request_retention_days: int = Field(default=30, ge=0)
+    """Days a finished `validation_requests` row is kept, unless it is its team's latest
+    or a status change or held change refers to it; 0 keeps every row for good."""
     prune_interval: float = Field(default=3600.0, gt=0)
-    """Seconds between two runs of beat's history pruning (`ogv.prune_history`)."""
+    """Seconds between two runs of beat's pruning of requests and history
+    (`ogv.prune_history`)."""
     audit_retention_days: int = Field(default=400, ge=0)
     """Days `audit_events` keeps an event; 0 keeps every event for good."""
 

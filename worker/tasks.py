@@ -15,11 +15,12 @@ from datetime import timedelta
 from typing import Any
 
 from celery import Task
+from sqlalchemy.orm import Session, sessionmaker
 
 from models import Requester
 from worker import metrics
 from worker.celery import app
-from worker.checks import events, platform_health
+from worker.checks import base_url_events, events, platform_health
 from worker.checks.guard import Guard, Trip
 from worker.checks.pipeline import (
     Collaborators,
@@ -84,18 +85,17 @@ Announced = platform_health.Transition | Trip
 
 def _document_notifier(settings: Settings) -> Callable[[Sequence[Announced]], None]:
     """Posts the document of each base URL that turned unavailable or recovered, or
-    whose mass-change guard tripped."""
+    whose mass-change guard tripped: the message carries the id of its row."""
     if not settings.status_webhook_url:
         return lambda transitions: None
 
     def notify(transitions: Sequence[Announced]) -> None:
         for transition in transitions:
-            # No row keeps a transition's document (its window restarted), so the
-            # message carries it: base URLs and counts, never a key.
-            document = transition.document()
+            if transition.event_id is None:
+                continue  # recorded before, by whoever announced it
             app.send_task(
                 NOTIFY_PLATFORM_TASK,
-                args=[document],
+                args=[transition.event_id],
                 argsrepr=f"({transition.event} {transition.base_url})",
             )
 
@@ -208,32 +208,62 @@ def notify_status_change(self: Task[Any, Any], change_id: int) -> None:
 
 
 @app.task(name=NOTIFY_PLATFORM_TASK, bind=True, max_retries=None, ignore_result=True)
-def notify_platform_change(self: Task[Any, Any], document: dict[str, Any]) -> None:
-    """POST a base URL's `platform.unavailable` / `platform.recovered` document to
-    OGV_STATUS_WEBHOOK_URL, retried with backoff up to OGV_WEBHOOK_MAX_ATTEMPTS calls."""
+def notify_platform_change(self: Task[Any, Any], event_id: int | dict[str, Any]) -> None:
+    """POST a base URL's `platform.unavailable` / `platform.recovered` / `guard.tripped`
+    document (its `base_url_events` row) to OGV_STATUS_WEBHOOK_URL, retried with backoff
+    up to OGV_WEBHOOK_MAX_ATTEMPTS calls."""
     settings = get_settings()
     if not settings.status_webhook_url:
         return
+    if isinstance(event_id, dict):
+        # A message published before revision 0009 carried the document itself.
+        _post_document(self, settings, event_id, platform_health.idempotency_key(event_id))
+        return
+    sessions = session_factory()
+    with sessions() as session:
+        found = base_url_events.read(session, event_id)
+    if found is None:
+        return  # delivered already
+    key, document = found
+    _post_document(self, settings, document, key, sessions, event_id)
+    with sessions.begin() as session:
+        base_url_events.mark_delivered(session, event_id)
+
+
+def _post_document(
+    task: Task[Any, Any],
+    settings: Settings,
+    document: dict[str, Any],
+    key: str,
+    sessions: sessionmaker[Session] | None = None,
+    event_id: int | None = None,
+) -> None:
+    """POST one base URL's document; on failure count the attempt (on its row, when it
+    has one) and retry, until OGV_WEBHOOK_MAX_ATTEMPTS."""
     runtime = get_runtime()
     try:
         runtime.run(
             events.post(
                 runtime.session,
-                settings.status_webhook_url,
+                settings.status_webhook_url or "",
                 document,
                 settings.webhook_timeout,
-                idempotency_key=platform_health.idempotency_key(document),
+                idempotency_key=key,
                 keys=settings.webhook_keys(),
             )
         )
     except events.WebhookFailed as exc:
-        attempts = self.request.retries + 1
+        if sessions is not None and event_id is not None:
+            with sessions.begin() as session:
+                attempts = base_url_events.count_attempt(session, event_id)
+        else:
+            attempts = task.request.retries + 1
         if attempts >= settings.webhook_max_attempts:
             metrics.webhook("platform_change", "given_up")
             raise
         metrics.webhook("platform_change", "failed")
         policy = RetryPolicy.from_settings(settings)
-        raise self.retry(countdown=policy.backoff(attempts), exc=exc) from exc
+        raise task.retry(countdown=policy.backoff(attempts), exc=exc) from exc
     metrics.webhook("platform_change", "delivered")
 
 
@@ -256,16 +286,25 @@ def sweep_outbox() -> int:
             app.send_task(NOTIFY_TASK, args=[change_id])
         with sessions() as session:
             notices = sunset.undelivered(session, after, settings.webhook_max_attempts)
+            lost = base_url_events.undelivered(session, after, settings.webhook_max_attempts, 1000)
         for notice_id in notices:
             app.send_task(NOTIFY_SUNSET_TASK, args=[notice_id])
-        count += len(overdue) + len(notices)
+        for event_id in lost:
+            app.send_task(NOTIFY_PLATFORM_TASK, args=[event_id])
+        count += len(overdue) + len(notices) + len(lost)
     return count
 
 
 @app.task(name=PRUNE_TASK, ignore_result=True)
-def prune_history() -> int:
-    """Delete the status history older than OGV_HISTORY_RETENTION_DAYS."""
-    return retention.prune_history(session_factory(), get_settings().history_retention_days)
+def prune_history() -> dict[str, int]:
+    """Delete the finished requests older than OGV_REQUEST_RETENTION_DAYS that nothing
+    keeps, and the status history older than OGV_HISTORY_RETENTION_DAYS."""
+    settings = get_settings()
+    sessions = session_factory()
+    return {
+        "requests": retention.prune_requests(sessions, settings.request_retention_days),
+        "history": retention.prune_history(sessions, settings.history_retention_days),
+    }
 
 
 @app.task(name=PRUNE_AUDIT_TASK, ignore_result=True)

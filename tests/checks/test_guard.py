@@ -26,6 +26,7 @@ from worker.checks.guard import (
     states,
 )
 from worker.checks.pipeline import Collaborators, Confirming, Finished, RetryLater, run_attempt
+from worker.enqueue import get_request
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.scenario import KeyScenario
 
@@ -307,3 +308,24 @@ def test_an_unreachable_shared_redis_is_retried_and_a_503_not_a_crash() -> None:
     with pytest.raises(ApiError) as refused:
         asyncio.run(off_loop(lambda: gone.read(None)))  # type: ignore[arg-type]
     assert (refused.value.status, refused.value.code) == (503, "shared_state_unavailable")
+
+
+def test_a_requests_attempts_count_both_checks_of_its_confirmation(
+    confirming: Collaborators, install: Install, fake: FakeOpsgenie
+) -> None:
+    installed = valid_team(confirming, install)
+    fake.set_key(installed.key, KeyScenario("invalid_key"))
+    request_id = request_for(confirming, installed)
+    assert isinstance(run_attempt(request_id, confirming), RetryLater)  # first check: 1 call
+    # The second check meets a 503 before its answer: two more calls, and a retry of its
+    # own (it is not charged with the first check's call).
+    fake.set_key(installed.key, KeyScenario("server_error", times=1))
+    retried = run_attempt(request_id, confirming)
+    assert isinstance(retried, RetryLater) and not isinstance(retried.error, Confirming)
+    fake.set_key(installed.key, KeyScenario("invalid_key"))
+    second = run_attempt(request_id, confirming)
+    assert isinstance(second, Finished) and second.result.outcome is Outcome.INVALID_KEY
+    request, _ = load(confirming, request_id)
+    assert (request.attempts, request.first_check_attempts) == (3, 1)
+    view = get_request(confirming.sessions, request_id)
+    assert view is not None and view.attempts == 3  # as the API shows it

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -21,8 +22,9 @@ import aiohttp
 import pytest
 from sqlalchemy import func, select
 
-from models import ValidationRequest
+from models import Outcome, Requester, RequestState, ValidationRequest, utcnow
 from models.db import session_factory
+from models.ids import new_request_id
 from tests.support.api import (
     AUTH,
     JSON,
@@ -263,6 +265,47 @@ def test_get_team_and_unknown_ids(api: ApiProcess, stack: Stack, fake: FakeOpsge
     ):
         missing = call(api.url, "GET", path)
         assert (missing.status, missing.body["error"]["code"]) == (404, "not_found"), path
+
+
+def test_a_pruned_request_answers_410_expired(
+    api: ApiProcess, stack: Stack, fake: FakeOpsgenie
+) -> None:
+    acct = account(stack, fake, ops=KeyScenario("valid"))
+    team_id = acct.teams["ops"]
+    latest = submit(api, acct.org, acct.integration, team_id, "?wait=10")
+    assert latest.status == 200
+    # An earlier check of the same team, made and finished 60 days ago.
+    made = utcnow() - timedelta(days=60)
+    old = new_request_id(int(made.timestamp() * 1000))
+    with session_factory(stack.env["OGV_DATABASE_URL"]).begin() as session:
+        session.add(
+            ValidationRequest(
+                id=old,
+                organization_id=acct.org,
+                integration_id=acct.integration,
+                team_id=team_id,
+                requested_by=Requester.API,
+                state=RequestState.DONE,
+                outcome=Outcome.VALID,
+                attempts=1,
+                created_at=made,
+                finished_at=made,
+            )
+        )
+    assert call(api.url, "GET", f"/v1/validations/{old}").status == 200
+
+    pruned = stack.ogv("db", "prune", "--json")
+
+    assert pruned.returncode == 0, pruned.stderr
+    assert set(json.loads(pruned.stdout)) == {"requests", "history", "audit"}
+    assert json.loads(pruned.stdout)["requests"] >= 1
+    gone = call(api.url, "GET", f"/v1/validations/{old}")
+    assert (gone.status, gone.body["error"]["code"]) == (410, "expired")
+    # The team's latest request stays; an id never made is unknown, not expired.
+    assert call(api.url, "GET", f"/v1/validations/{latest.body['id']}").status == 200
+    for never in (new_request_id(), uuid.uuid4()):
+        missing = call(api.url, "GET", f"/v1/validations/{never}")
+        assert (missing.status, missing.body["error"]["code"]) == (404, "not_found")
 
 
 def test_teams_are_paged_and_filtered_by_status(

@@ -32,6 +32,8 @@ TABLES = {
     "api_tokens",
     "audit_events",
     "sunset_notices",
+    "retention_marks",
+    "base_url_events",
 }
 
 

@@ -10,16 +10,13 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
-import psycopg
 import pytest
 from sqlalchemy import func, insert, select
-from sqlalchemy.engine import make_url
 
 from models import TeamStatus, TeamStatusChange, utcnow
 from models.crypto import KeyVault
-from models.db import dispose_all, session_factory
-from models.migrate import upgrade
-from tests.support.services import POSTGRES_URL
+from models.db import session_factory
+from tests.support import databases
 from worker import inventory
 from worker.periodic.retention import prune_history
 from worker.settings import Settings
@@ -28,22 +25,9 @@ from worker.settings import Settings
 @pytest.fixture(params=["sqlite", "postgres"])
 def own_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A migrated database of this test's own, on SQLite and on PostgreSQL."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'retention.sqlite3'}"
-        upgrade(url)
+    postgres = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    with databases.own_database(request.param, postgres, tmp_path) as url:
         yield url
-        return
-    request.getfixturevalue("postgres_url")  # PostgreSQL is there (or the test skips)
-    admin = make_url(POSTGRES_URL).set(drivername="postgresql").render_as_string(False)
-    name = f"ogv_retention_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    yield url
-    dispose_all()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def a_team(database_url: str, fernet_key: str) -> str:
@@ -103,6 +87,10 @@ def test_rows_older_than_the_retention_go_and_the_rest_stay(
         assert session.scalar(select(func.count()).select_from(TeamStatusChange)) == 3
 
 
-def test_the_retention_defaults_to_a_year_and_beat_prunes_hourly() -> None:
+def test_the_retentions_default_to_a_year_and_a_month_and_beat_prunes_hourly() -> None:
     settings = Settings()
-    assert (settings.history_retention_days, settings.prune_interval) == (365, 3600.0)
+    assert (
+        settings.history_retention_days,
+        settings.request_retention_days,
+        settings.prune_interval,
+    ) == (365, 30, 3600.0)

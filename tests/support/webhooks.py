@@ -49,3 +49,11 @@ class WebhookReceiver:
 
     def stop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
+
+    def about(self, base_url: str) -> list[tuple[dict[str, Any], dict[str, str]]]:
+        """The documents received about `base_url`, each with its headers."""
+        return [
+            (body, headers)
+            for body, headers in zip(self.received, self.headers, strict=True)
+            if body.get("base_url") == base_url
+        ]

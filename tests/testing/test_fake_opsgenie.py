@@ -1093,3 +1093,33 @@ def test_serve_runs_until_sigterm(tmp_path: Path) -> None:
 
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=5) == 0
+
+
+def test_counters_only_keeps_the_stats_and_no_call(tmp_path: Path) -> None:
+    """`ogv fake-opsgenie --counters-only` (the benchmarks' stand-in) answers as ever and
+    counts its calls, keeping none of them."""
+    scenario_file = tmp_path / "scenario.json"
+    good = {"good": KeyScenario(account="acme"), "other": KeyScenario(account="umbrella")}
+    scenario_file.write_text(Scenario(keys=good).to_json())
+    ogv = Path(sys.executable).with_name("ogv")
+    command = [str(ogv), "fake-opsgenie", "--port", "0", "--scenario", str(scenario_file)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with subprocess.Popen(
+        [*command, "--counters-only"], stdout=subprocess.PIPE, text=True, env=env
+    ) as process:
+        assert process.stdout is not None
+        url = process.stdout.readline().rsplit(" ", 1)[1].strip()
+        for key in ("good", "good", "other"):
+            assert probe(url, ALERTS, key).status == 200
+        with urllib.request.urlopen(url + "_fake/stats", timeout=5) as answer:
+            stats = json.load(answer)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=5) == 0
+    assert stats == {
+        "calls_by_key": {},
+        "calls_by_account": {"acme": 2, "umbrella": 1},
+        "calls_by_host": {"opsgenie": 3},
+        "max_calls_per_second_by_account": {"acme": 2, "umbrella": 1},
+        "total": 3,
+        "kept": "counters",
+    }

@@ -41,8 +41,16 @@ class Claim:
     integration_id: int
     team_id: str
     attempts: int
+    """Calls made for this request so far, both checks of a confirmation together."""
     confirming: Outcome | None = None
     """The failing verdict this attempt must confirm (a `confirming` request's)."""
+    first_check_attempts: int = 0
+    """The first check's share of `attempts`, once a second check is due."""
+
+    @property
+    def check_attempts(self) -> int:
+        """Calls made by this check alone: what its retries are counted against."""
+        return self.attempts - self.first_check_attempts
 
 
 def claim_one(session: Session, request_id: uuid.UUID, lease: timedelta) -> list[Claim]:
@@ -87,6 +95,7 @@ def _claim(session: Session, which: ColumnElement[bool], lease: timedelta) -> li
             columns.team_id,
             columns.attempts,
             columns.confirming_outcome,
+            func.coalesce(columns.first_check_attempts, 0),
         )
     )
     return sorted((Claim(*row) for row in rows), key=lambda claim: claim.id)

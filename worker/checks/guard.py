@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 import time
@@ -157,10 +158,20 @@ class Trip:
     changes: int
     accounts: int
     window: float
+    number: int = 0
+    """Which trip of its base URL this is (the window's `trips`): names it once."""
+    event_id: int | None = field(default=None, compare=False)
+    """Its row in `base_url_events`, once recorded: what the webhook task reads."""
 
     @property
     def event(self) -> str:
         return "guard.tripped"
+
+    @property
+    def key(self) -> str:
+        """The same idempotency key for every delivery of this trip's document."""
+        digest = hashlib.sha256(f"{self.base_url}|{self.number}".encode()).hexdigest()[:24]
+        return f"ogv-{self.event}-{digest}"
 
     def document(self) -> dict[str, Any]:
         """The webhook's JSON: counts and a base URL, never a key."""
@@ -218,7 +229,8 @@ def admit(
             allowed += 1
             continue
         window.tripped_at, window.trips = now, window.trips + 1
-        trip = Trip(base_url, datetime.fromtimestamp(now, UTC), *totals, thresholds.window)
+        at = datetime.fromtimestamp(now, UTC)
+        trip = Trip(base_url, at, *totals, thresholds.window, number=window.trips)
     return Admission(allowed, trip, reset)
 
 

@@ -196,6 +196,8 @@ class _Claimed:
     attempts: int
     found: Target | Result
     confirming: Outcome | None = None
+    first_check_attempts: int = 0
+    """The first check's share of `attempts` (a second check's retries count from it)."""
 
 
 def run_attempt(request_id: uuid.UUID, deps: Collaborators) -> Step:
@@ -213,7 +215,10 @@ def _run(claim: Callable[[Session], Sequence[claims.Claim]], deps: Collaborators
     with deps.sessions.begin() as session:
         requests = claim(session)
         found = resolve_many(session, requests, deps.vault, deps.options.default_probe)
-        claimed = [_Claimed(r.id, r.attempts, found[r.id], r.confirming) for r in requests]
+        claimed = [
+            _Claimed(r.id, r.attempts, found[r.id], r.confirming, r.first_check_attempts)
+            for r in requests
+        ]
     if not claimed:
         return Report()
     started, clock = utcnow(), time.monotonic()
@@ -342,12 +347,13 @@ def _settle(
         target = item.found if isinstance(item.found, Target) else None
         called = target is not None and not isinstance(answer, NOT_CALLED)
         attempts = item.attempts + 1 if called else item.attempts
+        own = attempts - item.first_check_attempts  # this check's, what retries count
         if isinstance(answer, TransientError) and target is not None:
-            if isinstance(answer, NOT_CALLED) or not deps.policy.exhausted(attempts):
-                delay = deps.policy.delay_for(answer, max(attempts, 1))
+            if isinstance(answer, NOT_CALLED) or not deps.policy.exhausted(own):
+                delay = deps.policy.delay_for(answer, max(own, 1))
                 retries.append(_Retry(item.request_id, target, answer, attempts, delay))
                 continue
-            answer = give_up(target, answer, attempts)
+            answer = give_up(target, answer, own)
         assert isinstance(answer, Result)
         result = records.fitted(answer)
         completions.append(
@@ -450,14 +456,21 @@ def _count_refused(
         if item.request_id in refused:
             target = item.found if isinstance(item.found, Target) else None
             name = _error_name(refused[item.request_id])
-            step = _count_refused_write(item.request_id, target, item.attempts + 1, name, deps)
+            step = _count_refused_write(
+                item.request_id, target, item.attempts + 1, name, deps, item.first_check_attempts
+            )
             if step is not None:
                 steps[item.request_id] = step
     return steps
 
 
 def _count_refused_write(
-    request_id: uuid.UUID, target: Target | None, attempts: int, error: str, deps: Collaborators
+    request_id: uuid.UUID,
+    target: Target | None,
+    attempts: int,
+    error: str,
+    deps: Collaborators,
+    first_check_attempts: int = 0,
 ) -> Step | None:
     """Count the attempt of a request whose outcome was refused, in a transaction of its
     own holding nothing from upstream; end the request once attempts run out.
@@ -467,7 +480,7 @@ def _count_refused_write(
     lapses, and the sweeper hands it on).
     """
     count: Callable[[Session], Step]
-    if deps.policy.exhausted(attempts):
+    if deps.policy.exhausted(attempts - first_check_attempts):
         count = functools.partial(_give_up_writing, request_id, target, attempts, error)
     else:
         count = functools.partial(_retry_writing, request_id, attempts, error, deps.policy)

@@ -25,16 +25,19 @@ database's write lock), and a transition is one more UPDATE under that lock. So
 however many worker processes record at once, a transition happens exactly once,
 and its `Transition` is returned to the one caller that made it, to announce:
 the `platform.unavailable` / `platform.recovered` log event, a metric, and the
-webhook document. Nothing here ever sees a key.
+webhook document. The document is written in the same transaction
+(`base_url_events`, `event_id`), so a lost message is sent again by the outbox
+sweeper. Nothing here ever sees a key.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -42,6 +45,7 @@ from sqlalchemy import Row, bindparam, case, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import Outcome, PlatformHealth, utcnow
+from worker.checks import base_url_events
 
 # `ogv status` and `ogv health` read `states` and `describe` only: the checks'
 # HTTP client, rules and metrics are imported where the workers use them.
@@ -92,6 +96,8 @@ class Transition:
     answers: int
     """The answers of the window that decided it."""
     unrecognised: int
+    event_id: int | None = field(default=None, compare=False)
+    """Its row in `base_url_events`, once recorded: what the webhook task reads."""
 
     @property
     def event(self) -> str:
@@ -183,7 +189,8 @@ def record(
 ) -> list[Transition]:
     """Add one batch's tallies to their windows; return the transitions they made.
 
-    One upsert per base URL, plus one UPDATE when it changes state. Rows are taken
+    One upsert per base URL, plus one UPDATE and the event's row when it changes
+    state. Rows are taken
     in base-URL order, so two batches that share base URLs never deadlock. Never
     commits: the caller's transaction holds the row locks until it ends.
     """
@@ -194,7 +201,11 @@ def record(
         transition = _decide(base_url, row, thresholds, now)
         if transition is not None:
             _restart(session, base_url, transition, now)
-            transitions.append(transition)
+            document = transition.document()
+            event_id = base_url_events.record(
+                session.connection(), idempotency_key(document), base_url, document
+            )
+            transitions.append(dataclasses.replace(transition, event_id=event_id))
     return transitions
 
 

@@ -52,6 +52,7 @@ from models import (
 )
 from models.db import from_arrays, one_of
 from models.integration import JSM_FAILS, JSM_WORKS
+from worker.checks import base_url_events
 from worker.checks.guard import Guard, Trip, Windows
 from worker.checks.requests import FINAL_STATES
 from worker.checks.rules import Result, Target
@@ -298,8 +299,9 @@ def _closed(
 
 def _confirming(completion: Completion, due: datetime, batch_id: uuid.UUID) -> dict[str, Any]:
     """The request's columns while its failing verdict waits for a second check, due
-    at `due` in batch `batch_id`. Its attempts start again: the second check is a
-    check of its own."""
+    at `due` in batch `batch_id`. `attempts` goes on counting through the second
+    check; `first_check_attempts` keeps the first one's share, so that the second
+    check gets as many retries as a check of its own."""
     result = completion.result
     return fit(
         _REQUESTS,
@@ -311,7 +313,8 @@ def _confirming(completion: Completion, due: datetime, batch_id: uuid.UUID) -> d
             "before the team's status changes.",
             "http_status": result.http_status,
             "error_code": result.error_code,
-            "attempts": 0,
+            "attempts": completion.attempts,
+            "first_check_attempts": completion.attempts,
             "lease_until": None,
             "next_attempt_at": due,
             "batch_id": batch_id,
@@ -437,11 +440,19 @@ def _admit(
             waiting.checks[base_url],
             [completion.target.account for _, completion in queued if completion.target],
         )
-        applied.trips.extend([admission.trip] if admission.trip else [])
+        if admission.trip is not None:
+            applied.trips.append(record_trip(connection, admission.trip))
         for team, completion in queued[: admission.allowed]:
             changes.extend(_changed(team, completion))
         applied.held.extend(completion for _, completion in queued[admission.allowed :])
     return changes
+
+
+def record_trip(connection: Connection, trip: Trip) -> Trip:
+    """`trip` with the id of its document's row, written in the batch's transaction: a
+    trip (its base URL and number) is recorded, and announced, once."""
+    event_id = base_url_events.record(connection, trip.key, trip.base_url, trip.document())
+    return dataclasses.replace(trip, event_id=event_id)
 
 
 def _changed(team: _TeamNow, completion: Completion) -> list[dict[str, Any]]:

@@ -15,7 +15,6 @@ from typing import Any, cast
 
 from sqlalchemy import (
     Table,
-    func,
     select,
     tuple_,
 )
@@ -29,6 +28,7 @@ from models import (
     utcnow,
 )
 from models.db import from_arrays
+from models.ids import new_request_id, request_id_sql
 from worker.errors import RecordError
 
 FINAL_STATES = (RequestState.DONE, RequestState.FAILED)
@@ -140,25 +140,25 @@ def insert_pending(session: Session, rows: list[dict[str, Any]], **same: Any) ->
     `integration_id`, `team_id` and any other column), `same` the columns they
     all share (`pending_columns`, say). The dispatcher inserts a page at a time:
     on PostgreSQL one INSERT ... SELECT over one array per column that differs,
-    with ids from gen_random_uuid(); elsewhere a Core executemany.
+    with time-ordered ids made by PostgreSQL (`models.ids`); elsewhere a Core executemany.
     """
     if not rows:
         return
     ordered = in_index_order(rows)
     skipping = insert_skipping_active(session, _REQUESTS)
     if session.get_bind().dialect.name == "postgresql":
-        given = from_arrays(_REQUESTS, ordered, id=func.gen_random_uuid(), **same)
+        given = from_arrays(_REQUESTS, ordered, id=request_id_sql(), **same)
         session.connection().execute(skipping.from_select(*given))
     else:
         session.connection().execute(
-            skipping, [{"id": uuid.uuid4(), **row, **same} for row in ordered]
+            skipping, [{"id": new_request_id(), **row, **same} for row in ordered]
         )
 
 
 def request_row(ask: Ask, requested_by: Requester, now: datetime, **columns: Any) -> dict[str, Any]:
     """The columns of a new pending request for `ask`, for `insert_skipping_active`."""
     return {
-        "id": uuid.uuid4(),
+        "id": new_request_id(),
         "organization_id": ask.organization_id,
         "integration_id": ask.integration_id,
         "team_id": ask.team_id,

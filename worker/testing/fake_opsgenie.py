@@ -173,15 +173,54 @@ def _max_in_window(times: list[float], window: float = 1.0) -> int:
     return best
 
 
-class _State:
-    """Scenario, counters and the call log; shared by the server and its controller."""
+class _Counters:
+    """What `stats` reports, counted as calls arrive instead of kept call by call: its
+    size grows with the accounts and hosts, never with the calls (a benchmark's million
+    calls would otherwise keep a million records)."""
 
-    def __init__(self, scenario: Scenario) -> None:
+    def __init__(self) -> None:
+        self.total = 0
+        self.by_account: Counter[str] = Counter()
+        self.by_host: Counter[str] = Counter()
+        self.recent: dict[str, deque[float]] = {}
+        """Per account, the calls of the last second (for the busiest second)."""
+        self.busiest: Counter[str] = Counter()
+
+    def add(self, account: str, host: str, at: float) -> None:
+        self.total += 1
+        self.by_account[account] += 1
+        self.by_host[host] += 1
+        recent = self.recent.setdefault(account, deque())
+        while recent and at - recent[0] >= 1.0:
+            recent.popleft()
+        recent.append(at)
+        self.busiest[account] = max(self.busiest[account], len(recent))
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "calls_by_key": {},
+            "calls_by_account": dict(self.by_account),
+            "calls_by_host": dict(self.by_host),
+            "max_calls_per_second_by_account": dict(self.busiest),
+            "total": self.total,
+            "kept": "counters",
+        }
+
+
+class _State:
+    """Scenario, counters and the call log; shared by the server and its controller.
+
+    With `keep_calls` False (`ogv fake-opsgenie --counters-only`, for benchmarks) no
+    call is kept: `stats` comes from `_Counters`, and the call log stays empty.
+    """
+
+    def __init__(self, scenario: Scenario, keep_calls: bool = True) -> None:
         self._lock = threading.Lock()
         self._scenario = scenario
         self._attempts: Counter[str] = Counter()
         self._admitted: dict[str, deque[float]] = {}
         self._calls: list[RecordedCall] = []
+        self._counters = None if keep_calls else _Counters()
 
     @property
     def scenario(self) -> Scenario:
@@ -207,6 +246,8 @@ class _State:
         self._attempts.clear()
         self._admitted.clear()
         self._calls.clear()
+        if self._counters is not None:
+            self._counters = _Counters()
 
     def calls(self) -> list[RecordedCall]:
         with self._lock:
@@ -284,6 +325,9 @@ class _State:
         now: float,
         plan: _Plan,
     ) -> None:
+        if self._counters is not None:
+            self._counters.add(account, host, now)
+            return
         headers = {
             h: request.headers[h] for h in ("Accept", "Content-Type") if h in request.headers
         }
@@ -302,6 +346,9 @@ class _State:
         self._calls.append(call)
 
     def stats(self) -> dict[str, Any]:
+        if self._counters is not None:
+            with self._lock:
+                return self._counters.stats()
         calls = self.calls()
         by_account: dict[str, list[float]] = {}
         for call in calls:
@@ -612,9 +659,10 @@ def _make_app(state: _State) -> web.Application:
     return app
 
 
-def build_app(scenario: Scenario) -> web.Application:
-    """The fake's aiohttp application, serving ``scenario``."""
-    return _make_app(_State(scenario))
+def build_app(scenario: Scenario, keep_calls: bool = True) -> web.Application:
+    """The fake's aiohttp application, serving ``scenario``; with ``keep_calls`` False it
+    keeps counters only (see `_State`)."""
+    return _make_app(_State(scenario, keep_calls))
 
 
 # --- running it ------------------------------------------------------------------------
@@ -767,8 +815,10 @@ class FakeOpsgenie:
         return self._state.calls()
 
 
-async def _serve_until_signalled(host: str, port: int, scenario: Scenario) -> None:
-    runner, bound_port = await _start(build_app(scenario), host, port)
+async def _serve_until_signalled(
+    host: str, port: int, scenario: Scenario, keep_calls: bool
+) -> None:
+    runner, bound_port = await _start(build_app(scenario, keep_calls), host, port)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -803,6 +853,6 @@ async def _freeze_what_is_kept() -> None:
         gc.freeze()
 
 
-def serve(host: str, port: int, scenario: Scenario) -> None:
+def serve(host: str, port: int, scenario: Scenario, keep_calls: bool = True) -> None:
     """Serve in the foreground until SIGINT or SIGTERM (the ``ogv fake-opsgenie`` command)."""
-    asyncio.run(_serve_until_signalled(host, port, scenario))
+    asyncio.run(_serve_until_signalled(host, port, scenario, keep_calls))

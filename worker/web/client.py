@@ -31,6 +31,7 @@ from worker.checks.requests import Ask, IdempotencyConflict
 from worker.database import session_factory
 from worker.enqueue import (
     RequestView,
+    expired,
     get_request,
     request_validation,
     request_validations,
@@ -129,6 +130,11 @@ class ValidationClient:
         """The request's current state and outcome; None if there is no such request."""
         parsed = _parse_id(request_id)
         return get_request(self.sessions, parsed) if parsed else None
+
+    def expired(self, request_id: uuid.UUID | str) -> bool:
+        """Whether a request not on record was pruned by the retention (HTTP 410)."""
+        parsed = _parse_id(request_id)
+        return expired(self.sessions, parsed) if parsed else False
 
     def wait(self, request_id: uuid.UUID | str, timeout: float) -> RequestView | None:
         """Block up to `timeout` seconds for the outcome (less when the request is

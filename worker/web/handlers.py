@@ -115,8 +115,15 @@ async def post_validation(request: web.Request) -> web.Response:
 
 async def get_validation(request: web.Request) -> web.Response:
     client = request.app[CLIENT]
-    view = await off_loop(lambda: client.get(request.match_info["request_id"]))
-    if view is None or not caller(request).sees(view.organization_id):
+    request_id = request.match_info["request_id"]
+    view = await off_loop(lambda: client.get(request_id))
+    if view is None:
+        if await off_loop(lambda: client.expired(request_id)):
+            raise ApiError(
+                410, "expired", "the validation request is older than the retention and was pruned"
+            )
+        raise ApiError(404, "not_found", "no such validation request")
+    if not caller(request).sees(view.organization_id):
         raise ApiError(404, "not_found", "no such validation request")
     return json_response(to_json(view))
 

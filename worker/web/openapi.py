@@ -40,6 +40,7 @@ ERROR_CODES = {
     "unauthorized": "401: no bearer token, or the wrong one",
     "forbidden": "403: the token lacks the route's scope, or may not ask for that organization",
     "not_found": "404: no such request, team, organization or route",
+    "expired": "410: the request was older than OGV_REQUEST_RETENTION_DAYS and was pruned",
     "method_not_allowed": "405: the route exists, not with that method",
     "idempotency_conflict": "409: the Idempotency-Key was used for another team",
     "too_large": "413: the body is over the size limit",
@@ -72,6 +73,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         403: "Forbidden",
         404: "NotFound",
         409: "IdempotencyConflict",
+        410: "Expired",
         413: "TooLarge",
         415: "UnsupportedMediaType",
         422: "InvalidRequest",
@@ -168,6 +170,10 @@ def _responses() -> dict[str, Any]:
         ),
         "NotFound": _error_response(
             "`not_found`: no such resource, or one of an organization the token may not see."
+        ),
+        "Expired": _error_response(
+            "`expired`: the request finished longer ago than the retention "
+            "(OGV_REQUEST_RETENTION_DAYS) and was pruned; its team's status is still there."
         ),
         "IdempotencyConflict": _error_response(
             "`idempotency_conflict`: the Idempotency-Key was used for another team."
@@ -354,7 +360,7 @@ def _paths() -> dict[str, Any]:
                 ],
                 "responses": {
                     "200": _json(_ref("ValidationRequest"), "The request."),
-                    **_errors(400, 401, 404, 500, 503),
+                    **_errors(400, 401, 404, 410, 500, 503),
                 },
             }
         },

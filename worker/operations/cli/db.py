@@ -29,3 +29,30 @@ def db_upgrade(as_json: JsonOption = False) -> None:
             else "the schema was already up to date"
         ),
     )
+
+
+@app.command("prune")
+def db_prune(as_json: JsonOption = False) -> None:
+    """Run every retention now (requests, status history, audit log) and say what it
+    deleted."""
+    from models.db import session_factory
+    from worker.periodic.retention import prune_everything
+    from worker.settings import get_settings
+
+    settings = get_settings()
+    pruned = prune_everything(
+        session_factory(settings.effective_database_url),
+        request_retention_days=settings.request_retention_days,
+        history_retention_days=settings.history_retention_days,
+        audit_retention_days=settings.audit_retention_days,
+    )
+    emit(
+        pruned.as_dict(),
+        as_json,
+        lambda: console.print(
+            f"deleted {pruned.requests} finished requests older than "
+            f"{settings.request_retention_days} days, {pruned.history} status changes "
+            f"older than {settings.history_retention_days} days and {pruned.audit} audit "
+            f"events older than {settings.audit_retention_days} days"
+        ),
+    )

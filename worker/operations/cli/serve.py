@@ -22,6 +22,13 @@ def fake_opsgenie(
         Path | None,
         typer.Option(help="A scenario JSON file (format: worker/testing/scenario.py)."),
     ] = None,
+    counters_only: Annotated[
+        bool,
+        typer.Option(
+            "--counters-only",
+            help="Keep counters for /_fake/stats, not every call (benchmarks).",
+        ),
+    ] = False,
 ) -> None:
     """Serve the built-in fake Opsgenie for tests and demos.
 
@@ -71,7 +78,7 @@ def fake_opsgenie(
     from worker.testing.scenario import Scenario
 
     loaded = Scenario.from_json(scenario.read_text()) if scenario else Scenario(keys={})
-    serve(host, port, loaded)
+    serve(host, port, loaded, keep_calls=not counters_only)
 
 
 @app.command()
