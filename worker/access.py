@@ -56,6 +56,7 @@ BOOTSTRAP_NAME = "OGV_API_TOKEN"
 LOCAL_NAME = "insecure-local"
 
 _NAME = re.compile(NAME_PATTERN)
+_HASH = re.compile(r"[0-9a-f]{64}")
 
 
 class Scope(enum.StrEnum):
@@ -294,22 +295,32 @@ class Verifier:
 
     def cached(self, token: bytes) -> Caller | _Miss | None:
         """The caller of `token` if known without a database read, else MISS."""
-        digest = hashlib.sha256(token).digest()
+        return self.cached_hash(token_hash(token))
+
+    def cached_hash(self, hashed: str) -> Caller | _Miss | None:
+        """`cached` for a token known by its hash (`token_hash`), as the console's
+        session cookie names it; a malformed hash is nobody's."""
+        if not _HASH.fullmatch(hashed):
+            return None
+        digest = bytes.fromhex(hashed)
         # Every bootstrap token is compared, in constant time, whatever matched.
         if sum(hmac.compare_digest(digest, known) for known in self._bootstrap):
             return BOOTSTRAP
         with self._lock:
-            verdict = self._verdicts.get(digest.hex())
+            verdict = self._verdicts.get(hashed)
         if verdict is None or verdict.until <= self._clock():
             return MISS
         return _live(verdict.caller)
 
     def verify(self, token: bytes) -> Caller | None:
         """The caller of `token`, or None: unknown, revoked or expired."""
-        known = self.cached(token)
+        return self.verify_hash(token_hash(token))
+
+    def verify_hash(self, hashed: str) -> Caller | None:
+        """`verify` for a token known by its hash (`token_hash`)."""
+        known = self.cached_hash(hashed)
         if not isinstance(known, _Miss):
             return known
-        hashed = token_hash(token)
         with self._sessions.begin() as session:
             row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hashed))
             if row is None or not hmac.compare_digest(row.token_hash, hashed):

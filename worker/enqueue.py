@@ -122,6 +122,13 @@ def publish_batch(app: Celery, batch_id: uuid.UUID, countdown: float | None = No
     app.send_task(BATCH_TASK, args=[str(batch_id)], countdown=countdown or None)
 
 
+def publish_notices(app: Celery, change_ids: Sequence[int]) -> None:
+    """Ask for the status webhook of each recorded change (`team_status_changes` ids);
+    the outbox sweeper sends again what is lost on the way."""
+    for change_id in change_ids:
+        app.send_task(NOTIFY_TASK, args=[change_id])
+
+
 @dataclass(frozen=True)
 class Submitted:
     """The answer to a request for a check: the request as recorded, and whether it is new."""

@@ -40,7 +40,7 @@ from models import (
     utcnow,
 )
 from models.db import one_of
-from worker import cursors
+from worker import audit, cursors
 from worker.checks import guard
 
 if TYPE_CHECKING:
@@ -56,6 +56,8 @@ log = logging.getLogger("ogv.held")
 
 DEFAULT_PAGE = cursors.DEFAULT_PAGE
 MAX_PAGE = cursors.MAX_PAGE
+AUDITED_TEAMS = 100
+"""Team ids an audit event of a release or discard names at most (it counts them all)."""
 
 
 @dataclass(frozen=True)
@@ -304,6 +306,50 @@ def _insert_changes(
         for h in held
     ]
     return insert_changes(session.connection(), rows)
+
+
+def release_audited(session: Session, selection: Selection, actor: str) -> Released:
+    """`release`, and its `changes.release` audit event by `actor`, in `session`'s
+    transaction: what `ogv changes release` and the console's button do."""
+    released = release(session, selection)
+    audit.record(
+        session,
+        actor,
+        "changes.release",
+        target=audit_target(selection),
+        details={
+            "released": len(released.changes),
+            "dropped": released.dropped,
+            "teams": [change.team_id for change in released.changes[:AUDITED_TEAMS]],
+        },
+    )
+    return released
+
+
+def discard_audited(session: Session, selection: Selection, actor: str) -> list[Ask]:
+    """`discard`, and a `changes.discard` audit event by `actor` per organization, in
+    `session`'s transaction: what `ogv changes discard` and the console's button do."""
+    asks = discard(session, selection)
+    by_organization: dict[int, list[str]] = {}
+    for ask in asks:
+        by_organization.setdefault(ask.organization_id, []).append(ask.team_id)
+    for organization_id, teams in by_organization.items():
+        audit.record(
+            session,
+            actor,
+            "changes.discard",
+            organization_id=organization_id,
+            target=audit_target(selection),
+            details={"discarded": len(teams), "teams": teams[:AUDITED_TEAMS]},
+        )
+    return asks
+
+
+def audit_target(selection: Selection) -> str:
+    """What an operator named, for the audit log: a base URL, teams, or everything."""
+    if selection.base_url is not None:
+        return selection.base_url
+    return f"{len(selection.team_ids)} teams" if selection.team_ids else "all"
 
 
 def log_released(changes: Sequence[StatusChange]) -> None:

@@ -32,24 +32,6 @@ TeamOption = Annotated[
 AllOption = Annotated[bool, typer.Option("--all", help="Every held change.")]
 
 
-AUDITED_TEAMS = 100
-"""Team ids an audit event of a release or discard names at most (it counts them all)."""
-
-
-def _target(selection: Any) -> str:
-    """What an operator named, for the audit log: a base URL, teams, or everything."""
-    if selection.base_url is not None:
-        return str(selection.base_url)
-    return f"{len(selection.team_ids)} teams" if selection.team_ids else "all"
-
-
-def _by_organization(asks: Sequence[Any]) -> dict[int, list[str]]:
-    found: dict[int, list[str]] = {}
-    for ask in asks:
-        found.setdefault(ask.organization_id, []).append(ask.team_id)
-    return found
-
-
 def _held_selection(
     base_url: str | None,
     team_ids: Sequence[str] | None,
@@ -206,26 +188,14 @@ def changes_release(
     settings = get_settings()
     log_events(settings)
     with session_factory().begin() as session:
-        released = held.release(session, selection)
-        audit.record(
-            session,
-            audit.cli_actor(),
-            "changes.release",
-            target=_target(selection),
-            details={
-                "released": len(released.changes),
-                "dropped": released.dropped,
-                "teams": [change.team_id for change in released.changes[:AUDITED_TEAMS]],
-            },
-        )
+        released = held.release_audited(session, selection, audit.cli_actor())
     held.log_released(released.changes)
     if settings.status_webhook_url and released.changes:
         from worker.celery import app as celery_app
-        from worker.enqueue import NOTIFY_TASK
+        from worker.enqueue import publish_notices
 
         # As the workers do; the outbox sweeper sends again what is lost on the way.
-        for change in released.changes:
-            celery_app.send_task(NOTIFY_TASK, args=[change.id])
+        publish_notices(celery_app, [change.id for change in released.changes])
     summary = {
         "released": len(released.changes),
         "dropped": released.dropped,
@@ -260,16 +230,7 @@ def changes_discard(
     settings = get_settings()
     sessions = session_factory()
     with sessions.begin() as session:
-        asks = held.discard(session, selection)
-        for organization_id, teams in _by_organization(asks).items():
-            audit.record(
-                session,
-                audit.cli_actor(),
-                "changes.discard",
-                organization_id=organization_id,
-                target=_target(selection),
-                details={"discarded": len(teams), "teams": teams[:AUDITED_TEAMS]},
-            )
+        asks = held.discard_audited(session, selection, audit.cli_actor())
     rechecked = recheck.check_again(
         sessions, celery_app, asks, requested_by=Requester.CLI, batch_size=settings.batch_size
     )
