@@ -8,6 +8,7 @@ from sqlalchemy import (
     BigInteger,
     Date,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -123,8 +124,12 @@ class Team(Base):
     __table_args__ = (
         # Also the index for look-ups by organization integration alone.
         UniqueConstraint("organization_integration_id", "label"),
-        # A check rewrites only columns that no index covers: with room left on the
-        # page, PostgreSQL keeps the new row version there without new index entries.
+        # The console's counts by status, per organization and per platform: an
+        # index-only scan that GROUP BY reads in order, however many teams there are.
+        Index("ix_teams_link_status", "organization_integration_id", "status"),
+        # A check rewrites only columns that no index covers (status only when it
+        # changes, which is rare): with room left on the page, PostgreSQL keeps the
+        # new row version there without new index entries.
         {"postgresql_with": {"fillfactor": 90}},
     )
 

@@ -101,9 +101,11 @@ def test_upgrade_is_idempotent(tmp_path: Path) -> None:
 
 
 def test_a_checks_team_write_is_a_hot_update_on_postgres(postgres_url: str) -> None:
-    # A check rewrites a team's status columns, which no index covers. With room
-    # left on the page (fillfactor 90) the new row version stays there and no
-    # index gets an entry: a HOT update. On a page filled to the brim it is not.
+    # A check rewrites a team's check columns, which no index covers, and its status,
+    # which the console's index (organization_integration_id, status) covers. With
+    # room left on the page (fillfactor 90) a check that keeps the status, as nearly
+    # every check does, stays on the page and no index gets an entry: a HOT update.
+    # A change of status, which is rare, adds an entry to that index.
     engine = create_engine(postgres_url)
     with engine.connect() as connection:
         assert connection.exec_driver_sql(
@@ -122,23 +124,31 @@ def test_a_checks_team_write_is_a_hot_update_on_postgres(postgres_url: str) -> N
             "INSERT INTO teams (id, organization_integration_id, label, encrypted_key, "
             "key_version, status, created_at) "
             "SELECT '990001-hot-' || n, 990001, 'hot-' || n, "
-            "convert_to(repeat('k', 120), 'UTF8'), 1, 'unknown', now() "
+            "convert_to(repeat('k', 120), 'UTF8'), 1, 'valid', now() "
             "FROM generate_series(1, 200) AS n"
         )
-        first_on_a_full_page = connection.exec_driver_sql(
-            "SELECT id FROM teams WHERE organization_integration_id = 990001 ORDER BY ctid LIMIT 1"
-        ).scalar_one()
+        first, second = connection.exec_driver_sql(
+            "SELECT id FROM teams WHERE organization_integration_id = 990001 ORDER BY ctid LIMIT 2"
+        ).scalars()
         connection.exec_driver_sql(
-            "UPDATE teams SET status = 'valid', status_changed_at = now(), "
-            "last_checked_at = now(), last_http_status = 200 WHERE id = %(id)s",
-            {"id": first_on_a_full_page},
+            "UPDATE teams SET status = 'valid', last_checked_at = now(), "
+            "last_http_status = 200 WHERE id = %(id)s",
+            {"id": first},
         )
-        hot, updated = connection.exec_driver_sql(
+        kept = connection.exec_driver_sql(
+            "SELECT n_tup_hot_upd, n_tup_upd FROM pg_stat_xact_user_tables WHERE relname = 'teams'"
+        ).one()
+        connection.exec_driver_sql(
+            "UPDATE teams SET status = 'invalid_key', status_changed_at = now(), "
+            "last_checked_at = now(), last_http_status = 401 WHERE id = %(id)s",
+            {"id": second},
+        )
+        changed = connection.exec_driver_sql(
             "SELECT n_tup_hot_upd, n_tup_upd FROM pg_stat_xact_user_tables WHERE relname = 'teams'"
         ).one()
         connection.rollback()
     engine.dispose()
-    assert (hot, updated) == (1, 1)
+    assert (tuple(kept), tuple(changed)) == ((1, 1), (1, 2))
 
 
 def test_postgres_migrates_down_to_0002_and_back(postgres_url: str) -> None:
