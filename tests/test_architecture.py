@@ -41,7 +41,14 @@ FLOORS: list[tuple[str, ...]] = [
         "worker.access",
     ),
     ("worker.enqueue",),
-    ("worker.periodic", "worker.tasks", "worker.celery", "worker.web", "worker.client"),
+    (
+        "worker.periodic",
+        "worker.tasks",
+        "worker.celery",
+        "worker.web",
+        "worker.web.console",
+        "worker.client",
+    ),
     ("worker.operations",),
 ]
 """The floors, lowest first; a module's floor is that of its longest matching name."""

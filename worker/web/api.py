@@ -14,6 +14,9 @@
     GET  /v1/audit                             the audit log, newest first (?organization_id,
                                                action, since, limit, cursor)
 
+    /console                                   the operators' console (worker/web/console/):
+                                               HTML pages, signed in with an operate token
+
 Every /v1 route but the document needs `Authorization: Bearer <token>`: a token of
 `ogv tokens create` with the route's scope (worker/web/scopes.py), or one of
 OGV_API_TOKEN's.
@@ -60,6 +63,7 @@ from worker.web.config import (
     StartRefused,
     api_config,
 )
+from worker.web.console.routes import add_console
 from worker.web.grouping import Gatherer
 from worker.web.inputs import BODY_LIMIT
 from worker.web.middleware import access_log_middleware, auth_middleware, errors_middleware
@@ -112,6 +116,7 @@ def build_app(client: ValidationClient, config: ApiConfig) -> web.Application:
     app.router.add_get("/v1/audit", handlers.list_audit)
     app.router.add_get("/v1/openapi.json", handlers.get_openapi)
     app.router.add_get("/healthz", handlers.healthz)
+    add_console(app)
     return app
 
 

@@ -7,6 +7,7 @@ document to every handler and middleware.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -16,6 +17,7 @@ from worker.access import CACHE_SECONDS, Verifier
 from worker.checks import guard
 from worker.settings import Settings
 from worker.web.client import ValidationClient
+from worker.web.console.session import derive_keys
 from worker.web.grouping import Gatherer
 
 LOCAL_HOSTS = frozenset({"127.0.0.1", "::1"})
@@ -45,6 +47,13 @@ class ApiConfig:
     """The API's name in `api_processes`; None: no heartbeat (an in-process test app)."""
     token_cache_seconds: float = CACHE_SECONDS
     """How long what a stored token is allowed stays known: a revocation takes this long."""
+    console_keys: tuple[bytes, ...] = field(default_factory=lambda: (secrets.token_bytes(32),))
+    """The console's cookie-signing keys (`derive_keys` of the encryption keys, so every
+    API of a deployment accepts the others' sessions); by default, one of its own."""
+    status_webhooks: bool = False
+    """OGV_STATUS_WEBHOOK_URL is set: a change the console releases asks for its webhook."""
+    batch_size: int = 250
+    """OGV_BATCH_SIZE: the console's discard asks for its re-checks in batches of this."""
 
 
 CLIENT = web.AppKey("client", ValidationClient)
@@ -70,4 +79,7 @@ def api_config(settings: Settings, host: str, insecure_local: bool) -> ApiConfig
         guard_windows=guard.windows_for(settings),
         guard_thresholds=guard.Thresholds.from_settings(settings),
         fingerprints=tuple(key_holders.fingerprints(settings)),
+        console_keys=derive_keys(settings.fernet_keys()),
+        status_webhooks=bool(settings.status_webhook_url),
+        batch_size=settings.batch_size,
     )

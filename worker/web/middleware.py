@@ -17,6 +17,7 @@ from aiohttp import web
 from worker.access import LOCAL, Caller
 from worker.web.answers import error_response
 from worker.web.config import CONFIG, VERIFIER
+from worker.web.console.routes import is_console_path
 from worker.web.errors import ApiError, off_loop
 from worker.web.inputs import BODY_LIMIT
 from worker.web.scopes import CALLER, forbidden, route_scope
@@ -136,8 +137,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     from the database off the event loop. Without OGV_API_TOKEN (--insecure-local)
     every caller may do everything.
     """
-    if request.path in PUBLIC_PATHS:
-        return await handler(request)
+    if request.path in PUBLIC_PATHS or is_console_path(request.path):
+        return await handler(request)  # the console signs in with its cookie (console/auth.py)
     if request.app[CONFIG].token is None:
         request[CALLER] = LOCAL
         return await handler(request)
