@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,10 +22,9 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
+from tests.support.browser import chromium
 from tests.support.monitoring import (
     FLOWER_PASSWORD,
     FLOWER_USER,
@@ -37,7 +34,7 @@ from tests.support.monitoring import (
     install_direct,
     running_flower,
 )
-from tests.support.services import ARTIFACTS, NAMESPACE, require
+from tests.support.services import ARTIFACTS, NAMESPACE
 from tests.support.stacks import Stack, ogv_command, open_stack, service_env, validate
 from worker.operations.flower import plan, run
 from worker.settings import Settings
@@ -45,40 +42,12 @@ from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.scenario import KeyScenario
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-CHROMIUM_FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1680,900",
-)
 
 
 @pytest.fixture
 def browser() -> Iterator[webdriver.Chrome]:
-    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not shutil.which(path)]
-    require(
-        "Chromium (apt-get install chromium chromium-driver)",
-        FileNotFoundError(f"no {' or '.join(missing)}") if missing else None,
-    )
-    profile = tempfile.mkdtemp(prefix="ogv-chromium-")
-    options = Options()
-    options.binary_location = CHROMIUM
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    # An explicit driver path: Selenium Manager must not try to download one.
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    try:
+    with chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def log_in(driver: webdriver.Chrome) -> None:

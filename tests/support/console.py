@@ -8,7 +8,6 @@ running service shows. Labels hold markup, to prove the pages escape it.
 
 from __future__ import annotations
 
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -16,7 +15,6 @@ from datetime import timedelta
 from sqlalchemy import update
 
 from models import (
-    GuardWindow,
     HeldChange,
     PlatformHealth,
     Team,
@@ -26,7 +24,7 @@ from models import (
 )
 from models.db import session_factory
 from tests.support.api import Account, install
-from worker.checks.guard import Bucket, Window
+from worker.checks.guard import DatabaseWindows, Thresholds, Windows
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.scenario import KeyScenario
 
@@ -47,7 +45,17 @@ class Fleet:
     unavailable_base_url: str
 
 
-def seed(database_url: str, fernet_key: str, fake: FakeOpsgenie) -> Fleet:
+def seed(
+    database_url: str,
+    fernet_key: str,
+    fake: FakeOpsgenie,
+    windows: Windows | None = None,
+    thresholds: Thresholds | None = None,
+) -> Fleet:
+    """Write the fleet; the guard's window where the API reads it (`windows`, by
+    default the database's)."""
+    windows = windows or DatabaseWindows()
+    thresholds = thresholds or Thresholds()
     labels = {
         "payments": TeamStatus.VALID,
         "billing": TeamStatus.VALID,
@@ -80,7 +88,7 @@ def seed(database_url: str, fernet_key: str, fake: FakeOpsgenie) -> Fleet:
                     last_http_status=401 if failing else 200,
                 )
             )
-        for day in range(0, 30, 3):  # a change every third day, more lately
+        for day in range(27, -1, -3):  # oldest first, as ids grow; more changes lately
             for n in range(1 + (30 - day) // 10):
                 session.add(
                     TeamStatusChange(
@@ -88,7 +96,7 @@ def seed(database_url: str, fernet_key: str, fake: FakeOpsgenie) -> Fleet:
                         request_id=uuid.uuid4(),
                         old_status=TeamStatus.VALID if n % 2 else TeamStatus.UNKNOWN,
                         new_status=TeamStatus.INVALID_KEY if n % 2 else TeamStatus.VALID,
-                        changed_at=now - timedelta(days=day, minutes=n),
+                        changed_at=now - timedelta(days=day, minutes=10 - n),
                     )
                 )
         unavailable = f"https://retired-{run}.example/"
@@ -112,16 +120,13 @@ def seed(database_url: str, fernet_key: str, fake: FakeOpsgenie) -> Fleet:
                 ),
             ]
         )
-        tripped = time.time() - 60
-        accounts = ["acct-a", "acct-b", "acct-c"]
-        window = Window({int(tripped // 30): Bucket(40, 30, accounts)}, tripped, 1)
-        session.add(
-            GuardWindow(
-                base_url=held_base_url,
-                buckets=window.to_json(),
-                tripped_at=now - timedelta(minutes=1),
-                trips=1,
-            )
+        # The guard trips as the workers trip it: 25 changes of 40 checks, 3 accounts.
+        windows.admit(
+            session.connection(),
+            held_base_url,
+            thresholds,
+            checks=40,
+            accounts=[f"acct-{n % 3}" for n in range(25)],
         )
         held = (busy.teams["billing"], busy.teams["search"])
         for team_id in held:

@@ -1,7 +1,7 @@
 """The console's charts: inline SVG drawn here, no script and no library.
 
 `changes_chart` draws status changes per day as stacked bars, one colour per
-status the teams changed to, with a scale, a date every week and a legend.
+status the teams changed to, with a scale, a date a week apart (ending on the last day) and a legend.
 Each bar has a `<title>` (the browser's tooltip) with that day's figures. The SVG
 scales to its container's width (`viewBox`); colours come from the stylesheet's
 classes (`s-valid`, ...), so the page needs no inline style.
@@ -42,7 +42,7 @@ def changes_chart(days: Sequence[Day]) -> Markup:
     slot = plot_w / len(days)
     bar = max(slot * 0.7, 1.0)
     parts: list[Markup] = []
-    for tick in (0, top // 2 if top > 1 else 0, top):
+    for tick in (0, top // 2, top) if top % 2 == 0 else (0, top):
         y = TOP + plot_h - plot_h * tick / top
         parts.append(
             html(
@@ -84,7 +84,7 @@ def changes_chart(days: Sequence[Day]) -> Markup:
                 segments=join(segments),
             )
         )
-        if index % 7 == 0 or index == len(days) - 1:
+        if (len(days) - 1 - index) % 7 == 0:  # a date a week apart, ending today
             parts.append(
                 html(
                     "<text class='axis' x='{x}' y='{y}' text-anchor='middle'>{label}</text>",

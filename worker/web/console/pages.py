@@ -184,7 +184,7 @@ def fleet(view: Fleet, visitor: Visitor) -> Markup:
                 change.team_id,
                 _org_link(change.organization_id),
                 html(
-                    "{old} → {new}",
+                    "<span>{old} → {new}</span>",
                     old=status_badge(change.old_status),
                     new=status_badge(change.new_status),
                 ),
@@ -486,7 +486,7 @@ def platforms(view: Platforms, visitor: Visitor) -> Markup:
                 row.account,
                 row.base_url,
                 html(
-                    "{old} → {new}",
+                    "<span>{old} → {new}</span>",
                     old=status_badge(row.old_status),
                     new=status_badge(row.new_status),
                 ),
