@@ -1,7 +1,8 @@
 """The console's charts: inline SVG drawn here, no script and no library.
 
 `changes_chart` draws status changes per day as stacked bars, one colour per
-status the teams changed to, with a scale, a date a week apart (ending on the last day) and a legend.
+status the teams changed to, with a scale, a date a week apart (ending on the
+last day) and a legend.
 Each bar has a `<title>` (the browser's tooltip) with that day's figures. The SVG
 scales to its container's width (`viewBox`); colours come from the stylesheet's
 classes (`s-valid`, ...), so the page needs no inline style.
