@@ -105,7 +105,9 @@ def install_teams(url: str, fernet_key: str, fake_url: str, count: int) -> list[
     vault = KeyVault([fernet_key.encode()])
     with session_factory(url).begin() as session:
         for i in range(1, count + 1):
-            session.add(Integration(id=i, account_name=f"bench-{i}", base_url=fake_url))
+            session.add(
+                Integration(id=i, organization_id=ORG, account_name=f"bench-{i}", base_url=fake_url)
+            )
             session.add(OrganizationIntegration(id=i, organization_id=ORG, integration_id=i))
             key = f"bench-key-{i}-{secrets.token_hex(8)}"
             session.add(

@@ -185,10 +185,11 @@ def install(bench: Bench, teams: int, accounts: int) -> None:
     fernet = Fernet(bench.fernet_key.encode())
     with psycopg.connect(libpq(bench.url)) as conn:
         with conn.cursor().copy(
-            "COPY integrations (id, provider, account_name, base_url, created_at) FROM STDIN"
+            "COPY integrations (id, organization_id, provider, account_name, base_url, "
+            "created_at) FROM STDIN"
         ) as copy:
             for a in range(1, accounts + 1):
-                copy.write_row((a, "opsgenie", account_name(a), bench.fake_url, now))
+                copy.write_row((a, 1000 + a, "opsgenie", account_name(a), bench.fake_url, now))
         with conn.cursor().copy(
             "COPY organization_integrations (id, organization_id, integration_id, status, "
             "created_at) FROM STDIN"

@@ -46,19 +46,23 @@ TEAM_ID_PATTERN = rf"^[1-9][0-9]{{0,9}}-{_LABEL_EDGE}(?:{_LABEL_CHAR}*{_LABEL_ED
 
 
 class Integration(Base):
-    """One Opsgenie account, however many organizations installed it.
+    """One organization's installation of an Opsgenie account.
 
-    `platform` names where the account lives (`worker.platforms`: `opsgenie`,
-    `opsgenie-eu`, `jsm-ops`), `probe` the probe its checks use; None follows the
-    platform's default (`OGV_PROBE` on Opsgenie). `migrated_on` and
-    `switched_off_on` are the days (UTC) the account migrated to JSM Operations and
-    its Opsgenie was switched off, as an operator recorded them: they bring the
-    account's deadline forward (`worker.platforms.sunset`).
+    An account name is typed by a user and proves nothing (SPEC §8): two
+    organizations naming the same account each have a row of their own, so nothing
+    one sets (its probe, its platform, a move) and nothing keyed by the row (pacing,
+    readiness) reaches the other. `platform` names where the account lives
+    (`worker.platforms`: `opsgenie`, `opsgenie-eu`, `jsm-ops`), `probe` the probe its
+    checks use; None follows the platform's default (`OGV_PROBE` on Opsgenie).
+    `migrated_on` and `switched_off_on` are the days (UTC) the account migrated to JSM
+    Operations and its Opsgenie was switched off, as an operator recorded them: they
+    bring the account's deadline forward (`worker.platforms.sunset`).
     """
 
     __tablename__ = "integrations"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    organization_id: Mapped[int] = mapped_column(BigInteger, index=True)
     provider: Mapped[str] = mapped_column(String(32), default=OPSGENIE_PROVIDER)
     account_name: Mapped[str] = mapped_column(String(ACCOUNT_MAX))
     base_url: Mapped[str] = mapped_column(String(BASE_URL_MAX))
@@ -68,11 +72,12 @@ class Integration(Base):
     switched_off_on: Mapped[date | None] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    __table_args__ = (UniqueConstraint("provider", "account_name", "base_url"),)
+    __table_args__ = (UniqueConstraint("organization_id", "provider", "account_name", "base_url"),)
 
 
 class OrganizationIntegration(Base):
-    """The link between one customer organization and one Opsgenie account."""
+    """The link between one customer organization and its integration (the row of
+    that organization's own: `organization_id` is the integration's too)."""
 
     __tablename__ = "organization_integrations"
 

@@ -12,6 +12,7 @@ from models import Integration, OrganizationIntegration, Team
 from models.crypto import KeyVault, UndecryptableKey
 from models.db import session_factory
 from worker import errors, inventory
+from worker.platforms import OPSGENIE_EU
 from worker.platforms.baseurl import BaseUrlError
 from worker.settings import OFFICIAL_BASE_URLS, Settings
 
@@ -20,28 +21,52 @@ def _org() -> int:
     return uuid.uuid4().int % 10**12 + 1
 
 
-def test_one_account_is_one_row_however_many_organizations(settings: Settings) -> None:
+def test_each_organization_gets_a_row_of_its_own_for_the_same_account(
+    settings: Settings,
+) -> None:
+    """SPEC §8: an account name proves nothing. Another organization installing the
+    same account (with another probe) gets its own row, and the first organization's
+    row, probe and link are untouched; installing again for one organization finds
+    its own row."""
     sessions = session_factory(settings.effective_database_url)
     account = f"acme-{uuid.uuid4().hex[:8]}"
+    first_org, second_org = _org(), _org()
     with sessions.begin() as session:
         first, link_a = inventory.add_integration(
             session,
-            organization_id=_org(),
+            organization_id=first_org,
             account_name=account,
             base_url="https://API.eu.opsgenie.com",
             allowed_base_urls=OFFICIAL_BASE_URLS,
+            platform=OPSGENIE_EU,
+            probe="alerts",
         )
         second, link_b = inventory.add_integration(
             session,
-            organization_id=_org(),
+            organization_id=second_org,
             account_name=account,
             base_url="https://api.eu.opsgenie.com/",
             allowed_base_urls=OFFICIAL_BASE_URLS,
+            platform=OPSGENIE_EU,
+            probe="authenticate",
         )
-        assert first.id == second.id and link_a.id != link_b.id
-        assert first.base_url == "https://api.eu.opsgenie.com/"
-        rows = session.scalars(select(Integration).where(Integration.account_name == account))
-        assert len(rows.all()) == 1
+        again, link_again = inventory.add_integration(
+            session,
+            organization_id=first_org,
+            account_name=account,
+            base_url="https://api.eu.opsgenie.com/",
+            allowed_base_urls=OFFICIAL_BASE_URLS,
+            platform=OPSGENIE_EU,
+        )
+        assert first.id != second.id and link_a.id != link_b.id
+        assert (again.id, link_again.id) == (first.id, link_a.id)
+        assert first.base_url == second.base_url == "https://api.eu.opsgenie.com/"
+        rows = session.scalars(select(Integration).where(Integration.account_name == account)).all()
+        owners = {row.organization_id: row.probe for row in rows}
+        assert owners == {first_org: "alerts", second_org: "authenticate"}
+        # Neither organization reaches the other's row through its own id.
+        assert inventory.find_link(session, second_org, first.id) is None
+        assert inventory.find_link(session, first_org, second.id) is None
 
 
 @pytest.mark.parametrize(

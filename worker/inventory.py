@@ -96,10 +96,12 @@ def add_integration(
     platform: Platform = OPSGENIE,
     probe: ProbeName | None = None,
 ) -> tuple[Integration, OrganizationIntegration]:
-    """Install an account for an organization; one row per account.
+    """Install an account for an organization: a row of the organization's own.
 
-    `probe` None leaves the probe to the platform's default; a probe given again
-    for an account already installed replaces its probe.
+    Another organization that named the same account has its own row, which this
+    never reads nor changes (an account name proves nothing, SPEC §8). Installing
+    again for the same organization finds its row; a probe given then replaces that
+    row's probe, and a different platform is refused.
     """
     url = check_allowed(base_url, allowed_base_urls)
     account = account_name.strip()
@@ -107,6 +109,7 @@ def add_integration(
         raise RecordError("the account name must be 1 to 255 printable characters")
     integration = session.scalars(
         select(Integration).where(
+            Integration.organization_id == organization_id,
             Integration.provider == OPSGENIE_PROVIDER,
             Integration.account_name == account,
             Integration.base_url == url,
@@ -114,6 +117,7 @@ def add_integration(
     ).first()
     if integration is None:
         integration = Integration(
+            organization_id=organization_id,
             provider=OPSGENIE_PROVIDER,
             account_name=account,
             base_url=url,
@@ -124,16 +128,14 @@ def add_integration(
         session.flush()
     elif integration.platform != platform.name:
         raise PlatformChoiceError(
-            f"account {account!r} at that base URL is installed as {integration.platform}"
+            f"organization {organization_id} installed account {account!r} at that base URL "
+            f"on {integration.platform} (integration {integration.id}); "
+            f"use `ogv integration migrate --org {organization_id} "
+            f"--integration {integration.id}` to move it"
         )
     elif probe is not None:
         integration.probe = probe
-    link = session.scalars(
-        select(OrganizationIntegration).where(
-            OrganizationIntegration.organization_id == organization_id,
-            OrganizationIntegration.integration_id == integration.id,
-        )
-    ).first()
+    link = find_link(session, organization_id, integration.id)
     if link is None:
         link = OrganizationIntegration(organization_id=organization_id, integration=integration)
         session.add(link)
@@ -231,10 +233,15 @@ def add_team(
 def find_link(
     session: Session, organization_id: int, integration_id: int
 ) -> OrganizationIntegration | None:
+    """The organization's link to its integration `integration_id`; None when the
+    integration is not the organization's."""
     return session.scalars(
-        select(OrganizationIntegration).where(
+        select(OrganizationIntegration)
+        .join(Integration, OrganizationIntegration.integration_id == Integration.id)
+        .where(
             OrganizationIntegration.organization_id == organization_id,
             OrganizationIntegration.integration_id == integration_id,
+            Integration.organization_id == organization_id,
         )
     ).first()
 

@@ -303,8 +303,9 @@ def test_an_older_result_never_overwrites_a_newer_one(
 
     stale = Result(Outcome.VALID, "stale", 200)
     target = Target(
-        team.team_id, team.label, "acct", team.integration_id, fake.url, "k", 1, OPSGENIE, "alerts"
-    )
+        team.team_id, team.label, "acct", team.integration_id, fake.url, "k", 1, OPSGENIE, "alerts",
+        team.organization_id,
+    )  # fmt: skip
     with deps.sessions.begin() as session:
         assert records.finish(session, team_request, stale, target, newer - timedelta(seconds=5))
     _, row = load(deps, team_request)
@@ -316,8 +317,9 @@ def test_a_replaced_key_ignores_the_old_keys_answer(deps: Collaborators, install
     from worker.checks.rules import Result, Target
 
     target = Target(
-        team.team_id, team.label, "acct", team.integration_id, "", "k", 1, OPSGENIE, "alerts"
-    )
+        team.team_id, team.label, "acct", team.integration_id, "", "k", 1, OPSGENIE, "alerts",
+        team.organization_id,
+    )  # fmt: skip
     with deps.sessions.begin() as session:
         session.execute(update(Team).where(Team.id == team.team_id).values(key_version=2))
     request_id = request_for(deps, team)

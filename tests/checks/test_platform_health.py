@@ -208,6 +208,7 @@ def target(base_url: str, platform: str = "opsgenie") -> Target:
         key_version=1,
         platform=OPSGENIE if platform == "opsgenie" else JSM_OPS,
         probe="alerts",
+        organization_id=1,
     )
 
 

@@ -289,7 +289,7 @@ def test_pacing_refuses_nonsense() -> None:
 
 
 def _target() -> Target:
-    return Target("1-t", "t", "acct", 1, "https://api.opsgenie.com/", "k", 1, OPSGENIE, "alerts")
+    return Target("1-t", "t", "acct", 1, "https://api.opsgenie.com/", "k", 1, OPSGENIE, "alerts", 1)
 
 
 def test_a_missed_turn_is_booked_again_not_spent_late() -> None:

@@ -112,8 +112,9 @@ def test_a_checks_team_write_is_a_hot_update_on_postgres(postgres_url: str) -> N
             "SELECT reloptions FROM pg_class WHERE relname = 'teams'"
         ).scalar_one() == ["fillfactor=90"]
         connection.exec_driver_sql(
-            "INSERT INTO integrations (id, provider, account_name, base_url, created_at) "
-            "VALUES (990001, 'opsgenie', 'hot', 'https://api.opsgenie.com/', now())"
+            "INSERT INTO integrations "
+            "(id, organization_id, provider, account_name, base_url, created_at) "
+            "VALUES (990001, 990001, 'opsgenie', 'hot', 'https://api.opsgenie.com/', now())"
         )
         connection.exec_driver_sql(
             "INSERT INTO organization_integrations "

@@ -691,7 +691,7 @@ def _same_account_there(
         (_not_a_destination, "invalid_platform", "can move only to jsm-ops"),
         (_unknown_platform, "invalid_platform", "unknown platform 'bigpanda'"),
         (_jsm_not_allowed, "base_url_not_allowed", "is not on OGV_ALLOWED_BASE_URLS"),
-        (_same_account_there, "duplicate_integration", "is already installed at that base URL"),
+        (_same_account_there, "duplicate_integration", "already installed account"),
     ],
 )
 def test_migrate_refuses_in_one_line_and_changes_nothing(

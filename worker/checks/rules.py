@@ -86,6 +86,8 @@ class Target:
     key_version: int
     platform: Platform
     probe: ProbeName
+    organization_id: int
+    """The organization whose team it is: the guard counts organizations, never accounts."""
     status: TeamStatus = TeamStatus.UNKNOWN
     """The team's status when the attempt started."""
     deadline: Deadline | None = None
@@ -93,7 +95,9 @@ class Target:
 
     @property
     def gate_key(self) -> str:
-        """The account's bucket (one Integration row) in the domain of its probe."""
+        """The account's bucket (one Integration row, which is one organization's: an
+        account name is free text, so pacing never goes by it) in the domain of its
+        probe."""
         return gate_key(self.platform.name, self.probe, self.integration_id)
 
     def gate_key_on(self, platform: str) -> str:
@@ -164,7 +168,10 @@ def resolve_many(
                 )
                 .join(
                     OrganizationIntegration,
-                    OrganizationIntegration.integration_id == Integration.id,
+                    # An integration is its organization's own: a link to another's
+                    # row (none is made, SPEC §8) finds nothing.
+                    (OrganizationIntegration.integration_id == Integration.id)
+                    & (OrganizationIntegration.organization_id == Integration.organization_id),
                 )
                 .where(
                     Integration.provider == OPSGENIE_PROVIDER,
@@ -248,6 +255,7 @@ def _resolve_one(
         key_version=team.key_version,
         platform=platform,
         probe=platform.probe_for(link.probe, default_probe),
+        organization_id=link.organization_id,
         status=team.status,
         deadline=account_deadline(platform, link.migrated_on, link.switched_off_on),
     )

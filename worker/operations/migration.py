@@ -11,8 +11,9 @@ Opsgenie platform is asked on JSM Ops with the read-only alerts probe
 - the page's answers are written in one short transaction (`readiness.record`),
   and no transaction is open while JSM Ops is asked.
 
-`ogv integration migrate` runs `move_integration`: the Integration row, shared by
-every organization linked to it, moves to JSM Ops once every team's key works
+`ogv integration migrate` runs `move_integration`: the Integration row, which is one
+organization's own (SPEC §8: another organization naming the same account has a
+row of its own, never moved by this), moves to JSM Ops once every team's key works
 there as recorded (or with `force`). Every team's `key_version` grows, so a check
 that resolved its target on the old host before the switch cannot write its
 answer over the new one (`worker.checks.records`), and the move is one
@@ -184,6 +185,7 @@ def _page(
             Integration.base_url,
             Integration.platform,
             Integration.probe,
+            OrganizationIntegration.organization_id,
         )
         .join(
             OrganizationIntegration, Team.organization_integration_id == OrganizationIntegration.id
@@ -212,6 +214,7 @@ def _asked(row: Any, deps: Collaborators) -> _Asked:
         key_version=row.key_version,
         platform=platform,
         probe=platform.probe_for(row.probe, deps.options.default_probe),
+        organization_id=row.organization_id,
         status=row.status,
     )
     return _Asked(row.id, row.key_version, target)
@@ -263,7 +266,7 @@ class Move:
     from_base_url: str
     to_base_url: str
     teams: int
-    """Teams of every active organization link to the integration."""
+    """Teams of the integration's organization link (active)."""
     teams_ready: int
     """Of those, the teams whose key works on the new platform, as last probed."""
     forced: bool
@@ -282,14 +285,18 @@ def move_integration(
     allowed_base_urls: Sequence[str],
     force: bool = False,
     dry_run: bool = False,
+    organization_id: int | None = None,
 ) -> Move:
     """Move an integration to platform `to` (JSM Ops), or raise MigrationRefused.
 
     Refused: an unknown integration (`not_found`); one already there
     (`already_migrated`); a platform it cannot move to (`invalid_platform`); a
     base URL off the allowlist (`base_url_not_allowed`); the same account already
-    installed at that base URL (`duplicate_integration`); teams not ready,
-    without `force` (`not_ready`). A dry run checks all of it and writes nothing.
+    installed at that base URL by the same organization (`duplicate_integration`);
+    teams not ready, without `force` (`not_ready`); with `organization_id`, an
+    integration that is not that organization's (`not_found`). An integration is one
+    organization's, so a move never touches another organization's row. A dry run
+    checks all of it and writes nothing.
     """
     integration = session.scalars(
         select(Integration)
@@ -298,6 +305,12 @@ def move_integration(
     ).first()
     if integration is None:
         raise MigrationRefused("not_found", f"integration {integration_id} does not exist")
+    if organization_id is not None and integration.organization_id != organization_id:
+        raise MigrationRefused(
+            "not_found",
+            f"integration {integration_id} is not organization {organization_id}'s; "
+            f"`ogv migration report --org {organization_id}` lists its integrations",
+        )
     target = _destination(integration, to)
     url = jsm_base_url(base_urls, allowed_base_urls)
     _refuse_duplicate(session, integration, url)
@@ -350,6 +363,7 @@ def _destination(integration: Integration, to: str) -> Platform:
 def _refuse_duplicate(session: Session, integration: Integration, url: str) -> None:
     other = session.scalar(
         select(Integration.id).where(
+            Integration.organization_id == integration.organization_id,
             Integration.provider == integration.provider,
             Integration.account_name == integration.account_name,
             Integration.base_url == url,
@@ -363,8 +377,9 @@ def _duplicate(integration: Integration, other: int | None) -> MigrationRefused:
     which = f"integration {other}" if other is not None else "another integration"
     return MigrationRefused(
         "duplicate_integration",
-        f"account {integration.account_name!r} is already installed at that base URL as "
-        f"{which}; integration {integration.id} cannot move onto it",
+        f"organization {integration.organization_id} already installed account "
+        f"{integration.account_name!r} at that base URL as {which}; integration "
+        f"{integration.id} cannot move onto it",
     )
 
 

@@ -30,7 +30,11 @@ def integration_add(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Install an account on Opsgenie (US or EU) or JSM Operations for an organization."""
+    """Install an account on Opsgenie (US or EU) or JSM Operations for an organization.
+
+    The organization gets an integration of its own, even for an account name another
+    organization installed: that one's probe, platform and pacing are never touched.
+    """
     from worker import audit, inventory
     from worker.checks.rules import CheckOptions
     from worker.database import session_factory
@@ -93,9 +97,13 @@ def integration_migrate(
     force: Annotated[
         bool, typer.Option("--force", help="Move even if some teams' keys do not work there.")
     ] = False,
+    org: Annotated[
+        int | None,
+        typer.Option(help="Refuse unless the integration is this organization's."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Move an integration, for every organization linked to it, to JSM Operations.
+    """Move an integration (one organization's own) to JSM Operations.
 
     Refused unless every team's key works there as last probed (`ogv migration
     report`), or with --force.
@@ -118,6 +126,7 @@ def integration_migrate(
                 allowed_base_urls=settings.allowed_base_urls,
                 force=force,
                 dry_run=dry_run,
+                organization_id=org,
             )
             if not move.dry_run:
                 audit.record(
