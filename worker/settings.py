@@ -235,7 +235,12 @@ class Settings(BaseSettings):
     guard_threshold: float = Field(default=0.2, gt=0, le=1)
     """The share of checks of valid teams that may turn failing before the guard trips."""
     guard_min_changes: int = Field(default=20, ge=1)
-    """Changes a window needs (over at least three accounts) before the guard may trip."""
+    """Changes a window needs (each organization's counted up to a cap) before the guard
+    may trip."""
+    guard_min_organizations: int = Field(default=3, ge=2, le=1_000)
+    """Distinct organizations whose changes a window needs before the guard may trip;
+    each counts for at most ⌈guard_min_changes / this⌉ changes. At least 2: one
+    organization's own changes never trip it (SPEC §8)."""
     guard_recheck: float = Field(default=900.0, gt=0)
     """Seconds between re-checks of a team whose change the guard holds."""
 

@@ -16,13 +16,17 @@ from tests.support.pipeline import Install, Installed, load, request_for
 from tests.support.services import NAMESPACE
 from worker.checks.guard import (
     BUCKETS,
+    Admission,
     DatabaseWindows,
+    Entry,
     Guard,
     RedisWindows,
     Thresholds,
+    Totals,
     Window,
     Windows,
     admit,
+    claim_trip,
     states,
 )
 from worker.checks.pipeline import Collaborators, Confirming, Finished, RetryLater, run_attempt
@@ -35,8 +39,19 @@ NOW = 1_800_000_000.0
 URL = "https://api.opsgenie.com/"
 
 
-def accounts(n: int, spread: int = 5) -> list[str]:
-    return [f"acct-{i % spread}" for i in range(n)]
+def checks(n: int) -> list[Entry]:
+    """`n` checks of valid teams that stayed valid."""
+    return [Entry(uuid.uuid4().hex, 1, change=False) for _ in range(n)]
+
+
+def changes(n: int, spread: int = 5, first: int = 1) -> list[Entry]:
+    """`n` changes from valid to failing, dealt over organizations first..first+spread-1."""
+    return [Entry(uuid.uuid4().hex, first + i % spread, change=True) for i in range(n)]
+
+
+def held_of(admitted: Admission, entries: list[Entry]) -> list[int]:
+    """The positions of the held changes among `entries`."""
+    return [i for i, e in enumerate(entries) if e.request_id in admitted.held]
 
 
 # --- the window's arithmetic ---------------------------------------------------------
@@ -44,86 +59,109 @@ def accounts(n: int, spread: int = 5) -> list[str]:
 
 def test_changes_within_the_allowance_are_written() -> None:
     window = Window()
-    admitted = admit(window, T, NOW, URL, checks=200, accounts=accounts(40))
-    # 40 changes among 200 checks is exactly the threshold (0.2): not over it.
-    assert admitted.allowed == 40 and admitted.trip is None
-    assert window.totals() == (200, 40, 3)
+    admitted = admit(window, T, NOW, URL, checks(160) + changes(40))
+    # 8 changes from each of 5 organizations count as 7 (the cap, ⌈20 / 3⌉): 35 of 195.
+    assert admitted.held == frozenset() and admitted.trip is None
+    assert window.totals(T) == Totals(200, 40, 5, 195, 35)
 
 
 def test_the_change_that_crosses_the_threshold_trips_the_guard_and_is_held() -> None:
     window = Window()
-    admit(window, T, NOW, URL, checks=100, accounts=[])
-    # A batch of 50 changes: the k-th is over when k > 0.2 * (100 + k), so 25 pass.
-    admitted = admit(window, T, NOW + 1, URL, checks=50, accounts=accounts(50))
-    assert admitted.allowed == 25
+    admit(window, T, NOW, URL, checks(100))
+    # 50 changes over 5 organizations: the k-th is over when k > 0.2 * (100 + k).
+    storm = changes(50)
+    admitted = admit(window, T, NOW + 1, URL, storm)
+    assert held_of(admitted, storm) == list(range(25, 50))
     assert admitted.trip is not None
-    assert (admitted.trip.checks, admitted.trip.changes, admitted.trip.accounts) == (126, 26, 3)
-    # Held changes still count: the window stays over the threshold while they come.
-    assert window.totals() == (150, 50, 3)
-    again = admit(window, T, NOW + 2, URL, checks=10, accounts=accounts(10))
-    assert again.allowed == 0 and again.trip is None
+    trip = admitted.trip
+    assert (trip.checks, trip.changes, trip.organizations, trip.number) == (126, 26, 5, 1)
+    # Held changes still count (each organization's up to the cap).
+    assert window.totals(T) == Totals(150, 50, 5, 135, 35)
+    assert claim_trip(window, trip) and not claim_trip(window, trip)
+    more = changes(10)
+    again = admit(window, T, NOW + 2, URL, more)
+    assert held_of(again, more) == list(range(10)) and again.trip is None
 
 
 def test_fewer_changes_than_the_minimum_never_trip() -> None:
     window = Window()
-    admitted = admit(window, T, NOW, URL, checks=19, accounts=accounts(19))
-    assert admitted.allowed == 19 and admitted.trip is None
+    admitted = admit(window, T, NOW, URL, changes(19, spread=19))
+    assert admitted.held == frozenset() and admitted.trip is None
 
 
-def test_one_account_revoking_every_key_never_trips() -> None:
+def test_one_organization_revoking_every_key_never_trips() -> None:
     window = Window()
-    admitted = admit(window, T, NOW, URL, checks=100, accounts=["acme"] * 100)
-    assert admitted.allowed == 100 and admitted.trip is None
-    two = admit(window, T, NOW, URL, checks=50, accounts=["acme", "globex"] * 25)
-    assert two.allowed == 50 and two.trip is None
-    three = admit(window, T, NOW, URL, checks=1, accounts=["initech"])
-    assert three.allowed == 0 and three.trip is not None
+    one = admit(window, T, NOW, URL, changes(100, spread=1, first=7))
+    assert one.held == frozenset() and one.trip is None
+    two = admit(window, T, NOW, URL, changes(50, spread=1, first=8))
+    assert two.held == frozenset() and two.trip is None
+    # Three organizations, but the first two count for 7 changes each: the third must
+    # bring 6 of its own before the 20 a trip needs are there.
+    third = changes(6, spread=1, first=9)
+    tripped = admit(window, T, NOW, URL, third)
+    assert held_of(tripped, third) == [5] and tripped.trip is not None
+    assert window.totals(T).organizations == 3
+
+
+def test_one_organization_cannot_hold_another_organizations_revocation() -> None:
+    """SPEC §8: one organization with three self-named accounts revokes 21 of its own
+    keys, while three other organizations each genuinely revoke one: all are written."""
+    window = Window()
+    attacker = changes(21, spread=1, first=400)
+    victims = changes(3, spread=3, first=500)
+    admitted = admit(window, T, NOW, URL, attacker + victims)
+    assert admitted.held == frozenset() and admitted.trip is None
+    # 7 + 1 + 1 + 1 counted changes: under the 20 a trip needs, over any share.
+    assert window.totals(T) == Totals(24, 24, 4, 10, 10)
 
 
 def test_the_guard_resets_once_a_window_passes_under_the_threshold() -> None:
     window = Window()
-    assert admit(window, T, NOW, URL, checks=30, accounts=accounts(30)).trip is not None
+    assert admit(window, T, NOW, URL, changes(30)).trip is not None
     assert window.tripped(NOW + 599, T)
     # Past a whole window the old buckets are gone, and the counts are under it.
     later = NOW + T.window + T.window / BUCKETS
     assert not window.tripped(later, T)
-    admitted = admit(window, T, later, URL, checks=100, accounts=accounts(5))
-    assert admitted.reset and admitted.allowed == 5 and window.tripped_at is None
+    after = checks(95) + changes(5)
+    admitted = admit(window, T, later, URL, after)
+    assert admitted.reset and admitted.held == frozenset() and window.tripped_at is None
     assert window.trips == 1
 
 
 def test_a_storm_that_goes_on_keeps_the_guard_tripped_past_its_window() -> None:
     window = Window()
-    admit(window, T, NOW, URL, checks=30, accounts=accounts(30))
+    admit(window, T, NOW, URL, changes(30))
     for minute in range(1, 12):
-        admitted = admit(window, T, NOW + 60 * minute, URL, checks=30, accounts=accounts(30))
-        assert admitted.allowed == 0 and not admitted.reset
+        more = changes(30)
+        admitted = admit(window, T, NOW + 60 * minute, URL, more)
+        assert held_of(admitted, more) == list(range(30)) and not admitted.reset
     assert window.trips == 1
 
 
 def test_the_window_survives_its_json_document() -> None:
     window = Window()
-    admit(window, T, NOW, URL, checks=30, accounts=accounts(30))
+    admit(window, T, NOW, URL, changes(30))
     copy = Window.from_json(window.to_json())
-    assert copy.totals() == window.totals() and copy.tripped_at == window.tripped_at
-    assert copy.trips == 1
+    assert copy.totals(T) == window.totals(T) and copy.tripped_at == window.tripped_at
+    assert (copy.trips, copy.announced, copy.pending) == (1, 0, window.pending)
 
 
 # --- the two stores, under concurrent writers -----------------------------------------
 
 
-def concurrent_admits(windows: Windows, engine: Engine | None, base_url: str) -> list[object]:
-    """Eight threads count 50 checks with 10 changes over 5 accounts each, at once."""
-    results: list[object] = []
+def concurrent_admits(windows: Windows, engine: Engine | None, base_url: str) -> list[Admission]:
+    """Eight threads count 40 checks and 10 changes over 5 organizations each, at once."""
+    results: list[Admission] = []
     start = threading.Barrier(8)
 
     def one() -> None:
+        entries = checks(40) + changes(10)
         start.wait()
         if engine is None:
-            results.append(windows.admit(None, base_url, T, 50, accounts(10)))  # type: ignore[arg-type]
+            results.append(windows.admit(None, base_url, T, entries))  # type: ignore[arg-type]
             return
         with engine.begin() as connection:
-            results.append(windows.admit(connection, base_url, T, 50, accounts(10)))
+            results.append(windows.admit(connection, base_url, T, entries))
 
     threads = [threading.Thread(target=one) for _ in range(8)]
     for thread in threads:
@@ -133,11 +171,11 @@ def concurrent_admits(windows: Windows, engine: Engine | None, base_url: str) ->
     return results
 
 
-def assert_counted_once_each(results: list[object], window: Window) -> None:
-    # 400 checks and 80 changes: 0.2 exactly, so no trip, and nothing lost to a race.
+def assert_counted_once_each(results: list[Admission], window: Window) -> None:
+    # 400 checks and 80 changes, 16 of each organization counted as 7: nothing lost.
     assert len(results) == 8
-    assert window.totals() == (400, 80, 3)
-    assert all(getattr(r, "allowed", None) == 10 for r in results)
+    assert window.totals(T) == Totals(400, 80, 5, 355, 35)
+    assert all(r.held == frozenset() and r.trip is None for r in results)
 
 
 def test_redis_windows_count_every_concurrent_batch(redis_url: str) -> None:
@@ -146,9 +184,6 @@ def test_redis_windows_count_every_concurrent_batch(redis_url: str) -> None:
     base_url = f"https://{uuid.uuid4().hex[:8]}.example/"
     results = concurrent_admits(windows, None, base_url)
     assert_counted_once_each(results, windows.read(None)[base_url])  # type: ignore[arg-type]
-    tripped = windows.admit(None, base_url, T, 1, ["x"])  # type: ignore[arg-type]
-    assert tripped.trip is not None
-    assert windows.admit(None, base_url, T, 1, ["y"]).trip is None  # type: ignore[arg-type]
 
 
 def test_database_windows_count_every_concurrent_batch(postgres_url: str) -> None:
@@ -159,7 +194,50 @@ def test_database_windows_count_every_concurrent_batch(postgres_url: str) -> Non
     with engine.connect() as connection:
         assert_counted_once_each(results, windows.read(connection)[base_url])
         found = {s.base_url: s for s in states(windows, connection, T)}
-    assert not found[base_url].tripped and found[base_url].changes == 80
+    assert not found[base_url].tripped and found[base_url].changes == 35
+    assert found[base_url].organizations == 5
+    engine.dispose()
+
+
+def test_redis_windows_count_a_redone_write_once_and_reuse_its_decisions(
+    redis_url: str,
+) -> None:
+    """A batch admitted, its database write rolled back, then admitted again (a redo
+    after a refused write or a lost connection): nothing is counted twice, each change
+    gets the decision it had, and the trip decided the first time is claimed once."""
+    windows = RedisWindows(redis.Redis.from_url(redis_url), f"guard-{uuid.uuid4().hex[:8]}")
+    base_url = f"https://{uuid.uuid4().hex[:8]}.example/"
+    batch = changes(21)
+    first = windows.admit(None, base_url, T, batch)  # type: ignore[arg-type]
+    redone = [windows.admit(None, base_url, T, [e]) for e in batch]  # type: ignore[arg-type]
+    assert held_of(first, batch) == [19, 20] and first.trip is not None
+    assert [i for i, a in enumerate(redone) if a.held] == [19, 20]
+    assert all(a.trip == first.trip for a in redone)
+    assert windows.read(None)[base_url].totals(T) == Totals(21, 21, 5, 21, 21)  # type: ignore[arg-type]
+    assert windows.claim(None, first.trip) is True  # type: ignore[arg-type]
+    assert windows.claim(None, first.trip) is False  # type: ignore[arg-type]
+    again = windows.admit(None, base_url, T, batch[:1])  # type: ignore[arg-type]
+    assert again.trip is None and again.held == frozenset()
+
+
+def test_database_windows_forget_a_write_that_rolled_back(postgres_url: str) -> None:
+    engine = create_engine(postgres_url)
+    windows = DatabaseWindows()
+    base_url = f"https://{uuid.uuid4().hex[:8]}.example/"
+    batch = changes(21)
+    with engine.connect() as connection, connection.begin() as transaction:
+        assert windows.admit(connection, base_url, T, batch).trip is not None
+        transaction.rollback()
+    with engine.begin() as connection:
+        redone = [windows.admit(connection, base_url, T, [e]) for e in batch]
+    assert [i for i, a in enumerate(redone) if a.held] == [19, 20]
+    trip = redone[19].trip
+    assert trip is not None and trip.number == 1
+    with engine.begin() as connection:
+        assert windows.read(connection)[base_url].totals(T) == Totals(21, 21, 5, 21, 21)
+        assert windows.claim(connection, trip) is True
+    with engine.begin() as connection:
+        assert windows.claim(connection, trip) is False
     engine.dispose()
 
 
@@ -247,13 +325,13 @@ def test_a_tripped_guard_holds_the_change_and_a_valid_recheck_drops_it(
     deps: Collaborators, install: Install, fake: FakeOpsgenie
 ) -> None:
     # A guard that trips on its first change: the window already holds two changes of
-    # two other accounts, so this team's account is the third.
+    # two other organizations, so this team's organization is the third.
     windows = DatabaseWindows()
     guarded = replace(deps, guard=Guard(0.0, Thresholds(600.0, 0.2, 1), windows))
     installed = valid_team(guarded, install)
     base_url = fake.url
     with guarded.sessions.begin() as session:
-        windows.admit(session.connection(), base_url, guarded.guard.thresholds, 2, ["a", "b"])
+        windows.admit(session.connection(), base_url, guarded.guard.thresholds, changes(2, 2, -2))
     try:
         held_then_dropped(guarded, installed, fake, base_url)
     finally:  # the session's database is shared: leave no tripped guard behind
@@ -300,7 +378,7 @@ def test_an_unreachable_shared_redis_is_retried_and_a_503_not_a_crash() -> None:
 
     gone = RedisWindows(redis.Redis.from_url("redis://127.0.0.1:1/0"), "guard-gone")
     with pytest.raises(SharedStateUnavailable) as counted:
-        gone.admit(None, URL, T, 1, ["acme"])  # type: ignore[arg-type]
+        gone.admit(None, URL, T, changes(1))  # type: ignore[arg-type]
     assert is_retried_database_error(counted.value)
     with pytest.raises(SharedStateUnavailable):
         gone.read(None)  # type: ignore[arg-type]

@@ -52,7 +52,8 @@ runner = CliRunner()
 TRIPS_AFTER_THREE = Guard(
     0.0, Thresholds(window=600, threshold=0.1, min_changes=3), DatabaseWindows()
 )
-"""No confirmation, and a guard that trips on the third change over three accounts."""
+"""No confirmation, and a guard that trips on the third change over three organizations
+(each counts for one change: ⌈3 / 3⌉)."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,8 @@ def fleet(settings: Settings, per_account: int = 2, accounts: int = 3) -> Fleet:
 def target(made: Fleet, member: Member) -> Target:
     return Target(
         member.team_id, member.label, member.account, member.integration_id, made.base_url,
-        "unused", 1, get_platform("opsgenie"), "authenticate", TeamStatus.VALID,
+        "unused", 1, get_platform("opsgenie"), "authenticate", member.organization_id,
+        TeamStatus.VALID,
     )  # fmt: skip
 
 
@@ -188,7 +190,7 @@ def test_the_guard_report_and_the_held_changes(tripped: Fleet) -> None:
 
     mine = [g for g in report if g.base_url == tripped.base_url]
     assert len(mine) == 1 and mine[0].tripped_at is not None
-    assert mine[0] == held.BaseUrlGuard(tripped.base_url, True, mine[0].tripped_at, 6, 6, 3, 1, 4)
+    assert mine[0] == held.BaseUrlGuard(tripped.base_url, True, mine[0].tripped_at, 3, 3, 3, 1, 4)
     assert report.index(mine[0]) < len([g for g in report if g.tripped])  # tripped first
     assert [r.team_id for r in rows] == sorted(held_ids)
     first = next(r for r in rows if r.team_id == held_ids[0])
@@ -359,9 +361,10 @@ def test_changes_list_shows_the_guard_and_filters_by_base_url(tripped: Fleet, cl
 
     assert code == 0 and text_code == 0
     assert [g["base_url"] for g in listed["guard"]] == [tripped.base_url]
-    assert {k: listed["guard"][0][k] for k in ("tripped", "held", "changes", "accounts")} == {
-        "tripped": True, "held": 4, "changes": 6, "accounts": 3,
-    }  # fmt: skip
+    # Read with the configured thresholds, each organization counts up to 7 changes.
+    assert {
+        k: listed["guard"][0][k] for k in ("tripped", "held", "checks", "changes", "organizations")
+    } == {"tripped": True, "held": 4, "checks": 6, "changes": 6, "organizations": 3}
     assert sorted(r["team_id"] for r in listed["held"]) == sorted(
         m.team_id for m in tripped.members[2:]
     )
@@ -527,7 +530,7 @@ def test_the_api_reads_the_guard_and_the_held_changes_a_page_at_a_time(
     mine = next(g for g in guard.body["base_urls"] if g["base_url"] == tripped.base_url)
     assert mine == {
         "base_url": tripped.base_url, "tripped": True, "tripped_at": mine["tripped_at"],
-        "checks": 6, "changes": 6, "accounts": 3, "trips": 1, "held": 4,
+        "checks": 6, "changes": 6, "organizations": 3, "trips": 1, "held": 4,
     }  # fmt: skip
     assert (first.status, second.status) == (200, 200)
     listed = [row["team_id"] for row in first.body["held"] + second.body["held"]]

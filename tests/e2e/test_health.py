@@ -115,7 +115,7 @@ def test_a_tripped_guard_is_named_and_exits_non_zero(stack: Stack) -> None:
 
     from models import GuardWindow
     from tests.support.services import NAMESPACE
-    from worker.checks.guard import DatabaseWindows, RedisWindows, Thresholds, Windows
+    from worker.checks.guard import DatabaseWindows, Entry, RedisWindows, Thresholds, Windows
 
     base_url = f"http://tripped-{uuid.uuid4().hex[:8]}.test/"
     shared = stack.env.get("OGV_BROKER_URL", "")
@@ -123,9 +123,8 @@ def test_a_tripped_guard_is_named_and_exits_non_zero(stack: Stack) -> None:
     windows: Windows = RedisWindows(client, NAMESPACE) if client else DatabaseWindows()
     engine = create_engine(stack.database_url)
     with engine.begin() as connection:
-        admitted = windows.admit(
-            connection, base_url, Thresholds(min_changes=3), 3, ["a", "b", "c"]
-        )
+        three = [Entry(uuid.uuid4().hex, org, change=True) for org in (1, 2, 3)]
+        admitted = windows.admit(connection, base_url, Thresholds(min_changes=3), three)
     try:
         assert admitted.trip is not None
         code, report = health(stack.env, "--timeout", "20")

@@ -12,6 +12,7 @@ counts the metric of one thing that happened to a request:
     probe_failed        validation.probe_failed
     write_refused       validation.write_refused
     write_failed        validation.write_failed
+    trip_unclaimed      guard.trip_unclaimed
 
 `count_finished` and `count_retry` count without a line, for outcomes that
 `write_failed` already told. Lines carry ids, names and codes: never a key, nor the
@@ -94,6 +95,12 @@ def write_refused(writes: int, error: str) -> None:
         "validation.write_refused",
         extra={"writes": writes, "error": error, "one_by_one": writes > 1},
     )
+
+
+def trip_unclaimed(base_url: str, error: str) -> None:
+    """A trip could not be marked announced (its window was out of reach): the next
+    write against `base_url` will claim and announce it."""
+    log.warning("guard.trip_unclaimed", extra={"base_url": base_url, "error": error})
 
 
 def write_failed(

@@ -49,7 +49,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models import Outcome, utcnow
 from models.crypto import KeyVault
 from worker.checks import claims, events, journal, platform_health, records
-from worker.checks.guard import Guard, Trip, announce
+from worker.checks.guard import Guard, SharedStateUnavailable, Trip, announce
 from worker.checks.opsgenie import AccountPaused, GateUnavailable, OpsgenieClient, TransientError
 from worker.checks.ratelimit import AccountGate
 from worker.checks.retries import RetryPolicy, is_retried_database_error
@@ -329,10 +329,30 @@ def _write(
         events.log_change(change)
     if written.changes:
         deps.on_changes(written.changes)
-    if written.trips:
-        announce(written.trips)
-        deps.on_guard_trips(written.trips)
+    claimed_trips = _claim_trips(written.trips, deps)
+    if claimed_trips:
+        announce(claimed_trips)
+        deps.on_guard_trips(claimed_trips)
     return report
+
+
+def _claim_trips(trips: Sequence[Trip], deps: Collaborators) -> list[Trip]:
+    """The trips this process is the one to announce, now that the writes that saw them
+    committed: each is claimed in the window, and one caller alone wins each claim. A
+    claim that fails is left for the next write against that base URL."""
+    windows = deps.guard.windows
+    if windows is None:
+        return []
+    unique = {(trip.base_url, trip.number): trip for trip in trips}
+    won = []
+    for trip in unique.values():
+        try:
+            with deps.sessions.begin() as session:
+                if windows.claim(session.connection(), trip):
+                    won.append(trip)
+        except (SharedStateUnavailable, DBAPIError) as exc:
+            journal.trip_unclaimed(trip.base_url, type(exc).__name__)
+    return won
 
 
 def _settle(

@@ -18,7 +18,6 @@ import dataclasses
 import enum
 import functools
 import uuid
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -53,7 +52,7 @@ from models import (
 from models.db import from_arrays, one_of
 from models.integration import JSM_FAILS, JSM_WORKS
 from worker.checks import base_url_events
-from worker.checks.guard import Guard, Trip, Windows
+from worker.checks.guard import Entry, Guard, Trip, Windows
 from worker.checks.requests import FINAL_STATES
 from worker.checks.rules import Result, Target
 
@@ -114,7 +113,8 @@ class Written:
     held: list[uuid.UUID] = field(default_factory=list)
     """Finished requests whose confirmed change the guard held (the team kept `valid`)."""
     trips: list[Trip] = field(default_factory=list)
-    """Base URLs whose guard these writes tripped: to be announced once committed."""
+    """Trips these writes decided or saw waiting: once committed, each is claimed
+    (`Windows.claim`) and announced by the one caller that claimed it."""
     second_checks: list[uuid.UUID] = field(default_factory=list)
     """The batches the `confirming` requests were put in, to publish after the delay."""
 
@@ -349,8 +349,14 @@ class _Waiting:
     """Verdicts about valid teams, counted per base URL for the mass-change guard, and
     the failing ones that wait for its admission."""
 
-    checks: Counter[str] = field(default_factory=Counter)
+    checks: dict[str, list[Entry]] = field(default_factory=dict)
     held: dict[str, list[tuple[_TeamNow, Completion]]] = field(default_factory=dict)
+
+    def count(self, completion: Completion, change: bool) -> None:
+        target = completion.target
+        assert target is not None
+        entry = Entry(str(completion.request_id), target.organization_id, change)
+        self.checks.setdefault(target.base_url, []).append(entry)
 
 
 def _apply_to_teams(
@@ -414,10 +420,11 @@ def _applies_now(
         applied.confirming.append(completion)  # not a check yet: its second is
         return False
     base_url = completion.target.base_url
-    waiting.checks[base_url] += 1
     if outcome not in FAILING_VERDICTS:
+        waiting.count(completion, change=False)
         return True
     if first is not None and outcome is not first:
+        waiting.count(completion, change=False)
         return False  # a second opinion that disagrees changes nothing yet
     if guard.windows is not None:
         waiting.held.setdefault(base_url, []).append((team, completion))
@@ -431,20 +438,20 @@ def _admit(
     """Ask the guard, per base URL, how many of its waiting failing verdicts may be
     written; write those, and hold the rest (`applied.held`, `applied.trips`)."""
     changes: list[dict[str, Any]] = []
+    for _, completion in (item for queued in waiting.held.values() for item in queued):
+        waiting.count(completion, change=True)  # after the checks: they make the allowance
     for base_url in sorted(waiting.checks):
         queued = waiting.held.get(base_url, [])
-        admission = windows.admit(
-            connection,
-            base_url,
-            guard.thresholds,
-            waiting.checks[base_url],
-            [completion.target.account for _, completion in queued if completion.target],
-        )
+        admission = windows.admit(connection, base_url, guard.thresholds, waiting.checks[base_url])
         if admission.trip is not None:
+            # Recorded once by its key (base URL and number), whichever write sees it
+            # first; announced by the one process that claims it after its commit.
             applied.trips.append(record_trip(connection, admission.trip))
-        for team, completion in queued[: admission.allowed]:
-            changes.extend(_changed(team, completion))
-        applied.held.extend(completion for _, completion in queued[admission.allowed :])
+        for team, completion in queued:
+            if str(completion.request_id) in admission.held:
+                applied.held.append(completion)
+            else:
+                changes.extend(_changed(team, completion))
     return changes
 
 

@@ -120,15 +120,21 @@ _REFINED: dict[str, dict[str, dict[str, Any]]] = {
     "BaseUrlGuard": {
         "tripped": {"description": "Changes from valid to failing are held now."},
         "tripped_at": {"description": "Set while tripped."},
-        "checks": {**_COUNT, "description": "Checks of valid teams in the window."},
+        "checks": {
+            **_COUNT,
+            "description": "Checks of valid teams in the window, less each organization's "
+            "changes past its cap.",
+        },
         "changes": {
             **_COUNT,
-            "description": "Changes from valid to failing in the window, held ones included.",
+            "description": "Changes from valid to failing in the window, held ones included; "
+            "each organization counts for at most ceil(OGV_GUARD_MIN_CHANGES / "
+            "OGV_GUARD_MIN_ORGANIZATIONS) of them.",
         },
-        "accounts": {
+        "organizations": {
             **_COUNT,
-            "description": "Accounts among those changes, as far as the guard tells them "
-            "apart: it keeps three per tenth of the window, and needs three to trip.",
+            "description": "Distinct organizations among those changes; the guard needs "
+            "OGV_GUARD_MIN_ORGANIZATIONS (default 3) to trip, and never counts accounts.",
         },
         "trips": {**_COUNT, "description": "Times the guard tripped."},
         "held": {**_COUNT, "description": "Changes held now."},

@@ -118,7 +118,9 @@ def _print_held(guards: Sequence[Any], accounts: Sequence[Any], rows: Sequence[A
     line each at the terminal's width (80 columns when it is not a terminal)."""
     lines = [] if guards else ["guard: no base URL counted yet"]
     for g in guards:
-        window = f"window: {g.changes} changes of {g.checks} checks, {g.accounts} accounts"
+        window = (
+            f"window: {g.changes} changes of {g.checks} checks, {g.organizations} organizations"
+        )
         if g.tripped:
             since = f" since {g.tripped_at:%Y-%m-%d %H:%M:%S} UTC" if g.tripped_at else ""
             state = f"tripped{since}"
