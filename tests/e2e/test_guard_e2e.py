@@ -9,7 +9,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -31,7 +31,7 @@ from tests.support.services import ARTIFACTS, NAMESPACE
 from tests.support.stacks import Stack, ogv_command, open_stack, wait_until
 from tests.support.webhooks import WebhookReceiver
 from worker import inventory
-from worker.platforms import OPSGENIE, OPSGENIE_EU, Platform
+from worker.platforms import JSM_OPS, OPSGENIE, OPSGENIE_EU, Platform
 from worker.settings import Settings
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.scenario import KeyScenario, Scenario
@@ -81,12 +81,14 @@ def guarded(
 
 @dataclass
 class Fleet:
-    organization_id: int
+    organizations: list[int]
     base_url: str
     teams: dict[str, str]
     """Team id → its key."""
     integrations: dict[str, int]
     """Team id → its integration (account)."""
+    organization_of: dict[str, int] = field(default_factory=dict)
+    """Team id → its organization."""
 
 
 def sessions_of(stack: Stack) -> sessionmaker[Session]:
@@ -94,10 +96,16 @@ def sessions_of(stack: Stack) -> sessionmaker[Session]:
 
 
 def install_fleet(
-    stack: Stack, base_url: str, platform: Platform, teams: int, accounts: int
+    stack: Stack,
+    base_url: str,
+    platform: Platform,
+    teams: int,
+    accounts: int,
+    organization: int | None = None,
 ) -> Fleet:
-    """`teams` teams spread evenly over `accounts` accounts of one new organization,
-    written straight to the stack's database (the worker reads them from there)."""
+    """`teams` teams spread evenly over `accounts` accounts, each account installed by an
+    organization of its own (or all by `organization`), written straight to the stack's
+    database (the worker reads them from there)."""
     settings = Settings.model_validate(
         {
             "data_dir": stack.env["OGV_DATA_DIR"],
@@ -108,15 +116,15 @@ def install_fleet(
         }
     )
     vault = KeyVault(settings.fernet_keys())
-    org = uuid.uuid4().int % 10**9 + 1
-    fleet = Fleet(org, base_url, {}, {})
+    fleet = Fleet([], base_url, {}, {})
     with sessions_of(stack).begin() as session:
         for a in range(accounts):
-            account = f"acct-{org}-{a}"
+            org = organization or uuid.uuid4().int % 10**9 + 1
+            fleet.organizations.append(org)
             integration, _ = inventory.add_integration(
                 session,
                 organization_id=org,
-                account_name=account,
+                account_name=f"acct-{org}-{a}",
                 base_url=base_url,
                 allowed_base_urls=settings.allowed_base_urls,
                 platform=platform,
@@ -132,6 +140,8 @@ def install_fleet(
                     vault=vault,
                 )
                 fleet.teams[team.id], fleet.integrations[team.id] = key, integration.id
+                fleet.organization_of[team.id] = org
+    fleet.organizations = sorted(set(fleet.organizations))
     return fleet
 
 
@@ -165,7 +175,7 @@ def open_requests(stack: Stack, fleet: Fleet) -> int:
                 select(func.count())
                 .select_from(ValidationRequest)
                 .where(
-                    ValidationRequest.organization_id == fleet.organization_id,
+                    ValidationRequest.organization_id.in_(fleet.organizations),
                     ValidationRequest.state.in_(
                         (RequestState.PENDING, RequestState.RUNNING, RequestState.CONFIRMING)
                     ),
@@ -197,7 +207,7 @@ def one_valid_team(stack: Stack, storm: FakeOpsgenie) -> tuple[Fleet, str]:
 
 def validate_args(fleet: Fleet, team_id: str) -> list[str]:
     integration = str(fleet.integrations[team_id])
-    org = str(fleet.organization_id)
+    org = str(fleet.organization_of[team_id])
     return ["validate", "--org", org, "--integration", integration, "--team", team_id]
 
 
@@ -282,7 +292,11 @@ def test_a_key_that_fails_twice_turns_invalid_after_the_delay(
 
 
 def revalidate(stack: Stack, fleet: Fleet, *extra: str) -> Any:
-    return ogv_json(stack, "revalidate", "--org", str(fleet.organization_id), *extra)
+    """`ogv revalidate` of the fleet's organization, or of every team when it has many
+    (the stack's other teams are checked too: count the fleet's alone)."""
+    if len(fleet.organizations) == 1:
+        return ogv_json(stack, "revalidate", "--org", str(fleet.organizations[0]), *extra)
+    return ogv_json(stack, "revalidate", "--all", *extra)
 
 
 @pytest.mark.timeout(300)
@@ -310,12 +324,14 @@ def test_a_401_storm_trips_the_guard_once_and_holds_every_change_past_its_allowa
     teams, accounts = FLEET[guarded.name]
     base_url = storm.base_url_for("opsgenie-eu")
     fleet = install_fleet(guarded, base_url, OPSGENIE_EU, teams, accounts)
+    assert len(fleet.organizations) == accounts  # a storm over many organizations
     since = len(receiver.received)
-    assert revalidate(guarded, fleet)["outcomes"] == {"valid": teams}
+    revalidate(guarded, fleet)
+    assert statuses(guarded, fleet) == {"valid": teams}
 
     # The storm: a re-validation run, and mid-run every call to the host answers 401.
     run = revalidate(guarded, fleet, "--no-wait")
-    wait_until(lambda: finished_in(guarded, run["run_id"]) >= teams // 4, timeout=120)
+    wait_until(lambda: finished_in(guarded, fleet, run["run_id"]) >= teams // 4, timeout=120)
     storm.set_host("opsgenie-eu", "invalid_key")
     try:
         wait_until(lambda: open_requests(guarded, fleet) == 0, timeout=300)
@@ -327,12 +343,14 @@ def test_a_401_storm_trips_the_guard_once_and_holds_every_change_past_its_allowa
         assert len(trips) == 1, trips
         assert len(log_events(guarded, "guard.tripped")) == 1
         trip = trips[0]
-        # The change that tripped it was the first held; nothing past the allowance.
-        assert written == trip["changes"] - 1
-        assert written <= 0.2 * trip["checks"] and trip["accounts"] >= 3
+        # The change that tripped it was the first held, and nothing past it was
+        # written. The trip's counts are the guard's: each organization's changes up to
+        # the cap (7), so they are at most the changes written before it, plus it.
+        assert trip["changes"] - 1 <= written
+        assert trip["changes"] > 0.2 * trip["checks"] and trip["organizations"] >= 3
         assert len(held) > 0 and written + counts.get("valid", 0) == teams
         # Every team the storm reached ends written or held: none is lost or doubled.
-        assert written + len(held) == outcomes_in(guarded, run["run_id"])["invalid_key"]
+        assert written + len(held) == outcomes_in(guarded, fleet, run["run_id"])["invalid_key"]
         assert {h.base_url for h in held} == {base_url}
         assert all(h.http_status == 401 and h.new_status is TeamStatus.INVALID_KEY for h in held)
         assert not any(fleet.teams[h.team_id] in (h.message or "") for h in held)
@@ -365,7 +383,7 @@ def test_a_401_storm_trips_the_guard_once_and_holds_every_change_past_its_allowa
             "teams": teams,
             "accounts": accounts,
             "checked_in_the_storm_run": teams,
-            "window_at_trip": {k: trip[k] for k in ("checks", "changes", "accounts")},
+            "window_at_trip": {k: trip[k] for k in ("checks", "changes", "organizations")},
             "written_before_the_trip": written,
             "held": len(held),
             "released": len(chosen),
@@ -384,17 +402,22 @@ def trips_of(receiver: WebhookReceiver, base_url: str, since: int = 0) -> list[d
     ]
 
 
-def outcomes_in(stack: Stack, run_id: str) -> dict[str, int]:
+def outcomes_in(stack: Stack, fleet: Fleet, run_id: str) -> dict[str, int]:
+    """The outcomes of the fleet's teams in run `run_id`."""
     with sessions_of(stack)() as session:
         rows = session.execute(
             select(ValidationRequest.outcome, func.count())
-            .where(ValidationRequest.run_id == uuid.UUID(run_id))
+            .where(
+                ValidationRequest.run_id == uuid.UUID(run_id),
+                ValidationRequest.team_id.in_(list(fleet.teams)),
+            )
             .group_by(ValidationRequest.outcome)
         ).all()
     return {outcome.value: count for outcome, count in rows if outcome is not None}
 
 
-def finished_in(stack: Stack, run_id: str) -> int:
+def finished_in(stack: Stack, fleet: Fleet, run_id: str) -> int:
+    """The fleet's teams whose check in run `run_id` finished."""
     with sessions_of(stack)() as session:
         return (
             session.scalar(
@@ -402,6 +425,7 @@ def finished_in(stack: Stack, run_id: str) -> int:
                 .select_from(ValidationRequest)
                 .where(
                     ValidationRequest.run_id == uuid.UUID(run_id),
+                    ValidationRequest.team_id.in_(list(fleet.teams)),
                     ValidationRequest.state.in_((RequestState.DONE, RequestState.FAILED)),
                 )
             )
@@ -445,3 +469,100 @@ def record_figures(stack: str, figures: dict[str, Any]) -> None:
     path = ARTIFACTS / f"guard-fleet-{stack}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+# --- tenants (issue #22): one organization never changes what another sees -----------------
+
+
+def revalidate_each(stack: Stack, fleet: Fleet) -> None:
+    """`ogv revalidate --org` of each of the fleet's organizations, then wait for them."""
+    for org in fleet.organizations:
+        ogv_json(stack, "revalidate", "--org", str(org), "--no-wait")
+    wait_until(lambda: open_requests(stack, fleet) == 0, timeout=240)
+
+
+def joined(*fleets: Fleet) -> Fleet:
+    together = Fleet([], fleets[0].base_url, {}, {})
+    for fleet in fleets:
+        together.organizations += fleet.organizations
+        together.teams |= fleet.teams
+        together.integrations |= fleet.integrations
+        together.organization_of |= fleet.organization_of
+    return together
+
+
+@pytest.mark.timeout(300)
+def test_one_organization_with_three_accounts_cannot_hold_another_organizations_revocation(
+    guarded: Stack, storm: FakeOpsgenie, receiver: WebhookReceiver
+) -> None:
+    """Scenario (a): one organization installs three account names with 7 keys each and
+    revokes all 21; meanwhile a victim and two bystanders, each an organization of its
+    own, genuinely revoke one key each. Four organizations, 24 changes: the guard counts
+    the attacker as one organization worth at most 7 changes, never trips, and the
+    victim's revocation is written."""
+    base_url = storm.base_url_for("jsm-ops")  # a base URL no other test of the module uses
+    attacker_org = uuid.uuid4().int % 10**9 + 1
+    attacker = install_fleet(guarded, base_url, JSM_OPS, 21, 3, organization=attacker_org)
+    victims = install_fleet(guarded, base_url, JSM_OPS, 3, 3)
+    everyone = joined(attacker, victims)
+    revalidate_each(guarded, everyone)
+    assert statuses(guarded, everyone) == {"valid": 24}
+    since = len(receiver.received)
+
+    for key in everyone.teams.values():
+        storm.set_key(key, KeyScenario("invalid_key"))
+    revalidate_each(guarded, everyone)
+
+    assert statuses(guarded, attacker) == {"invalid_key": 21}
+    assert statuses(guarded, victims) == {"invalid_key": 3}
+    assert held_of(guarded, everyone) == []
+    assert trips_of(receiver, base_url, since) == []
+    (listed,) = ogv_json(guarded, "changes", "list", "--base-url", base_url)["guard"]
+    assert (listed["tripped"], listed["organizations"], listed["changes"]) == (False, 4, 10)
+    record_figures(
+        f"tenancy-{guarded.name}",
+        {"attacker_changes": 21, "attacker_accounts": 3, "other_organizations": 3,
+         "written": 24, "held": 0, "window": {k: listed[k] for k in ("checks", "changes",
+         "organizations")}},
+    )  # fmt: skip
+
+
+def test_installing_another_organizations_account_name_leaves_its_integration_alone(
+    guarded: Stack, storm: FakeOpsgenie
+) -> None:
+    """Scenario (b): org 400's key answers 403 on authenticate and works on the alerts
+    probe, which org 400 chose. Org 401 installs the same account name with the
+    authenticate probe: it gets an integration of its own, and org 400's team stays
+    valid on its unchanged probe. Org 401 cannot move org 400's integration."""
+    key = f"key-{uuid.uuid4()}"
+    storm.set_key(key, KeyScenario("no_config_access"))
+    url = storm.url
+    install = ["integration", "add", "--account", "apiacct", "--platform", "opsgenie"]
+    ours = ogv_json(guarded, *install, "--org", "400", "--base-url", url, "--probe", "alerts")
+    added = guarded.ogv(
+        "team", "add", "--org", "400", "--integration", str(ours["integration_id"]),
+        "--label", "payments", "--json", stdin=key,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    team_id = json.loads(added.stdout)["team_id"]
+    fleet = Fleet([400], url, {team_id: key}, {team_id: ours["integration_id"]}, {team_id: 400})
+    assert validate(guarded, fleet, team_id)["outcome"] == "valid"
+
+    theirs = ogv_json(
+        guarded, *install, "--org", "401", "--base-url", url, "--probe", "authenticate"
+    )
+    assert theirs["integration_id"] != ours["integration_id"]
+    assert theirs["probe"] == "authenticate"
+    assert validate(guarded, fleet, team_id)["outcome"] == "valid"
+    assert statuses(guarded, fleet) == {"valid": 1}
+    again = ogv_json(guarded, *install, "--org", "400", "--base-url", url)
+    assert (again["integration_id"], again["probe"]) == (ours["integration_id"], "alerts")
+
+    moved = guarded.ogv(
+        "integration", "migrate", "--org", "401", "--integration", str(ours["integration_id"]),
+        "--to", "jsm-ops", "--force", "--json",
+    )  # fmt: skip
+    assert moved.returncode == 1
+    error = json.loads(moved.stdout)["error"]
+    assert error["code"] == "not_found" and "is not organization 401's" in error["message"]
+    assert validate(guarded, fleet, team_id)["outcome"] == "valid"
