@@ -154,8 +154,8 @@ CONFIRMATIONS = Counter(
 CONFIRMATION_RESULTS = ("started", "confirmed", "disagreed")
 GUARD_TRIPS = Counter(
     "ogv_guard_trips",
-    "Times the mass-change guard tripped for a base URL; counted once, by the worker that "
-    "tripped it.",
+    "Times the mass-change guard tripped for a base URL (changes of at least "
+    "OGV_GUARD_MIN_ORGANIZATIONS organizations); counted once, by the worker that claimed it.",
     ["base_url"],
     registry=None,
 )
