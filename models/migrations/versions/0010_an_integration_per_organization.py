@@ -7,7 +7,8 @@ base_url). Its probe, platform, pacing, readiness and moves are that organizatio
 
 Every integration linked to several organizations is split: the first link (the
 lowest id) keeps the row; each other organization gets a copy (same account, base
-URL, platform, probe, creation time, and a copy of the row's move history), its
+URL, platform, probe, migration and switch-off days, creation time, and a copy of the
+row's move history), its
 organization integration is repointed to the copy, and so are its validation
 requests. Teams are untouched: their ids (`<organization_integration_id>-<label>`),
 keys, statuses, history and held changes stay as they were. An integration no
@@ -19,8 +20,8 @@ that moment: dropping the old table with them on would cascade to every team.
 Downgrade merges the copies back into the oldest row of each account and base URL
 (their probes are the oldest row's again).
 
-Revision ID: 0007
-Revises: 0005
+Revision ID: 0010
+Revises: 0012
 Create Date: 2026-12-02
 """
 
@@ -32,8 +33,8 @@ from contextlib import contextmanager
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007"
-down_revision: str | None = "0005"
+revision: str = "0010"
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -52,6 +53,8 @@ _integrations = sa.table(
     sa.column("base_url", sa.String),
     sa.column("platform", sa.String),
     sa.column("probe", sa.String),
+    sa.column("migrated_on", sa.Date),
+    sa.column("switched_off_on", sa.Date),
     sa.column("created_at", sa.DateTime(timezone=True)),
 )
 _links = sa.table(
@@ -79,7 +82,16 @@ _requests = sa.table(
     sa.column("integration_id", sa.BigInteger),
 )
 _MOVE_COLUMNS = [c.name for c in _moves.columns if c.name not in ("id", "integration_id")]
-_ROW_COLUMNS = ["provider", "account_name", "base_url", "platform", "probe", "created_at"]
+_ROW_COLUMNS = [
+    "provider",
+    "account_name",
+    "base_url",
+    "platform",
+    "probe",
+    "migrated_on",
+    "switched_off_on",
+    "created_at",
+]
 
 
 def upgrade() -> None:
