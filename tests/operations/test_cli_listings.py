@@ -281,8 +281,10 @@ MESSAGE = "Key is not valid\n<html>\n  <body>upstream said no, at length: " + "x
 
 
 def hold_changes(settings: Settings, org: int) -> str:
-    """Three accounts of two valid teams each at a base URL of their own, all answered
-    401 in one batch: two changes written, then four held. Returns the base URL."""
+    """Three accounts of two valid teams each at a base URL of their own, each account
+    installed by an organization of its own (`org` and the next two: the guard counts
+    organizations), all answered 401 in one batch: two changes written, then four
+    held. Returns the base URL."""
     base_url = f"http://held-{uuid.uuid4().hex[:10]}.test/"
     vault = KeyVault(settings.fernet_keys())
     sessions = session_factory(settings.effective_database_url)
@@ -291,17 +293,17 @@ def hold_changes(settings: Settings, org: int) -> str:
         for a in range(3):
             account = f"acct-{a}"
             integration, _ = inventory.add_integration(
-                session, organization_id=org, account_name=account, base_url=base_url,
+                session, organization_id=org + a, account_name=account, base_url=base_url,
                 allowed_base_urls=[base_url],
             )  # fmt: skip
             for n in range(2):
                 team = inventory.add_team(
-                    session, organization_id=org, integration_id=integration.id,
+                    session, organization_id=org + a, integration_id=integration.id,
                     label=f"t{a}-{n}", integration_key=f"key-{uuid.uuid4()}", vault=vault,
                 )  # fmt: skip
                 targets.append(
                     (
-                        Ask(org, integration.id, team.id),
+                        Ask(org + a, integration.id, team.id),
                         Target(
                             team.id,
                             team.label,
@@ -312,6 +314,7 @@ def hold_changes(settings: Settings, org: int) -> str:
                             1,
                             get_platform("opsgenie"),
                             "authenticate",
+                            org + a,
                             TeamStatus.VALID,
                         ),
                     )
@@ -381,7 +384,7 @@ def test_changes_list_sums_up_by_account_and_keeps_each_change_to_a_line(
     assert code == 0
     assert text.splitlines() == [
         f"guard {base_url}: tripped since {since:%Y-%m-%d %H:%M:%S} UTC; window: 6 changes "
-        f"of 6 checks, 3 accounts; 4 held",
+        f"of 6 checks, 3 organizations; 4 held",
         "4 held, by account:",
         f"  account  {'base URL':<{len(base_url)}}  held",
         *(f"  {a['account']:<7}  {base_url}  {a['held']}" for a in by_account),
