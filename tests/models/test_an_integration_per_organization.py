@@ -53,7 +53,8 @@ def shared_install(connection: Connection) -> None:
         run(
             connection,
             "INSERT INTO integrations (id, provider, account_name, base_url, platform, probe, "
-            "created_at) VALUES (:id, 'opsgenie', :account, :base_url, :platform, :probe, :when)",
+            "migrated_on, created_at) "
+            "VALUES (:id, 'opsgenie', :account, :base_url, :platform, :probe, '2026-12-01', :when)",
             id=iid, account=account, base_url=base_url, platform=platform, probe=probe, when=WHEN,
         )  # fmt: skip
     run(
@@ -134,8 +135,8 @@ def test_each_organization_gets_its_own_row_and_keeps_every_team(empty_url: str)
             row.id: row
             for row in connection.execute(
                 text(
-                    "SELECT id, organization_id, account_name, base_url, platform, probe "
-                    "FROM integrations"
+                    "SELECT id, organization_id, account_name, base_url, platform, probe, "
+                    "migrated_on FROM integrations"
                 )
             )
         }
@@ -153,6 +154,7 @@ def test_each_organization_gets_its_own_row_and_keeps_every_team(empty_url: str)
         row = integrations[links[org]]
         assert (row.organization_id, row.account_name, row.base_url) == (org, "apiacct", EU)
         assert (row.platform, row.probe) == ("opsgenie-eu", "alerts")
+        assert str(row.migrated_on) == "2026-12-01"
     assert (integrations[2].organization_id, integrations[3].organization_id) == (500, 0)
     assert sorted(moves) == sorted((links[o], "opsgenie-eu") for o in (400, 401, 402))
     assert requests == links
