@@ -24,7 +24,7 @@ from models import (
 )
 from models.db import session_factory
 from tests.support.api import Account, install
-from worker.checks.guard import DatabaseWindows, Thresholds, Windows
+from worker.checks.guard import DatabaseWindows, Entry, Thresholds, Windows
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.scenario import KeyScenario
 
@@ -120,13 +120,13 @@ def seed(
                 ),
             ]
         )
-        # The guard trips as the workers trip it: 25 changes of 40 checks, 3 accounts.
+        # The guard trips as the workers trip it: 25 changes of 40 checks, 3 organizations.
         windows.admit(
             session.connection(),
             held_base_url,
             thresholds,
-            checks=40,
-            accounts=[f"acct-{n % 3}" for n in range(25)],
+            [Entry(uuid.uuid4().hex, 1, change=False) for _ in range(15)]
+            + [Entry(uuid.uuid4().hex, n % 3 + 1, change=True) for n in range(25)],
         )
         held = (busy.teams["billing"], busy.teams["search"])
         for team_id in held:

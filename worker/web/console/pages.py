@@ -468,7 +468,7 @@ def platforms(view: Platforms, visitor: Visitor) -> Markup:
                 )
                 if g.tripped
                 else html("<span class='status good'>ok</span>"),
-                f"{g.changes} changes of {g.checks} checks, {g.accounts} accounts",
+                f"{g.changes} changes of {g.checks} checks, {g.organizations} organizations",
                 g.held,
                 _decision(visitor, "base_url", g.base_url, f"every change held for {g.base_url}")
                 if g.held
