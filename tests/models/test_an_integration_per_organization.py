@@ -1,4 +1,4 @@
-"""Migration 0010 splits every integration that several organizations shared into a row
+"""Migration 0011 splits every integration that several organizations shared into a row
 per organization, keeping every team, its id, key and history, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def run(connection: Connection, sql: str, **params: object) -> None:
 
 
 def shared_install(connection: Connection) -> None:
-    """Schema 0012's data: account `apiacct` installed by organizations 400, 401 and 402
+    """Schema 0010's data: account `apiacct` installed by organizations 400, 401 and 402
     on one row (with probe `alerts` and a move behind it), `solo` by 500 alone, `gone`
     by nobody; a team under each link, with history, a held change and requests."""
     integrations = [
@@ -118,7 +118,7 @@ def snapshot(connection: Connection) -> dict[str, object]:
 
 
 def test_each_organization_gets_its_own_row_and_keeps_every_team(empty_url: str) -> None:
-    upgrade(empty_url, "0012")
+    upgrade(empty_url, "0010")
     engine = create_engine(empty_url)
     with engine.begin() as connection:
         shared_install(connection)
@@ -168,7 +168,7 @@ def test_each_organization_gets_its_own_row_and_keeps_every_team(empty_url: str)
             us=US, when=WHEN,
         )  # fmt: skip
 
-    downgrade(empty_url, "0012")
+    downgrade(empty_url, "0010")
     with engine.connect() as connection:
         assert snapshot(connection) == before
         merged = dict(

@@ -20,8 +20,8 @@ that moment: dropping the old table with them on would cascade to every team.
 Downgrade merges the copies back into the oldest row of each account and base URL
 (their probes are the oldest row's again).
 
-Revision ID: 0010
-Revises: 0012
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-02
 """
 
@@ -33,8 +33,8 @@ from contextlib import contextmanager
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0010"
-down_revision: str | None = "0012"
+revision: str = "0011"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
