@@ -113,7 +113,7 @@ def test_every_outcome_through_a_real_worker(stack: Stack, fake: FakeOpsgenie) -
         label: attempts for label, (_, _, attempts) in MATRIX.items()
     }
 
-    status = ok_json(stack, "status", "--org", str(org))
+    status = ok_json(stack, "status", "--org", str(org))["teams"]
     assert {row["label"]: row["status"] for row in status} == {
         label: outcome for label, (_, outcome, _) in MATRIX.items()
     }
@@ -131,7 +131,7 @@ def test_always_503_ends_in_error_and_keeps_the_earlier_status(
 
     assert (result["state"], result["outcome"], result["attempts"]) == ("failed", "error", 3)
     assert (result["http_status"], result["error_code"]) == (503, "server_error")
-    [row] = ok_json(stack, "status", "--org", str(account["org"]))
+    [row] = ok_json(stack, "status", "--org", str(account["org"]))["teams"]
     assert (row["status"], row["last_error_code"], row["last_http_status"]) == (
         "valid",
         "server_error",
