@@ -46,10 +46,11 @@ def confirming(
 def guarded(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, fake: FakeOpsgenie
 ) -> Iterator[Stack]:
-    """One answer decides, and the guard trips on the third change over three accounts."""
+    """One answer decides, and the guard trips on the third change over two organizations
+    (each counts for at most two changes)."""
     stack = open_stack(
         "embedded", request, tmp_path_factory, fake,
-        OGV_GUARD_MIN_CHANGES="3", OGV_GUARD_THRESHOLD="0.1",
+        OGV_GUARD_MIN_CHANGES="3", OGV_GUARD_THRESHOLD="0.1", OGV_GUARD_MIN_ORGANIZATIONS="2",
     )  # fmt: skip
     yield stack
     stack.stop()
@@ -139,15 +140,15 @@ def test_revalidate_counts_the_checks_that_wait_for_their_second(
 def test_revalidate_shows_the_changes_held_and_the_tripped_guard(
     guarded: Stack, fake: FakeOpsgenie
 ) -> None:
-    org = new_org()
-    valid_teams(guarded, fake, 4, org)
+    for org in (new_org(), new_org()):
+        valid_teams(guarded, fake, 2, org)
 
-    done = guarded.ogv("revalidate", "--org", str(org), timeout=120)
-    again = guarded.ogv("revalidate", "--org", str(org), "--json", timeout=120)
+    done = guarded.ogv("revalidate", "--all", timeout=120)
+    again = guarded.ogv("revalidate", "--all", "--json", timeout=120)
     listed = json.loads(guarded.ogv("changes", "list", "--json").stdout)
-    status = json.loads(guarded.ogv("status", "--org", str(org), "--json").stdout)
+    status = json.loads(guarded.ogv("status", "--json").stdout)
 
-    # The third change over three accounts trips the guard: two written, two held.
+    # The third change, from the second organization, trips the guard: two written, two held.
     assert done.returncode == 0, done.stderr
     [guard] = listed["guard"]
     since = datetime.fromisoformat(guard["tripped_at"])
