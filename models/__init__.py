@@ -17,7 +17,7 @@ from models.history import (
     PlatformHealth,
     TeamStatusChange,
 )
-from models.integration import Integration, OrganizationIntegration, Team
+from models.integration import IdempotentCreate, Integration, OrganizationIntegration, Team
 from models.validation import HealthCheck, ValidationRequest, ValidationRun
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "GuardWindow",
     "HealthCheck",
     "HeldChange",
+    "IdempotentCreate",
     "Integration",
     "IntegrationMove",
     "IntegrationStatus",

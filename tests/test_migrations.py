@@ -28,6 +28,7 @@ TABLES = {
     "platform_health",
     "held_changes",
     "guard_windows",
+    "idempotent_creates",
 }
 
 
