@@ -5,6 +5,13 @@
     GET  /v1/teams/{team_id}                   a team's status
     GET  /v1/organizations/{org}/teams         an organization's teams (?status, limit, cursor)
     GET  /v1/organizations/{org}/migration     its readiness for JSM Ops, as recorded
+    POST /v1/organizations/{org}/integrations  install an account (Idempotency-Key)
+    GET  /v1/organizations/{org}/integrations  its integrations (?status, limit, cursor)
+    GET, PATCH, DELETE .../integrations/{id}   one: read, disable/enable, remove
+    POST .../integrations/{id}/teams           store a team's key, check it (?wait)
+    GET  .../integrations/{id}/teams           its teams (?status, limit, cursor)
+    PUT  /v1/teams/{team_id}/key               replace a team's key, check it (?wait)
+    DELETE /v1/teams/{team_id}                 remove a team
     GET  /v1/guard                             each base URL's mass-change guard, held counts
     GET  /v1/changes/held                      the changes it holds (?base_url, limit, cursor)
     GET  /v1/openapi.json                      the OpenAPI document (worker/web/openapi.py)
@@ -16,6 +23,7 @@ the codes are listed in `worker.web.openapi.ERROR_CODES`. The rooms:
 
     config.py      ApiConfig, `api_config` (or StartRefused), the application keys
     inputs.py      query, header and body, read and refused with the published formats
+    routes.py      every route, and the token scope it needs
     handlers.py    one handler per route, the database reached on a thread pool
     answers.py     JSON answers, views in their documented shapes, the error shape
     middleware.py  the access log (`api.request`), the error shape, authentication
@@ -39,7 +47,6 @@ from models.db import session_factory
 from worker import metrics
 from worker.logs import configure_logging
 from worker.settings import Settings
-from worker.web import handlers
 from worker.web.client import ValidationClient
 from worker.web.config import (
     CLIENT,
@@ -54,6 +61,7 @@ from worker.web.grouping import Gatherer
 from worker.web.inputs import BODY_LIMIT
 from worker.web.middleware import access_log_middleware, auth_middleware, errors_middleware
 from worker.web.openapi import document
+from worker.web.routes import add_routes
 from worker.web.server import ApiRunner
 
 __all__ = ["ApiConfig", "ApiRunner", "StartRefused", "build_app", "serve", "start_api"]
@@ -81,20 +89,7 @@ def build_app(client: ValidationClient, config: ApiConfig) -> web.Application:
     app[GATHERER] = Gatherer(client, spacing=config.group_spacing)
     app[OPENAPI] = json.dumps(document()).encode()
     app.on_startup.append(_use_thread_pool)
-    app.router.add_post("/v1/validations", handlers.post_validation)
-    app.router.add_get("/v1/validations/{request_id}", handlers.get_validation, name="validation")
-    # Any character, "/" and "\n" included: a malformed id is refused by get_team (422),
-    # not left to fall through to "no such route".
-    app.router.add_get(r"/v1/teams/{team_id:[\s\S]+}", handlers.get_team)
-    # Not aiohttp's default [^{}/]+: an id with a brace is refused by the handler (422) too.
-    app.router.add_get("/v1/organizations/{organization_id:[^/]+}/teams", handlers.list_teams)
-    app.router.add_get(
-        "/v1/organizations/{organization_id:[^/]+}/migration", handlers.get_migration
-    )
-    app.router.add_get("/v1/guard", handlers.get_guard)
-    app.router.add_get("/v1/changes/held", handlers.list_held)
-    app.router.add_get("/v1/openapi.json", handlers.get_openapi)
-    app.router.add_get("/healthz", handlers.healthz)
+    add_routes(app)
     return app
 
 

@@ -11,16 +11,19 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from aiohttp import web
 from sqlalchemy import text
 
+from models import IntegrationStatus
 from worker import readiness
 from worker.checks import held
 from worker.checks.requests import Ask, IdempotencyConflict
 from worker.enqueue import RequestView
-from worker.errors import RecordError
+from worker.errors import BaseUrlError, Busy, NotFound, RecordError
+from worker.inventory import DuplicateTeam
 from worker.web import teams
 from worker.web.answers import json_response, to_json
 from worker.web.client import ValidationClient
@@ -32,13 +35,20 @@ from worker.web.inputs import (
     is_team_id,
     parse_held_query,
     parse_idempotency_key,
+    parse_integration,
+    parse_integration_change,
+    parse_integration_id,
+    parse_integration_page_query,
+    parse_key,
+    parse_no_query,
     parse_organization_id,
     parse_page_query,
     parse_submission,
+    parse_team,
     parse_wait,
     read_json,
 )
-from worker.web.teams import TeamRow
+from worker.web.teams import SavedTeam, TeamRow
 
 log = logging.getLogger("ogv.api")
 
@@ -242,3 +252,178 @@ async def check_health(client: ValidationClient) -> dict[str, Any]:
 async def healthz(request: web.Request) -> web.Response:
     report = await check_health(request.app[CLIENT])
     return json_response(report, 200 if report["status"] == "ok" else 503)
+
+
+# -- integrations and teams --------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+async def _write(call: Callable[[], T]) -> T:
+    """Run a write of the inventory off the loop; its refusals become API errors."""
+    try:
+        return await off_loop(call)
+    except IdempotencyConflict as exc:
+        raise ApiError(409, "idempotency_conflict", str(exc)) from exc
+    except NotFound as exc:
+        raise ApiError(404, "not_found", str(exc)) from exc
+    except DuplicateTeam as exc:
+        raise ApiError(409, "duplicate_team", str(exc)) from exc
+    except Busy as exc:
+        raise ApiError(503, "busy", str(exc), {"Retry-After": "1"}) from exc
+    except RecordError as exc:  # the messages of inventory's refusals repeat no key
+        raise invalid(str(exc)) from exc
+    except BaseUrlError as exc:
+        raise invalid(f"{exc}; the allowed ones are on OGV_ALLOWED_BASE_URLS") from exc
+
+
+def _ids(request: web.Request) -> tuple[int, int]:
+    return (
+        parse_organization_id(request.match_info["organization_id"]),
+        parse_integration_id(request.match_info["integration_id"]),
+    )
+
+
+def _team_id(request: web.Request) -> str:
+    team_id = request.match_info["team_id"]
+    if not is_team_id(team_id):
+        raise bad_team_id()
+    return team_id
+
+
+async def _settled(client: ValidationClient, saved: SavedTeam, wait: float) -> SavedTeam:
+    """`saved` once its check is final or `wait` seconds have passed, the team re-read."""
+    if wait <= 0 or saved.validation.is_final:
+        return saved
+    view = await wait_until_final(client, saved.validation, wait)
+    team = await off_loop(functools.partial(client.get_team, saved.team.team_id))
+    return SavedTeam(team or saved.team, view)
+
+
+async def post_integration(request: web.Request) -> web.Response:
+    organization_id = parse_organization_id(request.match_info["organization_id"])
+    parse_no_query(request.query)
+    idempotency_key = parse_idempotency_key(request)
+    asked = parse_integration(await read_json(request))
+    client = request.app[CLIENT]
+    view, created = await _write(
+        lambda: client.add_integration(
+            organization_id,
+            asked.account,
+            platform=asked.platform,
+            base_url=asked.base_url,
+            probe=asked.probe,
+            idempotency_key=idempotency_key,
+        )
+    )
+    location = request.app.router["integration"].url_for(
+        organization_id=str(organization_id), integration_id=str(view.integration_id)
+    )
+    return json_response(to_json(view), 201 if created else 200, {"Location": str(location)})
+
+
+async def list_integrations(request: web.Request) -> web.Response:
+    organization_id = parse_organization_id(request.match_info["organization_id"])
+    status, limit, after = parse_integration_page_query(request.query)
+    client = request.app[CLIENT]
+    page = await off_loop(
+        lambda: client.list_integrations(
+            organization_id,
+            status=status,
+            limit=limit,
+            cursor=str(after) if after is not None else None,
+        )
+    )
+    return json_response(
+        {"integrations": [to_json(i) for i in page.integrations], "next_cursor": page.next_cursor}
+    )
+
+
+async def get_integration(request: web.Request) -> web.Response:
+    organization_id, integration_id = _ids(request)
+    parse_no_query(request.query)
+    client = request.app[CLIENT]
+    view = await off_loop(lambda: client.get_integration(organization_id, integration_id))
+    if view is None:
+        raise ApiError(404, "not_found", "no such integration in that organization")
+    return json_response(to_json(view))
+
+
+async def patch_integration(request: web.Request) -> web.Response:
+    organization_id, integration_id = _ids(request)
+    parse_no_query(request.query)
+    status = parse_integration_change(await read_json(request))
+    client = request.app[CLIENT]
+    active = status is IntegrationStatus.ACTIVE
+    change = client.enable_integration if active else client.disable_integration
+    view = await _write(lambda: change(organization_id, integration_id))
+    return json_response(to_json(view))
+
+
+async def delete_integration(request: web.Request) -> web.Response:
+    organization_id, integration_id = _ids(request)
+    parse_no_query(request.query)
+    client = request.app[CLIENT]
+    removed = await _write(lambda: client.remove_integration(organization_id, integration_id))
+    return json_response(to_json(removed))
+
+
+async def post_team(request: web.Request) -> web.Response:
+    organization_id, integration_id = _ids(request)
+    wait = parse_wait(request.query, request.app[CONFIG].max_wait)
+    idempotency_key = parse_idempotency_key(request)
+    asked = parse_team(await read_json(request))
+    client = request.app[CLIENT]
+    saved, created = await _write(
+        lambda: client.add_team(
+            organization_id,
+            integration_id,
+            asked.label,
+            asked.integration_key,
+            idempotency_key=idempotency_key,
+        )
+    )
+    saved = await _settled(client, saved, wait)
+    location = request.app.router["team"].url_for(team_id=saved.team.team_id)
+    return json_response(to_json(saved), 201 if created else 200, {"Location": str(location)})
+
+
+async def list_integration_teams(request: web.Request) -> web.Response:
+    organization_id, integration_id = _ids(request)
+    page_query = parse_page_query(request.query)
+    client = request.app[CLIENT]
+
+    def page() -> teams.TeamPage | None:
+        if client.get_integration(organization_id, integration_id) is None:
+            return None
+        return client.list_teams(
+            organization_id,
+            integration_id=integration_id,
+            status=page_query.status,
+            limit=page_query.limit,
+            cursor=page_query.cursor,
+        )
+
+    found = await off_loop(page)
+    if found is None:
+        raise ApiError(404, "not_found", "no such integration in that organization")
+    return json_response(
+        {"teams": [to_json(t) for t in found.teams], "next_cursor": found.next_cursor}
+    )
+
+
+async def put_key(request: web.Request) -> web.Response:
+    team_id = _team_id(request)
+    wait = parse_wait(request.query, request.app[CONFIG].max_wait)
+    key = parse_key(await read_json(request))
+    client = request.app[CLIENT]
+    saved = await _write(lambda: client.replace_key(team_id, key))
+    return json_response(to_json(await _settled(client, saved, wait)))
+
+
+async def delete_team(request: web.Request) -> web.Response:
+    team_id = _team_id(request)
+    parse_no_query(request.query)
+    client = request.app[CLIENT]
+    removed = await _write(lambda: client.remove_team(team_id))
+    return json_response(to_json(removed))

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from models import TeamStatus
-from models.integration import BASE_URL_MAX, BIGINT_MAX
+from models import IntegrationStatus, TeamStatus
+from models.integration import BASE_URL_MAX, BIGINT_MAX, IDEMPOTENCY_KEY_MAX, INTEGER_MAX
 from worker.cursors import CURSOR_MAX, CURSOR_PATTERN, DEFAULT_PAGE, MAX_PAGE
 from worker.web.inputs import (
     BASE_URL_PATTERN,
     BODY_LIMIT,
-    IDEMPOTENCY_KEY_MAX,
+    DIGITS_PATTERN,
     IDEMPOTENCY_KEY_PATTERN,
 )
 from worker.web.schemas import team_id_schema, view_schemas
@@ -34,9 +34,10 @@ ERROR_CODES = {
     "header, a body whose framing or Content-Encoding is broken); nothing of it is repeated",
     "malformed_json": "400: the body is not JSON",
     "unauthorized": "401: no bearer token, or the wrong one",
-    "not_found": "404: no such request, team, organization or route",
+    "not_found": "404: no such request, team, integration, organization or route",
     "method_not_allowed": "405: the route exists, not with that method",
-    "idempotency_conflict": "409: the Idempotency-Key was used for another team",
+    "idempotency_conflict": "409: the Idempotency-Key was used for another team, or another create",
+    "duplicate_team": "409: the integration has a team with that label",
     "too_large": "413: the body is over the size limit",
     "unsupported_media_type": "415: the body is not application/json",
     "invalid_request": "422: a field, header or query parameter is missing or of the wrong type",
@@ -151,7 +152,9 @@ def _responses() -> dict[str, Any]:
         },
         "NotFound": _error_response("`not_found`: no such resource."),
         "IdempotencyConflict": _error_response(
-            "`idempotency_conflict`: the Idempotency-Key was used for another team."
+            "`idempotency_conflict`: the Idempotency-Key was used for another team, or for "
+            "another create (other fields, or what it created is removed since); "
+            "`duplicate_team`: the integration has a team with that label."
         ),
         "TooLarge": _error_response(f"`too_large`: the body is over {BODY_LIMIT // 1024} KiB."),
         "UnsupportedMediaType": _error_response(
@@ -280,6 +283,213 @@ def _bounds_parameters() -> list[dict[str, Any]]:
     ]
 
 
+def _integration_id() -> dict[str, Any]:
+    return {
+        "name": "integration_id",
+        "in": "path",
+        "required": True,
+        "description": "Decimal digits.",
+        "schema": {"type": "integer", "minimum": 1, "maximum": INTEGER_MAX},
+    }
+
+
+def _team_id() -> dict[str, Any]:
+    return {
+        "name": "team_id",
+        "in": "path",
+        "required": True,
+        "schema": team_id_schema("URL-encoded in the path."),
+    }
+
+
+def _wait() -> dict[str, Any]:
+    return {
+        "name": "wait",
+        "in": "query",
+        "required": False,
+        "description": "Wait up to this many seconds for the outcome (capped by "
+        "OGV_API_MAX_WAIT, default 30). A decimal number: 5, 0.5 or 1e-3; no sign.",
+        "schema": {"type": "number", "minimum": 0},
+    }
+
+
+def _idempotency_key(what: str) -> dict[str, Any]:
+    return {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "description": f"The same key returns the same {what}. Printable ASCII.",
+        "schema": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": IDEMPOTENCY_KEY_MAX,
+            "pattern": IDEMPOTENCY_KEY_PATTERN,
+        },
+    }
+
+
+def _body(component: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": _ref(component)}}}
+
+
+NO_QUERY = "It takes no query parameter (422)."
+MANAGE = "Needs the `manage` scope."
+WRITE_ERRORS = (400, 401, 404, 413, 415, 422, 500, 503)
+KEY_NOTE = (
+    "The key travels in the body only; it is stored encrypted and never answered. A "
+    "malformed key is refused (422) without being repeated."
+)
+
+
+def _integrations_paths() -> dict[str, Any]:
+    location = {"Location": {"description": "The integration's URL.", "schema": {"type": "string"}}}
+    integration = _json(_ref("Integration"), "The integration.")
+    return {
+        "/v1/organizations/{organization_id}/integrations": {
+            "get": {
+                "operationId": "listIntegrations",
+                "summary": "An organization's integrations, by id, a page at a time",
+                "description": "An organization without any has an empty page. A query "
+                "parameter not listed here, or one given twice, is refused (422).",
+                "parameters": [
+                    _organization_id(),
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": [s.value for s in IntegrationStatus]},
+                    },
+                    _bounds_parameters()[0],
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "description": "`next_cursor` of the previous page: the page starts "
+                        "after the integration of that id.",
+                        "schema": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": 10,
+                            "pattern": DIGITS_PATTERN,
+                        },
+                    },
+                ],
+                "responses": {
+                    "200": _json(_ref("IntegrationPage"), "One page of integrations."),
+                    **_errors(400, 401, 422, 500, 503),
+                },
+            },
+            "post": {
+                "operationId": "addIntegration",
+                "summary": "Install an Opsgenie or JSM Operations account for the organization",
+                "description": "Installing an account the organization has installed already "
+                f"enables it again (200). {MANAGE} {NO_QUERY}",
+                "parameters": [_organization_id(), _idempotency_key("integration")],
+                "requestBody": _body("IntegrationInput"),
+                "responses": {
+                    "201": {**integration, "description": "Installed.", "headers": location},
+                    "200": {
+                        **integration,
+                        "description": "Installed already, or the Idempotency-Key's integration.",
+                        "headers": location,
+                    },
+                    **_errors(409, *WRITE_ERRORS),
+                },
+            },
+        },
+        "/v1/organizations/{organization_id}/integrations/{integration_id}": {
+            "get": {
+                "operationId": "getIntegration",
+                "summary": "One of the organization's integrations",
+                "description": NO_QUERY,
+                "parameters": [_organization_id(), _integration_id()],
+                "responses": {"200": integration, **_errors(400, 401, 404, 422, 500, 503)},
+            },
+            "patch": {
+                "operationId": "changeIntegration",
+                "summary": "Disable the integration, or enable it again",
+                "description": "While it is disabled, checks of its teams end "
+                f"`invalid_integration` and beat does not re-check them. {MANAGE} {NO_QUERY}",
+                "parameters": [_organization_id(), _integration_id()],
+                "requestBody": _body("IntegrationChange"),
+                "responses": {"200": integration, **_errors(*WRITE_ERRORS)},
+            },
+            "delete": {
+                "operationId": "removeIntegration",
+                "summary": "Remove the integration from the organization, with its teams",
+                "description": "Their open checks end (`integration_removed`); their status "
+                "history stays until OGV_HISTORY_RETENTION_DAYS prunes it. "
+                f"{MANAGE} {NO_QUERY}",
+                "parameters": [_organization_id(), _integration_id()],
+                "responses": {
+                    "200": _json(_ref("RemovedIntegration"), "Removed."),
+                    **_errors(400, 401, 404, 422, 500, 503),
+                },
+            },
+        },
+        "/v1/organizations/{organization_id}/integrations/{integration_id}/teams": {
+            "get": {
+                "operationId": "listIntegrationTeams",
+                "summary": "An integration's teams, by team id, a page at a time",
+                "description": "A query parameter not listed here, or one given twice, is "
+                "refused (422).",
+                "parameters": [_organization_id(), _integration_id(), *_page_parameters()],
+                "responses": {
+                    "200": _json(_ref("TeamPage"), "One page of teams."),
+                    **_errors(400, 401, 404, 422, 500, 503),
+                },
+            },
+            "post": {
+                "operationId": "addTeam",
+                "summary": "Store a team's key, and ask for a check of it at once",
+                "description": f"{KEY_NOTE} The answer holds the team and its check: with "
+                "`wait`, the check's outcome if it came in time (a new key is never "
+                f"`confirming`). {MANAGE} A query parameter other than `wait` is refused (422).",
+                "parameters": [
+                    _organization_id(),
+                    _integration_id(),
+                    _wait(),
+                    _idempotency_key("team and its first check"),
+                ],
+                "requestBody": _body("TeamInput"),
+                "responses": {
+                    "201": {
+                        **_json(_ref("SavedTeam"), "Stored, and its check asked for."),
+                        "headers": {
+                            "Location": {
+                                "description": "The team's URL (`/v1/teams/{team_id}`).",
+                                "schema": {"type": "string"},
+                            }
+                        },
+                    },
+                    "200": _json(_ref("SavedTeam"), "The Idempotency-Key's team and its check."),
+                    **_errors(409, *WRITE_ERRORS),
+                },
+            },
+        },
+    }
+
+
+def _team_paths() -> dict[str, Any]:
+    return {
+        "/v1/teams/{team_id}/key": {
+            "put": {
+                "operationId": "replaceKey",
+                "summary": "Replace a team's key, and ask for a check of the new one at once",
+                "description": f"{KEY_NOTE} The team's `key_version` grows and its status is "
+                "`unknown` until the new check answers; a check of the old key still under "
+                "way ends `error` (`key_replaced`) and changes nothing. With `wait`, the new "
+                f"check's outcome if it came in time. {MANAGE} A query parameter other than "
+                "`wait` is refused (422).",
+                "parameters": [_team_id(), _wait()],
+                "requestBody": _body("KeyInput"),
+                "responses": {
+                    "200": _json(_ref("SavedTeam"), "Replaced, and its check asked for."),
+                    **_errors(*WRITE_ERRORS),
+                },
+            }
+        },
+    }
+
+
 def _paths() -> dict[str, Any]:
     public: list[dict[str, Any]] = []
     return {
@@ -318,8 +528,20 @@ def _paths() -> dict[str, Any]:
                     "200": _json(_ref("Team"), "The team."),
                     **_errors(400, 401, 404, 422, 500, 503),
                 },
-            }
+            },
+            "delete": {
+                "operationId": "removeTeam",
+                "summary": "Remove a team and its key",
+                "description": "Its open checks end (`team_removed`); its status history stays "
+                f"until OGV_HISTORY_RETENTION_DAYS prunes it. {MANAGE} {NO_QUERY}",
+                "parameters": [_team_id()],
+                "responses": {
+                    "200": _json(_ref("RemovedTeam"), "Removed."),
+                    **_errors(400, 401, 404, 422, 500, 503),
+                },
+            },
         },
+        **_team_paths(),
         "/v1/organizations/{organization_id}/teams": {
             "get": {
                 "operationId": "listTeams",
@@ -347,6 +569,7 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        **_integrations_paths(),
         "/v1/guard": {
             "get": {
                 "operationId": "getGuard",

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, defer
 
 from models import Integration, OrganizationIntegration, Team, TeamStatus
 from worker.cursors import DEFAULT_PAGE, decode_cursor, encode_cursor
+from worker.enqueue import RequestView
 from worker.platforms import get_platform
 from worker.settings import get_settings
 
@@ -49,6 +50,15 @@ class TeamPage:
     teams: list[TeamRow]
     next_cursor: str | None
     """Pass as `cursor`; null on the last page."""
+
+
+@dataclass(frozen=True)
+class SavedTeam:
+    """A team whose key was just stored (new, or replacing the old one), and the check
+    of it asked for at once: `confirming` or a verdict once it is final."""
+
+    team: TeamRow
+    validation: RequestView
 
 
 def _rows() -> Select[Team, OrganizationIntegration, Integration]:
@@ -101,12 +111,16 @@ def list_team_page(
     session: Session,
     organization_id: int,
     *,
+    integration_id: int | None = None,
     status: TeamStatus | None = None,
     limit: int = DEFAULT_PAGE,
     cursor: str | None = None,
 ) -> TeamPage:
-    """One page of the organization's teams, ordered by id, optionally of one status."""
+    """One page of the organization's teams (of one integration, if given), ordered by
+    id, optionally of one status."""
     query = _rows().where(OrganizationIntegration.organization_id == organization_id)
+    if integration_id is not None:
+        query = query.where(OrganizationIntegration.integration_id == integration_id)
     if status is not None:
         query = query.where(Team.status == status)
     if cursor is not None:
