@@ -57,7 +57,9 @@ beat_schedule = {
     "sweep-outbox": {"task": "ogv.sweep_outbox", "schedule": _settings.sweep_interval},
     "revalidate-all": {"task": "ogv.revalidate", "schedule": _settings.revalidate_interval},
     "prune-history": {"task": "ogv.prune_history", "schedule": _settings.prune_interval},
+    "prune-audit": {"task": "ogv.prune_audit", "schedule": _settings.prune_interval},
     # Each held team is due every OGV_GUARD_RECHECK seconds; looking every minute at
     # most keeps a due one from waiting nearly twice that.
     "recheck-held": {"task": "ogv.recheck_held", "schedule": min(60.0, _settings.guard_recheck)},
+    "announce-sunset": {"task": "ogv.announce_sunset", "schedule": _settings.sunset_interval},
 }

@@ -1,5 +1,6 @@
 """The service's records: SQLAlchemy 2.x typed models and their Alembic migrations."""
 
+from models.access import ApiToken, AuditEvent
 from models.base import (
     FAILING_VERDICTS,
     Base,
@@ -15,13 +16,17 @@ from models.history import (
     HeldChange,
     IntegrationMove,
     PlatformHealth,
+    SunsetNotice,
     TeamStatusChange,
 )
 from models.integration import IdempotentCreate, Integration, OrganizationIntegration, Team
-from models.validation import HealthCheck, ValidationRequest, ValidationRun
+from models.validation import ApiProcess, HealthCheck, ValidationRequest, ValidationRun
 
 __all__ = [
     "FAILING_VERDICTS",
+    "ApiProcess",
+    "ApiToken",
+    "AuditEvent",
     "Base",
     "GuardWindow",
     "HealthCheck",
@@ -35,6 +40,7 @@ __all__ = [
     "PlatformHealth",
     "RequestState",
     "Requester",
+    "SunsetNotice",
     "Team",
     "TeamStatus",
     "TeamStatusChange",

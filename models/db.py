@@ -45,6 +45,35 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 DEFAULT_POOL_SIZE = 20
 
 
+class DatabaseMissing(Exception):
+    """Raised when a configured SQLite database, or the folder it belongs in, is missing."""
+
+    def __init__(self, path: Path, *, folder: bool) -> None:
+        what = (
+            f"the folder {path} of the SQLite database" if folder else f"the SQLite database {path}"
+        )
+        super().__init__(f"{what} does not exist")
+        self.path = path
+        self.folder = folder
+
+
+def require_sqlite_database(url: str, *, creating: bool = False) -> None:
+    """Refuse a SQLite `url` whose folder (or, unless `creating`, whose file) is missing.
+
+    Connecting would otherwise make an empty database (and `build_engine` its folder)
+    wherever a mistyped URL points, and the first query would then report a missing
+    schema instead of a wrong path. Other databases are left to their server.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    path = Path(parsed.database)
+    if not path.parent.is_dir():
+        raise DatabaseMissing(path.parent, folder=True)
+    if not creating and not path.exists():
+        raise DatabaseMissing(path, folder=False)
+
+
 def build_engine(url: str, pool_size: int = DEFAULT_POOL_SIZE) -> Engine:
     """An engine for `url`, with the per-dialect settings the service relies on.
 
@@ -74,14 +103,18 @@ def session_factory(url: str | None = None, pool_size: int | None = None) -> ses
     `pool_size` (default: `OGV_DATABASE_POOL_SIZE` for the configured database,
     else `DEFAULT_POOL_SIZE`) counts when the factory is first made.
     """
+    explicit = False
     if url is None:
         from worker.settings import get_settings
 
         settings = get_settings()
         url = settings.effective_database_url
         pool_size = pool_size or settings.database_pool_size
+        explicit = not settings.is_embedded  # the embedded default makes its own file
     with _LOCK:
         if url not in _FACTORIES:
+            if explicit:
+                require_sqlite_database(url)
             engine = build_engine(url, pool_size or DEFAULT_POOL_SIZE)
             _FACTORIES[url] = sessionmaker(engine, expire_on_commit=False)
         return _FACTORIES[url]

@@ -4,9 +4,9 @@ alarms, and the changes the mass-change guard holds back."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, Uuid
+from sqlalchemy import Boolean, Date, ForeignKey, Integer, String, Text, UniqueConstraint, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, TeamStatus, enum_column, utcnow
@@ -110,3 +110,29 @@ class GuardWindow(Base):
     buckets: Mapped[str] = mapped_column(Text, default="{}")
     tripped_at: Mapped[datetime | None]
     trips: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class SunsetNotice(Base):
+    """An integration's deadline came within `threshold` days: announced once.
+
+    One row per integration, deadline and threshold (30, 7, 1): the unique
+    constraint makes the announcement once however many beats or restarts run the
+    check, and a deadline that moves (a switch-off recorded later) gets notices of
+    its own. `notified_at` marks the webhook document delivered; the outbox
+    sweeper re-publishes one whose message was lost.
+    """
+
+    __tablename__ = "sunset_notices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    integration_id: Mapped[int] = mapped_column(
+        ForeignKey("integrations.id", ondelete="CASCADE"), index=True
+    )
+    deadline: Mapped[date] = mapped_column(Date)
+    threshold: Mapped[int] = mapped_column(Integer)
+    days_left: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    notified_at: Mapped[datetime | None]
+    notify_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+    __table_args__ = (UniqueConstraint("integration_id", "deadline", "threshold"),)

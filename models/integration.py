@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Date,
     ForeignKey,
     Integer,
     LargeBinary,
@@ -29,6 +30,12 @@ INTEGER_MAX = 2**31 - 1
 TEAM_ID_MAX = 300
 """The longest team id: `teams.id` is a String(300)."""
 
+OPSGENIE_PROVIDER = "opsgenie"
+"""`Integration.provider` of every account this service checks."""
+
+JSM_WORKS, JSM_FAILS, JSM_UNKNOWN = "works", "fails", "unknown"
+"""What `Team.jsm_ops` records: a genuine valid, another genuine verdict, no verdict."""
+
 # `<organization_integration_id>-<label>` (`Team.make_id`). The id is an Integer
 # column, so at most 10 digits. A label holds no control character (C0 or C1), line
 # separator or lone surrogate, and no space at either end. Refusing the rest keeps a
@@ -49,17 +56,22 @@ class Integration(Base):
 
     `platform` names where the account lives (`worker.platforms`: `opsgenie`,
     `opsgenie-eu`, `jsm-ops`), `probe` the probe its checks use; None follows the
-    platform's default (`OGV_PROBE` on Opsgenie).
+    platform's default (`OGV_PROBE` on Opsgenie). `migrated_on` and
+    `switched_off_on` are the days (UTC) the account migrated to JSM Operations and
+    its Opsgenie was switched off, as an operator recorded them: they bring the
+    account's deadline forward (`worker.platforms.sunset`).
     """
 
     __tablename__ = "integrations"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    provider: Mapped[str] = mapped_column(String(32), default="opsgenie")
+    provider: Mapped[str] = mapped_column(String(32), default=OPSGENIE_PROVIDER)
     account_name: Mapped[str] = mapped_column(String(ACCOUNT_MAX))
     base_url: Mapped[str] = mapped_column(String(BASE_URL_MAX))
     platform: Mapped[str] = mapped_column(String(32), server_default="opsgenie")
     probe: Mapped[str | None] = mapped_column(String(32))
+    migrated_on: Mapped[date | None] = mapped_column(Date)
+    switched_off_on: Mapped[date | None] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     __table_args__ = (UniqueConstraint("provider", "account_name", "base_url"),)

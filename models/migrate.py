@@ -8,6 +8,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import Connection
 
 from models.db import build_engine
 
@@ -43,6 +44,24 @@ def current_revision(url: str) -> str | None:
             return MigrationContext.configure(connection).get_current_revision()
     finally:
         engine.dispose()
+
+
+def schema_problem(connection: Connection) -> str | None:
+    """Why the schema on `connection` does not fit this code, in words; None when it does.
+
+    The code expects the newest revision: before it, commands fail with a missing
+    table or column; after it (a newer release migrated the database), they may.
+    """
+    current = MigrationContext.configure(connection).get_current_revision()
+    scripts = ScriptDirectory(str(MIGRATIONS))
+    head = scripts.get_current_head()
+    if current == head:
+        return None
+    if current is None:
+        return "the database has no schema yet: run `ogv db upgrade`"
+    if current in {script.revision for script in scripts.walk_revisions()}:
+        return f"the schema is at revision {current}, behind {head}: run `ogv db upgrade`"
+    return f"the schema is at revision {current}, which this release does not know (newer code?)"
 
 
 def downgrade(url: str, revision: str) -> None:

@@ -98,3 +98,20 @@ class HealthCheck(Base):
     sent_at: Mapped[datetime] = mapped_column(default=utcnow)
     seen_at: Mapped[datetime | None]
     worker: Mapped[str | None] = mapped_column(String(255))
+
+
+class ApiProcess(Base):
+    """A running `ogv api` and the encryption keys it holds, by their fingerprints.
+
+    An API writes its row when it starts and again every little while, and deletes
+    it when it stops; `ogv keys rotate` asks the rows seen lately whether their API
+    holds the new key (worker/key_holders.py).
+    """
+
+    __tablename__ = "api_processes"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprints: Mapped[str] = mapped_column(Text)
+    """Comma-separated fingerprints (`models.crypto.fingerprint`), newest key first."""
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)

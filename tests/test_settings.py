@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import os
+import re
+import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,9 +13,9 @@ from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
-from pydantic import ValidationError
+from pydantic import AliasChoices, ValidationError
 
-from worker.settings import OFFICIAL_BASE_URLS, Settings
+from worker.settings import OFFICIAL_BASE_URLS, Settings, describe_invalid_settings
 
 
 @pytest.fixture(autouse=True)
@@ -282,20 +285,141 @@ def test_a_weak_api_token_is_refused_with_how_to_make_one(token: str) -> None:
 
 
 def test_a_token_pasted_with_a_newline_is_the_token() -> None:
-    token = "t" * 40
+    token = secrets.token_urlsafe(32)
 
     stored = Settings(api_token=f"  {token}\n").api_token
     assert stored is not None and stored.get_secret_value() == token
 
 
-@pytest.mark.parametrize("auth", ["admin:a", "admin:15-characters", "ops:" + "p" * 20 + ",dev:x"])
+@pytest.mark.parametrize(
+    "auth", ["admin:a", "admin:15-characters", f"ops:{secrets.token_urlsafe(16)},dev:x"]
+)
 def test_a_weak_flower_password_is_refused(auth: str) -> None:
     with pytest.raises(ValidationError, match="at least 16 characters"):
         Settings(flower_basic_auth=auth)
 
 
 def test_flower_credentials_are_stripped() -> None:
-    settings = Settings(flower_basic_auth="ops:" + "p" * 20 + "\n")
+    password = secrets.token_urlsafe(16)
+    settings = Settings(flower_basic_auth=f"ops:{password}\n")
 
     stored = settings.flower_basic_auth
-    assert stored is not None and stored.get_secret_value() == "ops:" + "p" * 20
+    assert stored is not None and stored.get_secret_value() == f"ops:{password}"
+
+
+@pytest.mark.parametrize(
+    "malformed",
+    [
+        "not-a-fernet-key",
+        Fernet.generate_key().decode()[:-2],  # cut short
+        "MDEyMzQ1Njc4OWFiY2RlZg==",  # base64 of 16 bytes, not 32
+        Fernet.generate_key().decode().replace("-", "+").replace("_", "/") + "!",
+    ],
+)
+def test_a_malformed_key_is_refused_by_its_place_never_its_value(
+    monkeypatch: pytest.MonkeyPatch, malformed: str
+) -> None:
+    good = Fernet.generate_key().decode()
+    monkeypatch.setenv("OGV_ENCRYPTION_KEYS", f"{good},{malformed},{good}")
+
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+
+    assert describe_invalid_settings(refused.value) == (
+        "OGV_ENCRYPTION_KEYS: entry 2 of 3 is not a Fernet key (32 bytes, URL-safe base64); "
+        "make one with `ogv keys generate`"
+    )
+    assert malformed not in str(refused.value) and good not in str(refused.value)
+
+
+def test_every_key_is_checked_not_only_the_newest() -> None:
+    good = Fernet.generate_key().decode()
+
+    with pytest.raises(ValidationError, match="entry 1 of 1 is not a Fernet key"):
+        Settings(encryption_keys=["x" * 44])
+    assert Settings(encryption_keys=[good, Fernet.generate_key().decode()]).fernet_keys()[0] == (
+        good.encode()
+    )
+
+
+def test_the_readme_configuration_table_lists_every_setting_and_only_those() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Configuration") :]
+    table = section[: section.index("\n### ")]  # the service's table; tests' come after
+    documented = set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \|", table, re.MULTILINE))
+
+    assert documented == {environment_name(name) for name in Settings.model_fields}
+
+
+def environment_name(field: str) -> str:
+    """The variable a setting is read from: OGV_<FIELD>, or the alias it was given."""
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        first = alias.choices[0]
+        assert isinstance(first, str)
+        return first
+    return f"OGV_{field.upper()}"
+
+
+WEAK = [
+    ("a" * 40, "one character repeated"),
+    ("passwordpasswordpasswordpassword", "fewer than 8 different characters"),
+    ("ab12" * 10, "fewer than 8 different characters"),
+    ("Password123!Password123!Secret-Token", "dictionary words"),
+    ("abcdefghijklmnopqrstuvwxyz0123456789", "a run of neighbouring characters"),
+    ("replace-me-with-a-real-token-0123456789", "a placeholder"),
+]
+
+
+@pytest.mark.parametrize(("secret", "reason"), WEAK)
+def test_an_obviously_weak_api_token_is_refused_whatever_its_length(
+    secret: str, reason: str
+) -> None:
+    with pytest.raises(ValidationError, match=f"OGV_API_TOKEN is refused: it.*{reason}") as caught:
+        Settings(api_token=f"{secrets.token_urlsafe(32)} {secret}")  # the second of two
+    assert secret not in str(caught.value)
+
+
+@pytest.mark.parametrize(("secret", "reason"), WEAK)
+def test_an_obviously_weak_flower_password_is_refused(secret: str, reason: str) -> None:
+    with pytest.raises(ValidationError, match=reason) as caught:
+        Settings(flower_basic_auth=f"ops:{secrets.token_urlsafe(16)},dev:{secret}")
+    assert secret not in str(caught.value)
+
+
+def test_several_api_tokens_are_the_bootstrap_tokens() -> None:
+    old, new = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    assert Settings(api_token=f"{old}  {new}\n").api_tokens() == [old, new]
+    assert Settings().api_tokens() == []
+
+
+def test_webhook_secrets_give_their_keys() -> None:
+    keys = [secrets.token_bytes(32), secrets.token_bytes(24)]
+    value = " ".join("whsec_" + base64.b64encode(key).decode() for key in keys)
+    assert Settings(webhook_secret=value).webhook_keys() == keys
+    assert Settings().webhook_keys() == []
+
+
+@pytest.mark.parametrize(
+    ("secret", "reason"),
+    [
+        ("not-a-whsec-secret", "starts with whsec_"),
+        ("whsec_%%%", "base64"),
+        ("whsec_" + base64.b64encode(b"too short").decode(), "24 to 64 bytes"),
+        ("whsec_" + base64.b64encode(bytes(32)).decode(), "too few different bytes"),
+        ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "a published example"),
+        (
+            "whsec_" + base64.b64encode(b"webhook-secret-token-for-ogv").decode(),
+            "dictionary words",
+        ),
+    ],
+)
+def test_a_malformed_or_weak_webhook_secret_is_refused_in_one_line(
+    secret: str, reason: str
+) -> None:
+    good = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    with pytest.raises(ValidationError) as caught:
+        Settings(webhook_secret=f"{good} {secret}")
+    line = describe_invalid_settings(caught.value)
+    assert line.startswith("OGV_WEBHOOK_SECRET") and reason in line and "\n" not in line
+    assert secret not in line and good not in line

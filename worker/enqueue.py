@@ -12,13 +12,15 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import Requester, ValidationRequest
+from models import Requester, RequestState, ValidationRequest, utcnow
 from worker.checks import requests
+from worker.checks.advice import request_hint
+from worker.platforms.hints import Hint
 
 VALIDATE_TASK = "ogv.validate_request"
 """The registered task name; part of the service's interface for producers."""
@@ -28,7 +30,10 @@ REVALIDATE_TASK = "ogv.revalidate"
 NOTIFY_TASK = "ogv.notify_status_change"
 NOTIFY_PLATFORM_TASK = "ogv.notify_platform_change"
 PRUNE_TASK = "ogv.prune_history"
+PRUNE_AUDIT_TASK = "ogv.prune_audit"
 RECHECK_HELD_TASK = "ogv.recheck_held"
+SUNSET_TASK = "ogv.announce_sunset"
+NOTIFY_SUNSET_TASK = "ogv.notify_sunset"
 
 
 @dataclass(frozen=True)
@@ -61,13 +66,22 @@ class RequestView:
     confirmation: str | None = None
     """Whether a second check `confirmed` or `disagreed` with a failing verdict; null when
     none ran."""
+    second_check_at: datetime | None = None
+    """When the second check of a `confirming` request is due; null in any other state."""
+    hint: Hint | None = None
+    """What to do about the outcome, and where (a stable code and one sentence); null while
+    the check runs, and for a valid key with nothing to do."""
 
     @property
     def is_final(self) -> bool:
         return self.state in ("done", "failed")
 
+    @property
+    def is_confirming(self) -> bool:
+        return self.state == RequestState.CONFIRMING.value
+
     @classmethod
-    def of(cls, row: ValidationRequest) -> RequestView:
+    def of(cls, row: ValidationRequest, hint: Hint | None = None) -> RequestView:
         return cls(
             id=str(row.id),
             organization_id=row.organization_id,
@@ -86,6 +100,8 @@ class RequestView:
             created_at=row.created_at,
             finished_at=row.finished_at,
             confirmation=row.confirmation,
+            second_check_at=(row.next_attempt_at if row.state is RequestState.CONFIRMING else None),
+            hint=hint,
         )
 
 
@@ -179,7 +195,9 @@ def request_validations(
 def get_request(sessions: sessionmaker[Session], request_id: uuid.UUID) -> RequestView | None:
     with sessions() as session:
         row = session.get(ValidationRequest, request_id)
-        return RequestView.of(row) if row is not None else None
+        if row is None:
+            return None
+        return RequestView.of(row, request_hint(session, row) if row.state.is_final else None)
 
 
 def wait_for(
@@ -188,10 +206,22 @@ def wait_for(
     timeout: float,
     poll_interval: float = 0.05,
 ) -> RequestView | None:
-    """Poll until the request is final or `timeout` passes; returns its last view."""
+    """Poll until the request is final or `timeout` passes; returns its last view.
+
+    A `confirming` request whose second check is due after the deadline is returned
+    at once: waiting could not end in any other state.
+    """
     deadline = time.monotonic() + timeout
     while True:
         view = get_request(sessions, request_id)
         if view is None or view.is_final or time.monotonic() >= deadline:
             return view
+        if _confirms_after(view, deadline - time.monotonic()):
+            return view
         time.sleep(min(poll_interval, max(0.0, deadline - time.monotonic())))
+
+
+def _confirms_after(view: RequestView, seconds: float) -> bool:
+    """Whether `view` is confirming with its second check due more than `seconds` from now."""
+    due = view.second_check_at
+    return due is not None and due > utcnow() + timedelta(seconds=seconds)

@@ -13,12 +13,13 @@ Creates may carry an Idempotency-Key, kept per organization (`claim_idempotency_
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -42,10 +43,9 @@ from models import (
     utcnow,
 )
 from models.crypto import KeyVault
-from models.integration import ACCOUNT_MAX
+from models.integration import ACCOUNT_MAX, OPSGENIE_PROVIDER
 from worker.checks import requests
 from worker.checks.requests import Ask, IdempotencyConflict
-from worker.checks.rules import OPSGENIE_PROVIDER
 from worker.cursors import DEFAULT_PAGE
 from worker.errors import Busy, NotFound, RecordError
 from worker.platforms import (
@@ -191,6 +191,61 @@ def install_integration(
     link.status = IntegrationStatus.ACTIVE
     session.flush()
     return Installed(integration, link, created)
+
+
+class Unchanged(enum.Enum):
+    """Leave a column as it is (`update_dates`): None would clear it."""
+
+    UNCHANGED = "unchanged"
+
+
+UNCHANGED = Unchanged.UNCHANGED
+DateChange = date | None | Unchanged
+"""A day to record, None to clear the one recorded, or UNCHANGED."""
+
+
+@dataclass(frozen=True)
+class SwitchOffDates:
+    """An integration's recorded migration and switch-off days, after `update_dates`."""
+
+    integration_id: int
+    platform: str
+    migrated_on: date | None
+    switched_off_on: date | None
+
+
+def update_dates(
+    session: Session,
+    integration_id: int,
+    *,
+    migrated_on: DateChange = UNCHANGED,
+    switched_off_on: DateChange = UNCHANGED,
+) -> SwitchOffDates:
+    """Record (or clear, with None) the days an account migrated and was switched off.
+
+    They bring the account's deadline forward (`worker.platforms.sunset`). Refused:
+    an unknown integration (`not_found`), a switch-off before the migration
+    (`invalid`).
+    """
+    integration = session.scalars(
+        select(Integration)
+        .where(Integration.id == integration_id, Integration.provider == OPSGENIE_PROVIDER)
+        .with_for_update()
+    ).first()
+    if integration is None:
+        raise NotFound(f"integration {integration_id} does not exist")
+    if not isinstance(migrated_on, Unchanged):
+        integration.migrated_on = migrated_on
+    if not isinstance(switched_off_on, Unchanged):
+        integration.switched_off_on = switched_off_on
+    migrated, off = integration.migrated_on, integration.switched_off_on
+    if migrated is not None and off is not None and off < migrated:
+        raise RecordError(
+            f"the switch-off ({off.isoformat()}) cannot come before the migration "
+            f"({migrated.isoformat()})"
+        )
+    session.flush()
+    return SwitchOffDates(integration.id, integration.platform, migrated, off)
 
 
 def add_team(

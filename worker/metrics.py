@@ -9,6 +9,8 @@ the endpoint off). docs/METRICS.md lists each series with example queries.
                                                           each call to a platform
     ogv_retries_total{reason}                             retries scheduled
     ogv_rate_limit_pauses_total{account}                  429s that paused an account
+    ogv_throttle_header_fallbacks_total{problem}          429s whose headers named no usable
+                                                          wait: the backoff decided
     ogv_platform_transitions_total{platform,state}        base URLs turned unavailable
                                                           or recovered
     ogv_teams{status}                                     teams now, read at scrape
@@ -22,6 +24,10 @@ the endpoint off). docs/METRICS.md lists each series with example queries.
     ogv_due_requests                                      checks whose time has come, waiting
     ogv_outbox_backlog_age_seconds{kind}                  how late the oldest of them is
     ogv_oldest_held_change_age_seconds{base_url}          how long the guard has held a change
+    ogv_sunset_days_left{organization}                    days to the nearest deadline of an
+                                                          organization's integrations still on
+                                                          Opsgenie with keys not working on
+                                                          JSM Ops, read at scrape
 
 `ogv api` serves the gauges read from the database as well, on OGV_API_METRICS_PORT,
 so they are there when every worker is down.
@@ -69,7 +75,9 @@ from models import (
     utcnow,
 )
 from models.base import Outcome
+from worker import readiness
 from worker.platforms import PLATFORMS
+from worker.platforms.throttle_headers import PROBLEMS
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -119,6 +127,13 @@ PAUSES = Counter(
     ["account"],
     registry=None,
 )
+THROTTLE_FALLBACKS = Counter(
+    "ogv_throttle_header_fallbacks",
+    "429 answers whose headers named no usable wait (missing, negative, absurd: over an "
+    "hour, unparseable): the retry backed off instead.",
+    ["problem"],
+    registry=None,
+)
 
 PLATFORM_TRANSITIONS = Counter(
     "ogv_platform_transitions",
@@ -161,7 +176,7 @@ WEBHOOKS = Counter(
     ["event", "result"],
     registry=None,
 )
-WEBHOOK_EVENTS = ("status_change", "platform_change")
+WEBHOOK_EVENTS = ("status_change", "platform_change", "sunset")
 WEBHOOK_RESULTS = ("delivered", "failed", "given_up")
 
 P = ParamSpec("P")
@@ -201,6 +216,12 @@ def retry_scheduled(reason: str, account: str) -> None:
     RETRIES.labels(reason).inc()
     if reason == THROTTLED:
         PAUSES.labels(account).inc()
+
+
+@_never_raise
+def throttle_fallback(problem: str) -> None:
+    """Count a 429 whose headers named no usable wait (worker.platforms.throttle_headers)."""
+    THROTTLE_FALLBACKS.labels(problem).inc()
 
 
 @_never_raise
@@ -260,6 +281,8 @@ class _Reading:
     due: int
     backlog: dict[str, float]
     """`request` (and `notification`, with a webhook) → seconds the oldest has been late."""
+    sunset: dict[int, int]
+    """Organization → days to the nearest deadline of its integrations at risk."""
 
 
 class DatabaseCollector(Collector):
@@ -338,6 +361,7 @@ class DatabaseCollector(Collector):
             held={url: (count, _age(now, first)) for url, count, first in held},
             due=due,
             backlog=backlog,
+            sunset=_nearest_deadlines(session, now),
         )
 
     @staticmethod
@@ -389,7 +413,23 @@ class DatabaseCollector(Collector):
                 held_age.add_metric([base_url], age)
             for kind, age in reading.backlog.items():
                 backlog.add_metric([kind], age)
-        return [by_status, oldest, unavailable, held_changes, held_age, due, backlog]
+        days_left = GaugeMetricFamily(
+            "ogv_sunset_days_left",
+            "Days to the nearest deadline of the organization's integrations still on Opsgenie "
+            "with keys not working on JSM Operations (0 once passed); no series without any.",
+            labels=["organization"],
+        )
+        for organization, days in (reading.sunset if reading else {}).items():
+            days_left.add_metric([str(organization)], days)
+        return [by_status, oldest, unavailable, held_changes, held_age, due, backlog, days_left]
+
+
+def _nearest_deadlines(session: Session, now: datetime) -> dict[int, int]:
+    """Each organization's fewest days left among its integrations at risk."""
+    nearest: dict[int, int] = {}
+    for risk in readiness.at_risk(session, now.date()):  # nearest first
+        nearest.setdefault(risk.organization_id, risk.days_left)
+    return nearest
 
 
 def _age(now: datetime, since: datetime | None) -> float:
@@ -425,6 +465,11 @@ def prepare_worker(settings: Settings) -> None:
     os.environ[MULTIPROC_ENV] = str(directory)
     _use_multiprocess_values()
     _endpoint = _Endpoint(directory, os.getpid())
+    _start_at_zero(settings)
+
+
+def _start_at_zero(settings: Settings) -> None:
+    """Every series a rate() or an alert needs from the start, at 0."""
     for outcome in Outcome:
         for platform in (*PLATFORMS, "none"):
             VALIDATIONS.labels(outcome.value, platform)
@@ -441,6 +486,8 @@ def prepare_worker(settings: Settings) -> None:
     for event in WEBHOOK_EVENTS:
         for result in WEBHOOK_RESULTS:
             WEBHOOKS.labels(event, result)
+    for problem in PROBLEMS:
+        THROTTLE_FALLBACKS.labels(problem)
 
 
 def _use_multiprocess_values() -> None:

@@ -9,8 +9,10 @@ has to move to JSM Operations before Opsgenie's end of support (2027-04-05).
     unknown   no genuine answer (transient, unrecognised, no answer); NULL: never probed
 
 This module reads those records into the figures operators and producers see
-(`ogv migration report`, `GET /v1/organizations/{org}/migration`) and writes a
-probe's answers. It never probes: `worker.operations.migration` does. Only teams
+(`ogv migration report`, `GET /v1/organizations/{org}/migration`), with each
+account's own deadline (`worker.platforms.sunset`), names the integrations at
+risk (`at_risk`: still on Opsgenie, with teams whose keys do not work on JSM Ops),
+and writes a probe's answers. It never probes: `worker.operations.migration` does. Only teams
 of active organization integrations count, the teams that re-validation checks.
 Functions take a session and never commit.
 """
@@ -19,15 +21,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Boolean, ColumnElement, Table, bindparam, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from models import Integration, IntegrationStatus, OrganizationIntegration, Team
-from worker.checks.rules import JSM_FAILS, JSM_UNKNOWN, JSM_WORKS, OPSGENIE_PROVIDER
-from worker.platforms import PLATFORMS
+from models.integration import JSM_FAILS, JSM_UNKNOWN, JSM_WORKS, OPSGENIE_PROVIDER
+from worker.platforms import PLATFORMS, sunset
 from worker.platforms.opsgenie import OPSGENIE_END_OF_SUPPORT
 
 OPSGENIE_PLATFORMS: tuple[str, ...] = tuple(n for n, p in PLATFORMS.items() if p.is_opsgenie)
@@ -48,7 +50,10 @@ class OrganizationReadiness:
     unknown: int
     """Keys never probed, or whose last probe got no genuine answer."""
     days_left: int
-    """Whole days (UTC) until Opsgenie's end of support; 0 once passed."""
+    """Whole days (UTC) to the nearest deadline of its integrations on Opsgenie; 0 once
+    passed."""
+    deadline: date
+    """The nearest deadline of its integrations on Opsgenie (`IntegrationReadiness`)."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,17 @@ class IntegrationReadiness:
     ready: bool
     """Every team works on JSM Operations: `ogv integration migrate` moves it without
     --force."""
+    migrated_on: date | None
+    """The day the account migrated to JSM Operations, as recorded (`ogv integration
+    update`)."""
+    switched_off_on: date | None
+    """The day the account's Opsgenie was switched off, as recorded."""
+    deadline: date
+    """The earliest of Opsgenie's end of support, migration + 120 days, the switch-off."""
+    deadline_reason: str
+    """Which of the three it is: `end_of_support`, `migrated` or `switched_off`."""
+    days_left: int
+    """Whole days (UTC) to the deadline; 0 once passed."""
 
 
 @dataclass(frozen=True)
@@ -105,11 +121,20 @@ class MigrationReport:
 
     def as_dict(self) -> dict[str, Any]:
         """The documented JSON shape (`MigrationReport` in the OpenAPI document)."""
-        shown = asdict(self)
-        shown["end_of_support"] = self.end_of_support.isoformat()
+        shown: dict[str, Any] = _dates_as_text(asdict(self))
         if self.probed is None:
             del shown["probed"]
         return shown
+
+
+def _dates_as_text(value: Any) -> Any:
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {name: _dates_as_text(item) for name, item in value.items()}
+    if isinstance(value, list):
+        return [_dates_as_text(item) for item in value]
+    return value
 
 
 class Readiness(NamedTuple):
@@ -123,8 +148,12 @@ class Readiness(NamedTuple):
 
 def days_left(today: date | None = None) -> int:
     """Whole days from `today` (UTC) to Opsgenie's end of support; 0 once it has passed."""
-    today = today or datetime.now(UTC).date()
-    return max(0, (OPSGENIE_END_OF_SUPPORT - today).days)
+    return sunset.deadline().days_left(today)
+
+
+def deadline_of(row: Any) -> sunset.Deadline:
+    """The deadline of an integration row (with `migrated_on` and `switched_off_on`)."""
+    return sunset.deadline(row.migrated_on, row.switched_off_on)
 
 
 def in_scope(organization_id: int | None = None) -> list[ColumnElement[bool]]:
@@ -168,58 +197,159 @@ def report(
     """The recorded readiness of every organization (or one), and of their integrations.
 
     Organizations are listed by id, those with teams on Opsgenie platforms; one
-    asked for by id is listed even with none (all zeros). Integrations are those
-    the organizations use, each with the teams of every organization linked to it.
+    asked for by id is listed even with none (all zeros, and the common deadline).
+    An organization's deadline is the nearest of its integrations'. Integrations
+    are those the organizations use, each with the teams of every organization
+    linked to it, and its own deadline.
     """
-    left = days_left(today)
-    organizations = [
-        OrganizationReadiness(org, teams, works, fails, teams - works - fails, left)
-        for org, teams, works, fails in session.execute(
-            _joined(OrganizationIntegration.organization_id, *_counts())
-            .where(*in_scope(organization_id))
-            .group_by(OrganizationIntegration.organization_id)
-            .order_by(OrganizationIntegration.organization_id)
+    today = today or sunset.today()
+    rows = session.execute(
+        _joined(
+            OrganizationIntegration.organization_id,
+            Integration.migrated_on,
+            Integration.switched_off_on,
+            *_counts(),
         )
-    ]
+        .where(*in_scope(organization_id))
+        .group_by(
+            OrganizationIntegration.organization_id,
+            Integration.id,
+            Integration.migrated_on,
+            Integration.switched_off_on,
+        )
+        .order_by(OrganizationIntegration.organization_id)
+    ).all()
+    common = sunset.deadline()
+    organizations = []
+    for org in dict.fromkeys(row.organization_id for row in rows):
+        mine = [row for row in rows if row.organization_id == org]
+        nearest = min((deadline_of(row) for row in mine), key=lambda d: d.on)
+        teams, works, fails = (sum(getattr(r, name) for r in mine) for name in _FIGURES)
+        organizations.append(
+            OrganizationReadiness(
+                org,
+                teams,
+                works,
+                fails,
+                teams - works - fails,
+                nearest.days_left(today),
+                nearest.on,
+            )
+        )
     if organization_id is not None and not organizations:
-        organizations = [OrganizationReadiness(organization_id, 0, 0, 0, 0, left)]
+        organizations = [
+            OrganizationReadiness(organization_id, 0, 0, 0, 0, common.days_left(today), common.on)
+        ]
     return MigrationReport(
-        OPSGENIE_END_OF_SUPPORT, left, organizations, integrations(session, organization_id)
+        OPSGENIE_END_OF_SUPPORT,
+        common.days_left(today),
+        organizations,
+        integrations(session, organization_id, today),
     )
 
 
+_FIGURES = ("teams", "works", "fails")
+
+
 def integrations(
-    session: Session, organization_id: int | None = None
+    session: Session, organization_id: int | None = None, today: date | None = None
 ) -> list[IntegrationReadiness]:
     """Readiness per integration on an Opsgenie platform, by id (of one organization's,
     if given), counting the teams of every organization linked to it."""
-    query = _joined(
-        Integration.id, Integration.account_name, Integration.platform, *_counts()
-    ).where(*in_scope())
+    columns = (
+        Integration.id,
+        Integration.account_name,
+        Integration.platform,
+        Integration.migrated_on,
+        Integration.switched_off_on,
+    )
+    query = _joined(*columns, *_counts()).where(*in_scope())
     if organization_id is not None:
         used = select(OrganizationIntegration.integration_id).where(
             OrganizationIntegration.organization_id == organization_id,
             OrganizationIntegration.status == IntegrationStatus.ACTIVE,
         )
         query = query.where(Integration.id.in_(used))
-    rows = session.execute(
-        query.group_by(Integration.id, Integration.account_name, Integration.platform).order_by(
-            Integration.id
-        )
+    rows = session.execute(query.group_by(*columns).order_by(Integration.id))
+    today = today or sunset.today()
+    return [_integration(row, today) for row in rows]
+
+
+def _integration(row: Any, today: date) -> IntegrationReadiness:
+    deadline = deadline_of(row)
+    return IntegrationReadiness(
+        integration_id=row.id,
+        account=row.account_name,
+        platform=row.platform,
+        teams=row.teams,
+        works=row.works,
+        fails=row.fails,
+        unknown=row.teams - row.works - row.fails,
+        ready=row.works == row.teams,
+        migrated_on=row.migrated_on,
+        switched_off_on=row.switched_off_on,
+        deadline=deadline.on,
+        deadline_reason=deadline.reason,
+        days_left=deadline.days_left(today),
     )
-    return [
-        IntegrationReadiness(
-            integration_id=row.id,
-            account=row.account_name,
-            platform=row.platform,
-            teams=row.teams,
-            works=row.works,
-            fails=row.fails,
-            unknown=row.teams - row.works - row.fails,
-            ready=row.works == row.teams,
-        )
-        for row in rows
-    ]
+
+
+@dataclass(frozen=True)
+class AtRisk:
+    """An integration still on Opsgenie, with teams whose keys do not work on JSM Ops
+    (as last probed), as one organization linked to it sees it."""
+
+    organization_id: int
+    integration_id: int
+    platform: str
+    teams: int
+    """The organization's teams of the integration whose key is not known to work there."""
+    deadline: date
+    deadline_reason: str
+    days_left: int
+
+
+def at_risk(
+    session: Session,
+    today: date | None = None,
+    *,
+    within: int | None = None,
+    organization_id: int | None = None,
+) -> list[AtRisk]:
+    """Every (organization, integration) at risk, nearest deadline first; with `within`,
+    only those with at most that many days left."""
+    today = today or sunset.today()
+    columns = (
+        OrganizationIntegration.organization_id,
+        Integration.id,
+        Integration.platform,
+        Integration.migrated_on,
+        Integration.switched_off_on,
+    )
+    rows = session.execute(
+        _joined(*columns, func.count(Team.id).label("teams"))
+        .where(*in_scope(organization_id), or_(Team.jsm_ops.is_(None), Team.jsm_ops != JSM_WORKS))
+        .group_by(*columns)
+    )
+    found = []
+    for row in rows:
+        deadline = deadline_of(row)
+        left = deadline.days_left(today)
+        if within is None or left <= within:
+            found.append(
+                AtRisk(
+                    row.organization_id,
+                    row.id,
+                    row.platform,
+                    row.teams,
+                    deadline.on,
+                    deadline.reason,
+                    left,
+                )
+            )
+    return sorted(
+        found, key=lambda risk: (risk.days_left, risk.organization_id, risk.integration_id)
+    )
 
 
 def of_integration(session: Session, integration_id: int) -> tuple[int, int]:
@@ -275,12 +405,15 @@ def record(session: Session, answers: Sequence[Readiness], checked_at: datetime)
 
 __all__ = [
     "OPSGENIE_PLATFORMS",
+    "AtRisk",
     "IntegrationReadiness",
     "MigrationReport",
     "OrganizationReadiness",
     "Probed",
     "Readiness",
+    "at_risk",
     "days_left",
+    "deadline_of",
     "in_scope",
     "integrations",
     "of_integration",

@@ -12,7 +12,9 @@ throwaway key.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -26,6 +28,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from worker import webhooks
 from worker.platforms import PLATFORMS, Platform, ProbeName
 from worker.platforms.baseurl import normalise_base_url
 
@@ -35,14 +38,116 @@ OFFICIAL_BASE_URLS = tuple(p.official_base_url for p in PLATFORMS.values())
 EMBEDDED_BROKER = "embedded"
 """`OGV_BROKER_URL=embedded`: the SQLite-backed broker under OGV_DATA_DIR, asked for."""
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "xxx", "todo"})
+PLACEHOLDER_MARKS = ("changeme", "change-me", "replaceme", "replace-me", "placeholder", "example")
+"""Parts of a secret that say it was copied from a template, not made."""
+WEAK_WORDS = frozenset(
+    {
+        "password",
+        "passwd",
+        "passw0rd",
+        "secret",
+        "changeme",
+        "change",
+        "admin",
+        "administrator",
+        "token",
+        "apitoken",
+        "apikey",
+        "qwerty",
+        "qwertyuiop",
+        "asdf",
+        "asdfgh",
+        "zxcv",
+        "letmein",
+        "welcome",
+        "default",
+        "example",
+        "test",
+        "testing",
+        "guest",
+        "root",
+        "user",
+        "login",
+        "opsgenie",
+        "flower",
+        "webhook",
+        "hello",
+        "dragon",
+        "monkey",
+        "master",
+        "iloveyou",
+        "sunshine",
+        "princess",
+        "football",
+        "baseball",
+        "shadow",
+        "superman",
+        "trustno",
+        "access",
+        "private",
+        "pass",
+        "word",
+        "key",
+        "api",
+        "ogv",
+        "validator",
+        "the",
+        "and",
+        "for",
+    }
+)
+"""Words a secret made only of is guessable, whatever digits and signs surround them."""
+DISTINCT_MIN = 8
+"""A random secret of 16 characters or more has many more different characters."""
 API_TOKEN_MIN = 32
 FLOWER_PASSWORD_MIN = 16
 MAKE_SECRET = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+MAKE_WEBHOOK_SECRET = (
+    "python3 -c 'import base64, secrets; "
+    'print("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())\''
+)
 
 
 def _default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "opsgenie-validator"
+
+
+def weakness(secret: str) -> str | None:
+    """Why `secret` is obviously guessable, or None: a placeholder, one character
+    repeated, too few different characters, a run (abcd..., 1234...), or nothing but
+    dictionary words among its letters."""
+    text = secret.lower()
+    if text in PLACEHOLDER_SECRETS or any(mark in text for mark in PLACEHOLDER_MARKS):
+        return "it is a placeholder"
+    distinct = len(set(secret))
+    if distinct == 1:
+        return "it is one character repeated"
+    if distinct < DISTINCT_MIN:
+        return f"it has fewer than {DISTINCT_MIN} different characters"
+    steps = [abs(ord(b) - ord(a)) <= 1 for a, b in itertools.pairwise(secret)]
+    if 4 * sum(steps) >= 3 * len(steps):
+        return "it is a run of neighbouring characters"
+    letters = re.sub("[^a-z]", "", text)
+    if letters and _made_of_words(letters):
+        return "its letters are dictionary words"
+    return None
+
+
+def _made_of_words(letters: str) -> bool:
+    """Whether `letters` is a concatenation of WEAK_WORDS."""
+    ends = {0}
+    for end in range(1, len(letters) + 1):
+        if any(letters[start:end] in WEAK_WORDS for start in ends if start < end):
+            ends.add(end)
+    return len(letters) in ends
+
+
+def _refuse_weak(name: str, secret: str, make: str = MAKE_SECRET) -> None:
+    reason = weakness(secret)
+    if reason is not None:
+        # The reason, never the value: it is a secret, even a weak one.
+        raise ValueError(f"{name} is refused: {reason}; make a random one with: {make}")
 
 
 def _split_list(value: object) -> object:
@@ -100,6 +205,9 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(default=3600, gt=0)
 
     account_rate: float = Field(default=10.0, gt=0)
+    account_rate_authenticate: float | None = Field(default=None, gt=0)
+    account_rate_alerts: float | None = Field(default=None, gt=0)
+    """The rate of each probe's rate-limit domain, when not `account_rate` (SPEC §9)."""
     account_burst: int = Field(default=1, ge=1)
     max_inline_wait: float = Field(default=5.0, ge=0)
 
@@ -131,7 +239,12 @@ class Settings(BaseSettings):
     guard_recheck: float = Field(default=900.0, gt=0)
     """Seconds between re-checks of a team whose change the guard holds."""
 
+    sunset_interval: float = Field(default=21_600.0, gt=0)
+    """Seconds between two looks for accounts whose deadline is 30, 7 or 1 days away."""
+
     status_webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    """`whsec_...` secrets (separated by spaces) that sign every webhook (worker/webhooks.py)."""
     webhook_timeout: float = Field(default=5.0, gt=0)
     webhook_max_attempts: int = Field(default=8, ge=1)
 
@@ -159,6 +272,8 @@ class Settings(BaseSettings):
     """Days `team_status_changes` keeps a row; 0 keeps every row for good."""
     prune_interval: float = Field(default=3600.0, gt=0)
     """Seconds between two runs of beat's history pruning (`ogv.prune_history`)."""
+    audit_retention_days: int = Field(default=400, ge=0)
+    """Days `audit_events` keeps an event; 0 keeps every event for good."""
 
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
@@ -168,7 +283,28 @@ class Settings(BaseSettings):
     def _comma_separated(cls, value: object) -> object:
         return _split_list(value)
 
-    @field_validator("api_token", "flower_basic_auth", mode="before")
+    @field_validator("encryption_keys")
+    @classmethod
+    def _fernet_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        # Refused here, at start: a malformed key would otherwise pass until the first
+        # team is stored or checked. The message names the entry, never its value.
+        if not keys:
+            return keys
+        # Only here: `ogv status` and its like never load cryptography (tests/test_startup.py).
+        from models.crypto import is_fernet_key
+
+        for number, key in enumerate(keys, start=1):
+            text = key.get_secret_value().strip()
+            if text.lower() in PLACEHOLDER_SECRETS:
+                raise ValueError("OGV_ENCRYPTION_KEYS holds a placeholder, not a Fernet key")
+            if not is_fernet_key(text.encode()):
+                raise ValueError(
+                    f"OGV_ENCRYPTION_KEYS: entry {number} of {len(keys)} is not a Fernet key "
+                    "(32 bytes, URL-safe base64); make one with `ogv keys generate`"
+                )
+        return keys
+
+    @field_validator("api_token", "flower_basic_auth", "webhook_secret", mode="before")
     @classmethod
     def _stripped(cls, value: object) -> object:
         # A secret pasted with a trailing newline would start a server nobody can log in to.
@@ -176,16 +312,37 @@ class Settings(BaseSettings):
 
     @field_validator("api_token")
     @classmethod
-    def _strong_token(cls, token: SecretStr | None) -> SecretStr | None:
+    def _strong_tokens(cls, token: SecretStr | None) -> SecretStr | None:
         if token is None:
             return None
-        text = token.get_secret_value()
-        if text.lower() in PLACEHOLDER_SECRETS or len(text) < API_TOKEN_MIN:
-            raise ValueError(
-                f"OGV_API_TOKEN must be a random token of at least {API_TOKEN_MIN} characters; "
-                f"make one with: {MAKE_SECRET}"
-            )
+        # Several tokens, separated by spaces: a new one is rolled out before the old goes.
+        for text in token.get_secret_value().split() or [""]:
+            if text.lower() in PLACEHOLDER_SECRETS or len(text) < API_TOKEN_MIN:
+                raise ValueError(
+                    "OGV_API_TOKEN must be random tokens, separated by spaces, each of at "
+                    f"least {API_TOKEN_MIN} characters; make one with: {MAKE_SECRET}"
+                )
+            _refuse_weak("OGV_API_TOKEN", text)
         return token
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secrets(cls, value: SecretStr | None) -> SecretStr | None:
+        for secret in value.get_secret_value().split() if value is not None else []:
+            try:
+                key = webhooks.decode_secret(secret)
+            except webhooks.WebhookSecretError as exc:
+                raise ValueError(
+                    f"OGV_WEBHOOK_SECRET: {exc}; make one with: {MAKE_WEBHOOK_SECRET}"
+                ) from None
+            if secret in webhooks.EXAMPLE_SECRETS or len(set(key)) < DISTINCT_MIN:
+                raise ValueError(
+                    "OGV_WEBHOOK_SECRET is refused: a published example, or too few different "
+                    f"bytes; make one with: {MAKE_WEBHOOK_SECRET}"
+                )
+            if key.isascii() and key.decode().isprintable():
+                _refuse_weak("OGV_WEBHOOK_SECRET", key.decode(), MAKE_WEBHOOK_SECRET)
+        return value
 
     @field_validator("flower_basic_auth")
     @classmethod
@@ -204,6 +361,7 @@ class Settings(BaseSettings):
                     f"OGV_FLOWER_BASIC_AUTH: each password needs at least {FLOWER_PASSWORD_MIN} "
                     f"characters; make one with: {MAKE_SECRET}"
                 )
+            _refuse_weak("OGV_FLOWER_BASIC_AUTH's password", password)
         return value
 
     @field_validator("allowed_base_urls")
@@ -226,6 +384,19 @@ class Settings(BaseSettings):
                     "(a key is only ever sent to an allowed host)"
                 )
         return self
+
+    def rate_for(self, probe: ProbeName) -> float:
+        """Calls per second per account in the rate-limit domain of `probe`."""
+        override = {
+            "authenticate": self.account_rate_authenticate,
+            "alerts": self.account_rate_alerts,
+        }[probe]
+        return override if override is not None else self.account_rate
+
+    @property
+    def slowest_account_rate(self) -> float:
+        """The lowest of the domains' rates: what a plan for any probe can count on."""
+        return min(self.rate_for("authenticate"), self.rate_for("alerts"))
 
     def platform_base_url(self, platform: Platform) -> str:
         """Where `platform` is reached: its override, else its official base URL."""
@@ -269,9 +440,6 @@ class Settings(BaseSettings):
                 "(the longest retry countdown, confirmation delay or dispatch window plus the "
                 "task time limit)"
             )
-        for key in self.encryption_keys:
-            if key.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
-                raise ValueError("OGV_ENCRYPTION_KEYS holds a placeholder, not a Fernet key")
         return self
 
     @property
@@ -319,6 +487,15 @@ class Settings(BaseSettings):
         if self.redis_url:
             return self.redis_url
         return self.effective_broker_url if self.uses_redis else None
+
+    def api_tokens(self) -> list[str]:
+        """The bootstrap tokens of OGV_API_TOKEN (several, while one is rotated)."""
+        return self.api_token.get_secret_value().split() if self.api_token else []
+
+    def webhook_keys(self) -> list[bytes]:
+        """The HMAC keys of OGV_WEBHOOK_SECRET; every webhook is signed with each."""
+        secrets = self.webhook_secret.get_secret_value().split() if self.webhook_secret else []
+        return [webhooks.decode_secret(secret) for secret in secrets]
 
     def fernet_keys(self) -> list[bytes]:
         """The Fernet keys, newest first; on the embedded default one is made once."""

@@ -35,16 +35,19 @@ from worker.checks.runtime import get_runtime
 from worker.enqueue import (
     BATCH_TASK,
     NOTIFY_PLATFORM_TASK,
+    NOTIFY_SUNSET_TASK,
     NOTIFY_TASK,
+    PRUNE_AUDIT_TASK,
     PRUNE_TASK,
     RECHECK_HELD_TASK,
     REVALIDATE_TASK,
+    SUNSET_TASK,
     SWEEP_TASK,
     VALIDATE_TASK,
     publish,
     publish_batch,
 )
-from worker.periodic import dispatch, outbox, recheck, retention
+from worker.periodic import dispatch, outbox, recheck, retention, sunset
 from worker.settings import Settings, get_settings
 
 MAX_DATABASE_RETRIES = 10
@@ -183,7 +186,11 @@ def notify_status_change(self: Task[Any, Any], change_id: int) -> None:
     try:
         runtime.run(
             events.post(
-                runtime.session, settings.status_webhook_url, body, settings.webhook_timeout
+                runtime.session,
+                settings.status_webhook_url,
+                body,
+                settings.webhook_timeout,
+                keys=settings.webhook_keys(),
             )
         )
     except events.WebhookFailed as exc:
@@ -216,6 +223,7 @@ def notify_platform_change(self: Task[Any, Any], document: dict[str, Any]) -> No
                 document,
                 settings.webhook_timeout,
                 idempotency_key=platform_health.idempotency_key(document),
+                keys=settings.webhook_keys(),
             )
         )
     except events.WebhookFailed as exc:
@@ -246,7 +254,11 @@ def sweep_outbox() -> int:
             overdue = events.undelivered(session, after, settings.webhook_max_attempts, 1000)
         for change_id in overdue:
             app.send_task(NOTIFY_TASK, args=[change_id])
-        count += len(overdue)
+        with sessions() as session:
+            notices = sunset.undelivered(session, after, settings.webhook_max_attempts)
+        for notice_id in notices:
+            app.send_task(NOTIFY_SUNSET_TASK, args=[notice_id])
+        count += len(overdue) + len(notices)
     return count
 
 
@@ -256,9 +268,63 @@ def prune_history() -> int:
     return retention.prune_history(session_factory(), get_settings().history_retention_days)
 
 
+@app.task(name=PRUNE_AUDIT_TASK, ignore_result=True)
+def prune_audit() -> int:
+    """Delete the audit events older than OGV_AUDIT_RETENTION_DAYS."""
+    return retention.prune_audit(session_factory(), get_settings().audit_retention_days)
+
+
 @app.task(name=RECHECK_HELD_TASK, ignore_result=True)
 def recheck_held() -> int:
     """Check again the teams whose change the mass-change guard holds, every
     OGV_GUARD_RECHECK seconds each."""
     settings = get_settings()
     return recheck.recheck_held(session_factory(), app, settings.guard_recheck, settings.batch_size)
+
+
+@app.task(name=SUNSET_TASK, ignore_result=True)
+def announce_sunset() -> int:
+    """Record (once) and announce the accounts whose deadline is 30, 7 or 1 days away."""
+    settings = get_settings()
+
+    def publish(notice_id: int) -> None:
+        if settings.status_webhook_url:  # else the notice is recorded and logged only
+            app.send_task(NOTIFY_SUNSET_TASK, args=[notice_id])
+
+    return len(sunset.announce(session_factory(), publish))
+
+
+@app.task(name=NOTIFY_SUNSET_TASK, bind=True, max_retries=None, ignore_result=True)
+def notify_sunset(self: Task[Any, Any], notice_id: int) -> None:
+    """POST one sunset notice to OGV_STATUS_WEBHOOK_URL, retried with backoff."""
+    settings = get_settings()
+    if not settings.status_webhook_url:
+        return
+    sessions = session_factory()
+    with sessions() as session:
+        body = sunset.document(session, notice_id)
+    if body is None:
+        return  # delivered already, or gone with its integration
+    runtime = get_runtime()
+    try:
+        runtime.run(
+            events.post(
+                runtime.session,
+                settings.status_webhook_url,
+                body,
+                settings.webhook_timeout,
+                idempotency_key=sunset.idempotency_key(notice_id),
+            )
+        )
+    except events.WebhookFailed as exc:
+        with sessions.begin() as session:
+            attempts = sunset.count_attempt(session, notice_id)
+        if attempts >= settings.webhook_max_attempts:
+            metrics.webhook("sunset", "given_up")
+            raise
+        metrics.webhook("sunset", "failed")
+        policy = RetryPolicy.from_settings(settings)
+        raise self.retry(countdown=policy.backoff(attempts), exc=exc) from exc
+    with sessions.begin() as session:
+        sunset.mark_delivered(session, notice_id)
+    metrics.webhook("sunset", "delivered")

@@ -1,14 +1,20 @@
-"""Fixtures of the chaos suite: its own fake Opsgenie and its own Redis database."""
+"""Fixtures of the chaos suite: its own fake Opsgenie, and servers of its own to break.
+
+A chaos test flushes, stops and restarts only what it started here: a `redis-server`
+and a RabbitMQ node on private ports, in the test's temporary directory.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-import redis
 
-from tests.chaos.harness import CHAOS_REDIS_URL, ensure_redis, flush_chaos_redis
-from tests.conftest import require
+from tests.support.chaos import Ground
+from tests.support.rabbitmq import RabbitNode, node_missing
+from tests.support.redis_server import RedisServer
+from tests.support.services import probe, require
 from worker.testing.fake_opsgenie import FakeOpsgenie
 
 
@@ -20,18 +26,34 @@ def chaos_fake() -> Iterator[FakeOpsgenie]:
 
 
 @pytest.fixture
-def chaos_redis() -> Iterator[str]:
-    """The chaos suite's Redis database, empty; Redis is running again afterwards."""
-    client = redis.Redis.from_url(CHAOS_REDIS_URL)
+def chaos_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A `redis-server` of the test's own, empty, on a private port; stopped at the end."""
+    server = RedisServer(tmp_path / "redis")
+    require("redis-server", probe(server.start))
     try:
-        error = None
-        client.ping()
-    except redis.RedisError as exc:
-        error = exc
+        yield server
     finally:
-        client.close()
-    require("Redis", error)
-    flush_chaos_redis()
-    yield CHAOS_REDIS_URL
-    ensure_redis()
-    flush_chaos_redis()
+        server.stop()
+
+
+@pytest.fixture
+def chaos_rabbitmq(tmp_path: Path) -> Iterator[RabbitNode]:
+    """A RabbitMQ node of the test's own (private name and ports, no plugins)."""
+    require("a RabbitMQ node of the tests' own", node_missing())
+    node = RabbitNode(tmp_path / "rabbitmq")
+    require("a RabbitMQ node of the tests' own", probe(node.start))
+    try:
+        yield node
+    finally:
+        node.close()
+
+
+@pytest.fixture
+def ground(
+    postgres_url: str,
+    fernet_key: str,
+    chaos_fake: FakeOpsgenie,
+    chaos_redis: RedisServer,
+    tmp_path: Path,
+) -> Ground:
+    return Ground(postgres_url, fernet_key, chaos_fake, tmp_path, chaos_redis)

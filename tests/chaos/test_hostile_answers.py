@@ -29,10 +29,10 @@ from sqlalchemy import insert, text
 from models import Requester, Team
 from models.crypto import KeyVault
 from models.db import session_factory
-from tests.api_support import ApiThread
-from tests.chaos import harness
-from tests.conftest import open_stack
-from tests.hostile_upstream import KINDS, HostileUpstream, fragments, leaks
+from tests.support import chaos
+from tests.support.api import ApiThread
+from tests.support.hostile_upstream import KINDS, HostileUpstream, fragments, leaks
+from tests.support.stacks import open_stack
 from worker import inventory
 from worker.enqueue import REVALIDATE_TASK
 from worker.periodic import dispatch
@@ -183,15 +183,15 @@ def test_a_revalidation_answered_with_hostile_bodies_finishes_every_request(
             OGV_SWEEP_INTERVAL="2",
             OGV_REVALIDATE_INTERVAL="10000000",  # the run is started by the test
         )
-        beat = harness.Beat(
+        beat = chaos.Beat(
             stack.env, stack.worker_log.with_name(f"{stack.worker_log.stem}-beat.log")
         )
         try:
             beat.start()
             started = time.monotonic()
             run_id = start_run(stack.env, org)
-            assert harness.wait_for_dispatch(postgres_url, run_id) == teams
-            done_at = harness.wait_for_finished(postgres_url, org, teams, timeout=180)
+            assert chaos.wait_for_dispatch(postgres_url, run_id) == teams
+            done_at = chaos.wait_for_finished(postgres_url, org, teams, timeout=180)
         finally:
             beat.stop()
             stack.stop()
@@ -237,12 +237,12 @@ def test_a_revalidation_answered_with_hostile_bodies_finishes_every_request(
             for e in [KINDS[kind][1]]
         }
     )
-    harness.record(
+    chaos.record(
         "hostile_answers",
         {
             "teams": teams,
             "requests": len(found),
-            "final": sum(1 for _, state, *_ in found if state in harness.FINAL_STATES),
+            "final": sum(1 for _, state, *_ in found if state in chaos.FINAL_STATES),
             "outcomes": dict(Counter(outcome for _, _, outcome, _, _ in found)),
             "error_codes": dict(Counter(code or "none" for _, _, _, code, _ in found)),
             "calls_by_kind": calls,

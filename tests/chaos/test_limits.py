@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos import harness
+from tests.support import chaos
+from tests.support.redis_server import RedisServer
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.local import LocalWorker
 from worker.testing.scenario import KeyScenario
@@ -34,6 +35,7 @@ def hang_then_good(
     fernet_key: str,
     fake: FakeOpsgenie,
     data_dir: Path,
+    redis_url: str,
     name: str,
     **env: str,
 ) -> tuple[float, str | None, str | None, str]:
@@ -42,7 +44,7 @@ def hang_then_good(
     Returns how long the good one took, the hanging one's outcome and error code,
     and the worker's log.
     """
-    population = harness.populate(
+    population = chaos.populate(
         postgres_url,
         fernet_key,
         fake,
@@ -53,10 +55,10 @@ def hang_then_good(
     )
     hung, good = sorted(population.expected)
     fake.set_key(population.keys[hung], replace(population.scenarios[hung], behaviour="hang"))
-    service_env = harness.chaos_env(data_dir, fake, postgres_url, fernet_key, **env)
-    client = ValidationClient(harness.CHAOS_REDIS_URL, postgres_url, queue=harness.CHAOS_NAMESPACE)
+    service_env = chaos.chaos_env(data_dir, fake, postgres_url, fernet_key, redis_url, **env)
+    client = ValidationClient(redis_url, postgres_url, queue=chaos.CHAOS_NAMESPACE)
     try:
-        with harness.running_service(service_env, name) as service:
+        with chaos.running_service(service_env, name) as service:
             worker = service.start_worker(concurrency=1, name=name)
             started = time.monotonic()
             stuck = client.request(population.org, population.integrations[hung], hung)
@@ -73,24 +75,33 @@ def hang_then_good(
 
 
 def test_a_hang_holds_a_worker_slot_no_longer_than_the_client_timeout(
-    postgres_url: str, fernet_key: str, chaos_fake: FakeOpsgenie, chaos_redis: str, tmp_path: Path
+    postgres_url: str,
+    fernet_key: str,
+    chaos_fake: FakeOpsgenie,
+    chaos_redis: RedisServer,
+    tmp_path: Path,
 ) -> None:
     took, outcome, code, _ = hang_then_good(
         postgres_url,
         fernet_key,
         chaos_fake,
         tmp_path,
+        chaos_redis.url(),
         "hang-timeout",
         OGV_TOTAL_TIMEOUT="1",
         OGV_MAX_ATTEMPTS="1",
     )
-    harness.record("limits_hang", {"timeout_s": 1, "slot_free_after_s": round(took, 2)})
+    chaos.record("limits_hang", {"timeout_s": 1, "slot_free_after_s": round(took, 2)})
     assert (outcome, code) == ("error", "timeout")
     assert took < 1 + SLACK
 
 
 def test_a_task_past_its_time_limit_is_stopped_and_its_slot_freed(
-    postgres_url: str, fernet_key: str, chaos_fake: FakeOpsgenie, chaos_redis: str, tmp_path: Path
+    postgres_url: str,
+    fernet_key: str,
+    chaos_fake: FakeOpsgenie,
+    chaos_redis: RedisServer,
+    tmp_path: Path,
 ) -> None:
     """The client's timeout is longer than the task's limits: Celery's limits stop it."""
     took, outcome, _, log = hang_then_good(
@@ -98,13 +109,14 @@ def test_a_task_past_its_time_limit_is_stopped_and_its_slot_freed(
         fernet_key,
         chaos_fake,
         tmp_path,
+        chaos_redis.url(),
         "time-limit",
         OGV_TOTAL_TIMEOUT="30",
         OGV_TASK_SOFT_TIME_LIMIT="2",
         OGV_TASK_TIME_LIMIT="3",
         OGV_LEASE_SECONDS="4",
     )
-    harness.record(
+    chaos.record(
         "limits_time_limit",
         {"soft_s": 2, "hard_s": 3, "slot_free_after_s": round(took, 2)},
     )
@@ -121,10 +133,14 @@ def rss_kib(pid: int) -> int:
 
 
 def test_a_multi_megabyte_answer_does_not_blow_up_a_worker(
-    postgres_url: str, fernet_key: str, chaos_fake: FakeOpsgenie, chaos_redis: str, tmp_path: Path
+    postgres_url: str,
+    fernet_key: str,
+    chaos_fake: FakeOpsgenie,
+    chaos_redis: RedisServer,
+    tmp_path: Path,
 ) -> None:
     body = 32 * 1024 * 1024
-    population = harness.populate(
+    population = chaos.populate(
         postgres_url, fernet_key, chaos_fake, accounts=1, per_account=9, mix=all_valid
     )
     teams = sorted(population.expected)
@@ -132,9 +148,9 @@ def test_a_multi_megabyte_answer_does_not_blow_up_a_worker(
     for team in teams[1:]:
         large = replace(population.scenarios[team], behaviour="large_body")
         chaos_fake.set_key(population.keys[team], large)
-    env = harness.chaos_env(tmp_path, chaos_fake, postgres_url, fernet_key)
+    env = chaos.chaos_env(tmp_path, chaos_fake, postgres_url, fernet_key, chaos_redis.url())
     env["OGV_MAX_ATTEMPTS"] = "1"  # one answer read per check, as many as there are checks
-    client = ValidationClient(harness.CHAOS_REDIS_URL, postgres_url, queue=harness.CHAOS_NAMESPACE)
+    client = ValidationClient(chaos_redis.url(), postgres_url, queue=chaos.CHAOS_NAMESPACE)
 
     def check(team: str) -> tuple[str | None, str | None]:
         view = client.request_and_wait(
@@ -143,7 +159,7 @@ def test_a_multi_megabyte_answer_does_not_blow_up_a_worker(
         return view.outcome, view.error_code
 
     try:
-        with harness.running_service(env, "large-body") as service:
+        with chaos.running_service(env, "large-body") as service:
             worker: LocalWorker = service.start_worker(concurrency=1, name="large-body")
             assert check(teams[0]) == ("valid", None)  # warm: runtime, session, pools
             [child] = worker.child_pids()
@@ -153,7 +169,7 @@ def test_a_multi_megabyte_answer_does_not_blow_up_a_worker(
             growth = rss_kib(child) - before
     finally:
         client.close()
-    harness.record(
+    chaos.record(
         "limits_large_body",
         {"body_bytes": body, "checks": len(teams) - 1, "rss_growth_kib": growth},
     )

@@ -3,7 +3,7 @@
 Each test starts two real prefork workers and a real beat (the outbox sweeper) on
 Redis and PostgreSQL, starts a re-validation of 10,000 teams whose keys the fake
 Opsgenie answers in a known way, breaks something while it runs, and then checks
-(`harness.verify`): every request final, each team's status its key's truth, the
+(`chaos.verify`): every request final, each team's status its key's truth, the
 history one unknown → truth row per team, no false invalidation, no duplicate.
 The figures go to artifacts/chaos.json and docs/RELIABILITY.md.
 """
@@ -12,47 +12,34 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from tests.chaos import harness
-from tests.chaos.harness import Faults, Population, Service
-from worker.testing.fake_opsgenie import FakeOpsgenie
+from tests.support import chaos
+from tests.support.chaos import (
+    CONCURRENCY,
+    FINISH_TIMEOUT,
+    WORKERS,
+    Faults,
+    Ground,
+    Population,
+    Service,
+    at_progress,
+)
 
 pytestmark = [pytest.mark.chaos, pytest.mark.redis, pytest.mark.postgres, pytest.mark.timeout(300)]
 
 ACCOUNTS, PER_ACCOUNT = 200, 50  # 10,000 teams
-WORKERS, CONCURRENCY = 2, 4
-FINISH_TIMEOUT = 200.0
 
 Inject = Callable[[Service, Faults, Population], None]
 
 
-@dataclass
-class Ground:
-    """What every scenario stands on: the database, its encryption key, the fake."""
-
-    database_url: str
-    fernet_key: str
-    fake: FakeOpsgenie
-    data_dir: Path
-
-
-@pytest.fixture
-def ground(
-    postgres_url: str, fernet_key: str, chaos_fake: FakeOpsgenie, chaos_redis: str, tmp_path: Path
-) -> Ground:
-    return Ground(postgres_url, fernet_key, chaos_fake, tmp_path)
-
-
 def run_scenario(
-    name: str, ground: Ground, inject: Inject, mix: harness.Mix = harness.truthful
-) -> harness.Verdict:
+    name: str, ground: Ground, inject: Inject, mix: chaos.Mix = chaos.truthful
+) -> chaos.Verdict:
     """Populate, run a re-validation with `inject` breaking things, record, verify."""
     database_url = ground.database_url
-    population = harness.populate(
+    population = chaos.populate(
         database_url,
         ground.fernet_key,
         ground.fake,
@@ -60,31 +47,26 @@ def run_scenario(
         per_account=PER_ACCOUNT,
         mix=mix,
     )
-    env = harness.chaos_env(ground.data_dir, ground.fake, database_url, ground.fernet_key)
-    with harness.running_service(env, name) as service:
+    env = chaos.chaos_env(
+        ground.data_dir, ground.fake, database_url, ground.fernet_key, ground.redis.url()
+    )
+    with chaos.running_service(env, name) as service:
         for i in range(WORKERS):
             service.start_worker(concurrency=CONCURRENCY, name=f"{name}-{i}")
         service.start_beat()
         faults = Faults()
-        run_id = harness.start_run(env, population)
-        assert harness.wait_for_dispatch(database_url, run_id) == population.size
+        run_id = chaos.start_run(env, population)
+        assert chaos.wait_for_dispatch(database_url, run_id) == population.size
         inject(service, faults, population)
-        done_at = harness.wait_for_finished(
+        done_at = chaos.wait_for_finished(
             database_url, population.org, population.size, FINISH_TIMEOUT
         )
-    verdict = harness.verify(database_url, population)
-    figures = harness.figures_of(verdict, faults, done_at, ground.fake, population)
-    figures["leaked_keys"] = harness.leaked_keys(service.log_dir, population)
-    harness.record(name, figures)
+    verdict = chaos.verify(database_url, population)
+    figures = chaos.figures_of(verdict, faults, done_at, ground.fake, population)
+    figures["leaked_keys"] = chaos.leaked_keys(service.log_dir, population)
+    chaos.record(name, figures)
     assert figures["leaked_keys"] == 0
     return verdict
-
-
-def at_progress(ground: Ground, population: Population, fraction: float) -> None:
-    """Wait until `fraction` of the run's requests are final: the fault lands mid-run."""
-    harness.wait_for_finished(
-        ground.database_url, population.org, int(population.size * fraction), FINISH_TIMEOUT
-    )
 
 
 def test_workers_killed_with_sigkill_mid_run(ground: Ground) -> None:
@@ -100,24 +82,26 @@ def test_workers_killed_with_sigkill_mid_run(ground: Ground) -> None:
                 faults.note("sigkill_worker", pid=pid)
                 first.start()
             else:
-                children = harness.kill_pool_children(second)
+                children = chaos.kill_pool_children(second)
                 faults.note("sigkill_pool_children", pids=children)
 
     verdict = run_scenario("sigkill_workers", ground, inject)
-    harness.assert_promises_kept(verdict)
+    chaos.assert_promises_kept(verdict)
 
 
 def test_redis_restarted_mid_run(ground: Ground) -> None:
-    """Redis (no persistence) restarts: every queued and unacknowledged message is gone."""
+    """Redis (no persistence) restarts: every queued and unacknowledged message is gone.
+
+    The Redis restarted is the test's own (`chaos_redis`), on a private port."""
 
     def inject(service: Service, faults: Faults, population: Population) -> None:
         service.supervise(lambda worker: faults.note("worker_restarted_by_supervisor"))
         at_progress(ground, population, 0.3)
-        harness.restart_redis()
+        ground.redis.restart()  # the test's own server, never the machine's
         faults.note("redis_restart")
 
     verdict = run_scenario("redis_restart", ground, inject)
-    harness.assert_promises_kept(verdict)
+    chaos.assert_promises_kept(verdict)
 
 
 def test_postgres_connections_killed_mid_run(ground: Ground) -> None:
@@ -126,11 +110,11 @@ def test_postgres_connections_killed_mid_run(ground: Ground) -> None:
     def inject(service: Service, faults: Faults, population: Population) -> None:
         for fraction in (0.25, 0.6):
             at_progress(ground, population, fraction)
-            killed = harness.terminate_connections(ground.database_url)
+            killed = chaos.terminate_connections(ground.database_url)
             faults.note("pg_terminate_backend", connections=killed)
 
     verdict = run_scenario("postgres_connections_killed", ground, inject)
-    harness.assert_promises_kept(verdict)
+    chaos.assert_promises_kept(verdict)
 
 
 def test_a_fault_storm_from_opsgenie(ground: Ground) -> None:
@@ -140,9 +124,9 @@ def test_a_fault_storm_from_opsgenie(ground: Ground) -> None:
         storm = sum(1 for s in population.scenarios.values() if s.behaviour != "valid")
         faults.note("opsgenie_storm", faulty_or_final_keys=storm)
 
-    verdict = run_scenario("opsgenie_storm", ground, inject, mix=harness.storm)
-    harness.assert_promises_kept(verdict)
-    figures = json.loads(harness.FIGURES.read_text())["opsgenie_storm"]["opsgenie"]
+    verdict = run_scenario("opsgenie_storm", ground, inject, mix=chaos.storm)
+    chaos.assert_promises_kept(verdict)
+    figures = json.loads(chaos.FIGURES.read_text())["opsgenie_storm"]["opsgenie"]
     calls = figures["calls"]
     # The storm really happened: about 30% of calls 5xx, and hangs, 429s and resets.
     assert figures["answered_5xx"] >= 0.2 * calls

@@ -25,9 +25,9 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
 from models.crypto import KeyVault
-from tests.api_support import ApiProcess
-from tests.conftest import ARTIFACTS, NAMESPACE, Stack, open_stack
-from tests.monitoring import free_port, http_get
+from tests.support.api import ApiProcess
+from tests.support.monitoring import http_get
+from tests.support.ports import free_port
 from tests.support.prometheus import (
     Prometheus,
     dashboard_exprs,
@@ -37,6 +37,8 @@ from tests.support.prometheus import (
     running_prometheus,
     wait_until,
 )
+from tests.support.services import ARTIFACTS, NAMESPACE
+from tests.support.stacks import Stack, open_stack
 from worker import inventory
 from worker.platforms import OPSGENIE, OPSGENIE_EU, Platform
 from worker.testing.fake_opsgenie import FakeOpsgenie

@@ -13,8 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.api_support import TOKEN, ApiProcess, call
-from tests.conftest import ARTIFACTS, Stack, open_stack
+from tests.support.api import TOKEN, ApiProcess, call
+from tests.support.services import ARTIFACTS
+from tests.support.stacks import Stack, open_stack
 from worker.enqueue import RequestView
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.scenario import KeyScenario

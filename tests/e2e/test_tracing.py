@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session
 from yarl import URL
 
 from models.crypto import KeyVault
-from tests.conftest import NAMESPACE, Stack, service_env
+from tests.support.services import NAMESPACE
+from tests.support.stacks import Stack, service_env
 from worker import inventory
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.scenario import KeyScenario

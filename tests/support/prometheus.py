@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.monitoring import free_port
+from tests.support.ports import free_port
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 RULES = DEPLOY / "prometheus" / "alerts.yml"

@@ -21,7 +21,7 @@ from celery.contrib.testing.worker import start_worker
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tests.monitoring import free_port
+from tests.support.ports import free_port
 from worker import tracing
 from worker.settings import get_settings
 

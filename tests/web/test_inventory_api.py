@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import func, select
 
 from models import IdempotentCreate, Team, TeamStatusChange, ValidationRequest
-from tests.api_support import ApiThread, call
+from tests.support.api import ApiThread, call
 from worker.checks.pipeline import Collaborators, Finished, run_attempt
 from worker.checks.rules import CheckOptions
 from worker.settings import Settings

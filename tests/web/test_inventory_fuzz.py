@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from models import OrganizationIntegration, Team
 from models.db import session_factory
 from models.integration import LABEL_PATTERN
-from tests.api_support import JSON, ApiThread, call
+from tests.support.api import JSON, ApiThread, call
 from worker.web.api import ApiConfig
 from worker.web.client import ValidationClient
 

@@ -7,12 +7,17 @@ same transaction as the status itself, and logged as `team.status_changed`. When
 outbox sweeper re-publishes changes whose notification was lost.
 
 `post` also delivers the documents of a base URL turning unavailable or
-recovering (worker/checks/platform_health.py), under their own idempotency key.
+recovering (worker/checks/platform_health.py), or whose guard tripped, under their
+own idempotency key. With OGV_WEBHOOK_SECRET each delivery is signed as Standard
+Webhooks says (worker/webhooks.py); its `webhook-id` is that idempotency key, so
+a redelivery keeps it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +26,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from models import Integration, OrganizationIntegration, Team, TeamStatusChange, utcnow
+from worker import webhooks
+from worker.checks.advice import team_hint
 
 if TYPE_CHECKING:
     from worker.checks.records import StatusChange
@@ -60,6 +67,7 @@ def document(session: Session, change_id: int) -> dict[str, Any] | None:
     if row is None:
         return None
     change, team, link, integration = row
+    hint = team_hint(team, link.organization_id, integration)
     return {
         "event": "team.status_changed",
         "change_id": change.id,
@@ -72,6 +80,9 @@ def document(session: Session, change_id: int) -> dict[str, Any] | None:
         "old_status": change.old_status.value,
         "new_status": change.new_status.value,
         "changed_at": change.changed_at.isoformat(),
+        "hint": hint.as_dict()
+        if (hint := team_hint(team, link.organization_id, integration))
+        else None,
     }
 
 
@@ -81,17 +92,26 @@ async def post(
     body: dict[str, Any],
     seconds: float,
     idempotency_key: str | None = None,
+    keys: Sequence[bytes] = (),
 ) -> None:
     """POST the document; raise WebhookFailed unless the receiver answers 2xx.
 
     `idempotency_key` is the same for every delivery of one event (default: the
-    status change's); the receiver de-duplicates on it.
+    status change's); the receiver de-duplicates on it. With `keys` (OGV_WEBHOOK_SECRET)
+    the delivery is signed, the key being its `webhook-id`.
     """
+    event_id = idempotency_key or f"ogv-change-{body['change_id']}"
+    # The bytes signed are the bytes sent.
+    payload = json.dumps(body).encode()
     try:
         async with session.post(
             url,
-            json=body,
-            headers={"Idempotency-Key": idempotency_key or f"ogv-change-{body['change_id']}"},
+            data=payload,
+            headers={
+                "Content-Type": "application/json",
+                "Idempotency-Key": event_id,
+                **webhooks.headers(keys, event_id, payload),
+            },
             timeout=aiohttp.ClientTimeout(total=seconds),
             allow_redirects=False,
         ) as response:

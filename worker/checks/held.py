@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +36,7 @@ from models import (
     Integration,
     OrganizationIntegration,
     Team,
+    ValidationRequest,
     utcnow,
 )
 from models.db import one_of
@@ -102,6 +104,15 @@ class HeldPage:
 
 
 @dataclass(frozen=True)
+class AccountHeld:
+    """How many changes the guard holds for one account at one base URL."""
+
+    account: str
+    base_url: str
+    held: int
+
+
+@dataclass(frozen=True)
 class BaseUrlGuard(guard.GuardState):
     """One base URL's guard and the changes it holds, as `ogv changes list` and
     `GET /v1/guard` show it."""
@@ -150,10 +161,13 @@ def held_page(
     *,
     limit: int = DEFAULT_PAGE,
     cursor: str | None = None,
+    organizations: frozenset[int] | None = None,
 ) -> HeldPage:
-    """One page of the held changes (of one base URL), by team id; a cursor as the
-    teams' pages use it (`worker.cursors.decode_cursor`)."""
+    """One page of the held changes (of one base URL, of some organizations), by team
+    id; a cursor as the teams' pages use it (`worker.cursors.decode_cursor`)."""
     query = _held_rows().where(*Selection(base_url).where())
+    if organizations is not None:
+        query = query.where(OrganizationIntegration.organization_id.in_(organizations))
     if cursor is not None:
         query = query.where(HeldChange.team_id > cursors.decode_cursor(cursor))
     found = [
@@ -168,6 +182,28 @@ def held_counts(session: Session) -> dict[str, int]:
     """Held changes per base URL."""
     query = select(HeldChange.base_url, func.count()).group_by(HeldChange.base_url)
     return {base_url: count for base_url, count in session.execute(query)}
+
+
+def held_of_run(session: Session, run_id: uuid.UUID) -> dict[str, int]:
+    """How many of a run's verdicts are held now, by the outcome its request ended with."""
+    query = (
+        select(ValidationRequest.outcome, func.count())
+        .join(HeldChange, HeldChange.request_id == ValidationRequest.id)
+        .where(ValidationRequest.run_id == run_id)
+        .group_by(ValidationRequest.outcome)
+    )
+    return {outcome.value: count for outcome, count in session.execute(query) if outcome}
+
+
+def held_by_account(session: Session, selection: Selection = Selection()) -> list[AccountHeld]:
+    """Held changes per account and base URL (of those `selection` names), most first."""
+    query = (
+        select(HeldChange.account, HeldChange.base_url, func.count())
+        .where(*selection.where())
+        .group_by(HeldChange.account, HeldChange.base_url)
+    )
+    found = [AccountHeld(*row) for row in session.execute(query)]
+    return sorted(found, key=lambda a: (-a.held, a.account, a.base_url))
 
 
 def guard_report(

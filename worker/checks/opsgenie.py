@@ -29,8 +29,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
@@ -39,6 +37,7 @@ from models.base import Outcome
 from worker.platforms import Platform, ProbeName
 from worker.platforms.base import json_object
 from worker.platforms.baseurl import BaseUrlError, check_allowed
+from worker.platforms.throttle_headers import throttle_wait
 
 __all__ = [
     "PROBES",
@@ -80,9 +79,13 @@ class Throttled(TransientError):
         retry_after: float | None,
         state: str | None = None,
         reason: str | None = None,
+        problem: str | None = None,
     ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        """None: the headers named no usable wait, and the backoff decides."""
+        self.problem = problem
+        """Why no wait was usable (`worker.platforms.throttle_headers.PROBLEMS`), if so."""
         self.state = state
         """`X-RateLimit-State` as Opsgenie sent it (`THROTTLED`), if it did."""
         self.reason = reason
@@ -280,11 +283,13 @@ def classify(
     `key` (an upstream may echo it), of control characters, and bounded.
     """
     if status == 429:
+        wait = throttle_wait(headers)
         raise Throttled(
             f"{platform.title} throttled the account",
-            _retry_after(headers),
+            wait.seconds,
             _header_text(headers, "X-RateLimit-State", key),
             _header_text(headers, "X-RateLimit-Reason", key),
+            wait.problem,
         )
     if status >= 500 and status != 501:
         raise ServerError(f"{platform.title} answered HTTP {status}", status)
@@ -389,32 +394,3 @@ def _redact_key(text: str, key: str) -> str:
             out.append(ch)
         inside = hidden
     return "".join(out)
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait before calling the account again, if Opsgenie said.
-
-    `Retry-After` may be a number of seconds or an HTTP date (RFC 9110 §10.2.3).
-    """
-    for name in ("X-RateLimit-Period-In-Sec", "Retry-After"):
-        value = headers.get(name)
-        if value is None:
-            continue
-        seconds = _seconds(value)
-        if seconds is not None and 0 <= seconds <= 3600:
-            return seconds
-    return None
-
-
-def _seconds(value: str) -> float | None:
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None  # RFC 9110 dates are GMT; one without a zone is not one of them
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())

@@ -1,7 +1,12 @@
 """Per-account rate limits and pauses, shared by every worker.
 
-All keys of one Opsgenie account draw on the same bucket (SPEC §5), so the limit
-is per account, not per key or per worker. Two mechanisms:
+All keys of one Opsgenie account draw on the same buckets (SPEC §5), so the limit
+is per account, not per key or per worker; and Opsgenie keeps one bucket per
+request *domain* (SPEC §9): authenticate draws on the Configuration domain,
+alerts on the Search domain. So a gate key names the platform, the domain and the
+account (`gate_key`): `opsgenie:configuration:integration:12`,
+`jsm-ops:search:integration:12`. Each has its own turns and pauses, and each
+domain its own rate (`Pacings`). Two mechanisms:
 
 - **Reservations** pace calls with GCRA (the generic cell rate algorithm): an
   account allows one call every `1/rate` seconds, with a burst of `burst`
@@ -26,6 +31,17 @@ from collections.abc import Mapping
 from typing import Protocol
 
 import redis.asyncio as aioredis
+
+from worker.platforms import ProbeName
+
+DOMAINS: dict[ProbeName, str] = {"authenticate": "configuration", "alerts": "search"}
+"""The rate-limit domain each probe draws on (SPEC §4 and §9)."""
+
+
+def gate_key(platform: str, probe: ProbeName, integration_id: int) -> str:
+    """The pacing and pause of one account (an Integration row) on `platform`, in the
+    domain of `probe`."""
+    return f"{platform}:{DOMAINS[probe]}:integration:{integration_id}"
 
 
 class AccountGate(Protocol):
@@ -84,12 +100,39 @@ class Pacing:
         self.late_tolerance = max(room_s / 2, 0.02)
 
 
+class Pacings:
+    """The pacing of each rate-limit domain: one for all, or its own for a probe's domain.
+
+    A gate key's domain is its second part (`gate_key`); keys of another shape, and
+    domains without their own, use `default`.
+    """
+
+    def __init__(self, default: Pacing, by_probe: Mapping[ProbeName, Pacing] | None = None):
+        self.default = default
+        self._by_domain = {DOMAINS[probe]: pacing for probe, pacing in (by_probe or {}).items()}
+        every = (default, *self._by_domain.values())
+        self.late_tolerance = min(pacing.late_tolerance for pacing in every)
+        """The smallest of the domains': a call late by less is late for none of them."""
+
+    def of(self, key: str) -> Pacing:
+        if not self._by_domain:
+            return self.default
+        _, _, rest = key.partition(":")
+        return self._by_domain.get(rest.partition(":")[0], self.default)
+
+
+def _pacings(pacing: Pacing | Pacings | None) -> Pacings:
+    if isinstance(pacing, Pacings):
+        return pacing
+    return Pacings(pacing or Pacing(rate=1_000_000))
+
+
 class LocalGate:
     """A gate for one process: the stand-in when there is no Redis."""
 
-    def __init__(self, pacing: Pacing | None = None) -> None:
-        self._pacing = pacing or Pacing(rate=1_000_000)
-        self.late_tolerance = self._pacing.late_tolerance
+    def __init__(self, pacing: Pacing | Pacings | None = None) -> None:
+        self._pacings = _pacings(pacing)
+        self.late_tolerance = self._pacings.late_tolerance
         self._paused_until: dict[str, float] = {}
         self._tat_us: dict[str, int] = {}
 
@@ -101,11 +144,12 @@ class LocalGate:
             if paused > 0:
                 booked[account] = [paused] * count
                 continue
+            pacing = self._pacings.of(account)
             tat = max(self._tat_us.get(account, now_us), now_us)
             delays = []
             for _ in range(count):
-                delays.append(max(0, tat - self._pacing.tolerance_us - now_us) / 1_000_000)
-                tat += self._pacing.interval_us
+                delays.append(max(0, tat - pacing.tolerance_us - now_us) / 1_000_000)
+                tat += pacing.interval_us
             self._tat_us[account] = tat
             booked[account] = delays
         return booked
@@ -119,17 +163,17 @@ class LocalGate:
 
 
 # KEYS: for each account, its pause key then its pacing key.
-# ARGV: interval_us, tolerance_us, then one call count per account.
+# ARGV: for each account, its call count, interval_us and tolerance_us.
 # Returns the server's clock (microseconds since the epoch), then per account a flat
 # list: count, then count delays in microseconds from that clock.
 RESERVE_SCRIPT = """
-local interval = tonumber(ARGV[1])
-local tolerance = tonumber(ARGV[2])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local out = {now}
 for i = 1, #KEYS / 2 do
-  local count = tonumber(ARGV[i + 2])
+  local count = tonumber(ARGV[3 * i - 2])
+  local interval = tonumber(ARGV[3 * i - 1])
+  local tolerance = tonumber(ARGV[3 * i])
   local paused = redis.call('PTTL', KEYS[2 * i - 1])
   table.insert(out, count)
   if paused > 0 then
@@ -160,11 +204,11 @@ class RedisGate:
     """
 
     def __init__(
-        self, client: aioredis.Redis, pacing: Pacing | None = None, namespace: str = "ogv"
+        self, client: aioredis.Redis, pacing: Pacing | Pacings | None = None, namespace: str = "ogv"
     ) -> None:
         self._redis = client
-        self._pacing = pacing or Pacing(rate=1_000_000)
-        self.late_tolerance = self._pacing.late_tolerance
+        self._pacings = _pacings(pacing)
+        self.late_tolerance = self._pacings.late_tolerance
         self.pause_prefix = f"{namespace}:pause:"
         self.pace_prefix = f"{namespace}:pace:"
         self._reserve = client.register_script(RESERVE_SCRIPT)
@@ -208,9 +252,12 @@ class RedisGate:
         """Book `calls` in one script call: for each account, its delays in order."""
         accounts = list(calls)
         keys = [key for a in accounts for key in (self.pause_prefix + a, self.pace_prefix + a)]
-        args = [self._pacing.interval_us, self._pacing.tolerance_us]
+        args: list[int] = []
+        for account in accounts:
+            pacing = self._pacings.of(account)
+            args += (calls[account], pacing.interval_us, pacing.tolerance_us)
         sent = time.monotonic()
-        flat = await self._reserve(keys=keys, args=[*args, *(calls[a] for a in accounts)])
+        flat = await self._reserve(keys=keys, args=args)
         # The delays count from the moment Redis ran the script. A busy worker may
         # read the reply much later; counted from then, its turns would fall late and
         # bunch with other workers' on-time calls. So take off the time since Redis

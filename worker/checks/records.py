@@ -51,9 +51,10 @@ from models import (
     utcnow,
 )
 from models.db import from_arrays, one_of
+from models.integration import JSM_FAILS, JSM_WORKS
 from worker.checks.guard import Guard, Trip, Windows
 from worker.checks.requests import FINAL_STATES
-from worker.checks.rules import JSM_FAILS, JSM_WORKS, Result, Target
+from worker.checks.rules import Result, Target
 
 # The worker's hot path (claim, finish) runs Core statements on the session's
 # connection: the ORM's unit of work and bulk helpers cost several times the CPU

@@ -4,8 +4,9 @@ Retried: `TransientError` (429, 5xx but 501, timeouts, connection failures) and 
 lost database connection. Never retried: a `Verdict` (any final answer about the
 key), a base URL off the allowlist, a key no encryption key can decrypt.
 
-A 429 waits what Opsgenie asked (`X-RateLimit-Period-In-Sec`, else `Retry-After`);
-everything else backs off exponentially with full jitter: a delay drawn uniformly
+A 429 waits what its headers asked (`worker.platforms.throttle_headers`), or, when they
+named no usable wait, the backoff (at least `throttle_default`); everything else
+backs off exponentially with full jitter: a delay drawn uniformly
 from [0, min(cap, base * 2**(attempt - 1))], so workers that failed together do not
 come back together.
 """
@@ -52,7 +53,9 @@ class RetryPolicy:
     def delay_for(self, error: TransientError, attempt: int) -> float:
         """How long to wait before trying again after `error` on attempt `attempt`."""
         if isinstance(error, Throttled):
-            period = error.retry_after if error.retry_after is not None else self.throttle_default
+            period = error.retry_after
+            if period is None:
+                period = max(self.throttle_default, self.backoff(attempt))
             return period * (1 + random.uniform(0, THROTTLE_JITTER))
         return self.backoff(attempt)
 

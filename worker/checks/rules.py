@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import dataclasses
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from typing import TYPE_CHECKING, Any, Protocol
 
 from redis.exceptions import RedisError
@@ -30,18 +31,17 @@ from models import (
 )
 from models.crypto import KeyVault, UndecryptableKey
 from models.db import one_of
+from models.integration import JSM_FAILS, JSM_UNKNOWN, JSM_WORKS, OPSGENIE_PROVIDER
+from worker import metrics
 from worker.checks.opsgenie import AccountPaused, OpsgenieClient, OpsgenieError, Throttled, Verdict
-from worker.checks.ratelimit import AccountGate
+from worker.checks.ratelimit import AccountGate, gate_key
 from worker.platforms import JSM_OPS, PLATFORMS, Platform, ProbeName, get_platform
 from worker.platforms.baseurl import BaseUrlError
+from worker.platforms.sunset import Deadline, account_deadline
+from worker.platforms.sunset import today as sunset_today
 
 if TYPE_CHECKING:
     from worker.settings import Settings
-
-OPSGENIE_PROVIDER = "opsgenie"
-
-JSM_WORKS, JSM_FAILS, JSM_UNKNOWN = "works", "fails", "unknown"
-"""What `Team.jsm_ops` records: a genuine valid, another genuine verdict, no verdict."""
 
 
 def _official_base_urls() -> dict[str, str]:
@@ -60,6 +60,8 @@ class CheckOptions:
     """Look up where a key that just turned invalid works instead (`OGV_LOCATE_KEYS`)."""
     migration_probe: bool = False
     """Also probe JSM Operations on periodic re-validation (`OGV_MIGRATION_PROBE`)."""
+    today: Callable[[], date] = sunset_today
+    """Today's UTC day: whether an account's deadline has passed (tests pass another)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CheckOptions:
@@ -86,15 +88,18 @@ class Target:
     probe: ProbeName
     status: TeamStatus = TeamStatus.UNKNOWN
     """The team's status when the attempt started."""
+    deadline: Deadline | None = None
+    """The account's last day on Opsgenie (`worker.platforms.sunset`); None elsewhere."""
 
     @property
     def gate_key(self) -> str:
-        """Opsgenie's rate-limit bucket is per account: one Integration row."""
-        return f"integration:{self.integration_id}"
+        """The account's bucket (one Integration row) in the domain of its probe."""
+        return gate_key(self.platform.name, self.probe, self.integration_id)
 
     def gate_key_on(self, platform: str) -> str:
-        """The account's pacing on another platform (its lookups and readiness probes)."""
-        return f"{platform}:{self.gate_key}"
+        """The account's pacing on another platform, for the alerts probe of its lookups
+        and readiness probes."""
+        return gate_key(platform, "alerts", self.integration_id)
 
     def __repr__(self) -> str:  # the key must not reach a log through a repr
         return f"Target(team_id={self.team_id!r}, account={self.account!r})"
@@ -154,6 +159,8 @@ def resolve_many(
                     Integration.base_url,
                     Integration.platform,
                     Integration.probe,
+                    Integration.migrated_on,
+                    Integration.switched_off_on,
                 )
                 .join(
                     OrganizationIntegration,
@@ -242,6 +249,7 @@ def _resolve_one(
         platform=platform,
         probe=platform.probe_for(link.probe, default_probe),
         status=team.status,
+        deadline=account_deadline(platform, link.migrated_on, link.switched_off_on),
     )
 
 
@@ -273,6 +281,8 @@ async def probe(
             target.base_url, target.key, platform=target.platform, probe=target.probe
         )
     except Throttled as exc:
+        if exc.problem is not None:
+            metrics.throttle_fallback(exc.problem)
         await gate.pause(target.gate_key, exc.retry_after or 1.0)
         raise
     except BaseUrlError:
@@ -283,7 +293,7 @@ async def probe(
             "allowed; the key was not sent. Add it to OGV_ALLOWED_BASE_URLS to check it.",
             error_code="base_url_not_allowed",
         )
-    result = judge(target, verdict)
+    result = judge(target, verdict, options.today())
     if _worth_locating(target, verdict, options):
         works_on = await locate(target, client, gate, options, max_wait)
         if works_on:
@@ -385,6 +395,8 @@ async def _verdict_on(
             options.base_urls[platform.name], target.key, platform=platform, probe="alerts"
         )
     except Throttled as exc:
+        if exc.problem is not None:
+            metrics.throttle_fallback(exc.problem)
         if not isinstance(exc, AccountPaused):  # a pause is not renewed by waiting it out
             await _pause_quietly(gate, gate_key, exc.retry_after or 1.0)
         return None
@@ -430,14 +442,27 @@ async def wait_for_turn(
     raise AccountPaused("the worker is too busy to keep the account's pacing", 1.0)
 
 
-def judge(target: Target, verdict: Verdict) -> Result:
-    """A Result for the platform's final answer about the target's key."""
+def judge(target: Target, verdict: Verdict, today: date | None = None) -> Result:
+    """A Result for the platform's final answer about the target's key.
+
+    On or after an Opsgenie account's deadline (`today`, default the UTC day), a
+    failing answer is said to be about the platform, never about the key; the
+    outcome stays what the platform answered, so confirmation and the guard apply.
+    """
     title = target.platform.title
     who = f"team {target.label!r} of {title} account {target.account!r}"
     code = verdict.reason or (
         f"opsgenie_{verdict.opsgenie_code}" if verdict.opsgenie_code else None
     )
+    retired = target.deadline is not None and target.deadline.passed(today)
     match verdict.outcome:
+        case Outcome.INVALID_KEY | Outcome.KEY_LACKS_ACCESS | Outcome.REJECTED if retired:
+            assert target.deadline is not None
+            text = (
+                f"{title} answered HTTP {verdict.http_status} for {who}, whose Opsgenie "
+                f"stopped on {target.deadline.on.isoformat()}: the answer is about the "
+                "platform, not the key. Move the integration to JSM Operations."
+            )
         case Outcome.VALID:
             text = f"The integration key of {who} works."
         case Outcome.INVALID_KEY if verdict.reason == "malformed_key":

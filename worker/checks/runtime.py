@@ -21,8 +21,9 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from worker.checks.opsgenie import OpsgenieClient
-from worker.checks.ratelimit import AccountGate, LocalGate, Pacing, RedisGate
+from worker.checks.ratelimit import AccountGate, LocalGate, Pacing, Pacings, RedisGate
 from worker.metrics import opsgenie_call_observer
+from worker.platforms import ProbeName
 from worker.settings import Settings, get_settings
 
 T = TypeVar("T")
@@ -106,11 +107,11 @@ class Runtime:
             max_response_bytes=settings.max_response_bytes,
             on_answer=opsgenie_call_observer,
         )
-        pacing = Pacing(settings.account_rate, settings.account_burst)
+        pacings = pacings_of(settings)
         gate: AccountGate = (
-            RedisGate(redis_client, pacing, settings.namespace)
+            RedisGate(redis_client, pacings, settings.namespace)
             if redis_client
-            else LocalGate(pacing)
+            else LocalGate(pacings)
         )
         return cls(loop, session, client, gate, redis_client, os.getpid())
 
@@ -124,6 +125,20 @@ class Runtime:
             self.loop.run(close_resources(), timeout=5)
         finally:
             self.loop.stop()
+
+
+def pacings_of(settings: Settings) -> Pacings:
+    """`OGV_ACCOUNT_RATE` for every domain, but where a probe's override gives its own."""
+    given: dict[ProbeName, float | None] = {
+        "authenticate": settings.account_rate_authenticate,
+        "alerts": settings.account_rate_alerts,
+    }
+    overrides = {
+        probe: Pacing(rate, settings.account_burst)
+        for probe, rate in given.items()
+        if rate is not None
+    }
+    return Pacings(Pacing(settings.account_rate, settings.account_burst), overrides)
 
 
 _runtime: Runtime | None = None

@@ -6,8 +6,10 @@ Opsgenie), validates them all, and reports what each request ended as.
 
 The fake stands for every platform (Opsgenie US and EU, JSM Operations), so the
 demo also shows the sunset: a team on JSM Ops, keys that belong elsewhere
-(`works_on`), a malformed key, and answers from a captive portal or a retired
-host that are never taken as a verdict.
+(`works_on`), a malformed key, answers from a captive portal or a retired host
+that are never taken as a verdict, and an account switched off before the end of
+support, whose 401 is the platform's, not the key's. 429s come in every header
+form the service honours. Each row shows its hint: what to do, and where.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import secrets
 import tempfile
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from rich.table import Table
@@ -28,11 +31,11 @@ from models.db import session_factory
 from models.migrate import upgrade
 from worker import inventory
 from worker.enqueue import RequestView
-from worker.platforms import PLATFORMS, PlatformName, get_platform
+from worker.platforms import PLATFORMS, PlatformName, get_platform, sunset
 from worker.settings import Settings, get_settings
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.local import LocalWorker
-from worker.testing.scenario import KeyScenario, Scenario
+from worker.testing.scenario import KeyScenario, RateLimitHeaders, Scenario
 
 
 @dataclass(frozen=True)
@@ -44,23 +47,61 @@ class Case:
     note: str = ""
     """The error code, or where else the key works, that the outcome should come with."""
     platform: PlatformName = "opsgenie"
+    hint: str = ""
+    """The hint code the outcome should come with (`worker.platforms.hints`)."""
+    switched_off: bool = False
+    """On an account whose Opsgenie was switched off yesterday (its deadline has passed)."""
+
+
+def _throttled(form: RateLimitHeaders) -> Case:
+    """A key throttled once, its 429 naming the wait in `form`, then valid."""
+    return Case(KeyScenario("throttle", times=1, rate_limit_headers=form), "valid")
 
 
 CASES: dict[str, Case] = {
     "payments": Case(KeyScenario("valid"), "valid"),
-    "revoked": Case(KeyScenario("invalid_key"), "invalid_key"),
-    "api-created": Case(KeyScenario("no_access"), "key_lacks_access", "opsgenie_40301"),
-    "unprocessable": Case(KeyScenario("unprocessable"), "rejected"),
-    "throttled-once": Case(KeyScenario("throttle", times=1), "valid"),
+    "revoked": Case(KeyScenario("invalid_key"), "invalid_key", hint="key_disabled_or_deleted"),
+    "api-created": Case(
+        KeyScenario("no_access"), "key_lacks_access", "opsgenie_40301", hint="wrong_key_type"
+    ),
+    "unprocessable": Case(KeyScenario("unprocessable"), "rejected", hint="rejected"),
+    "throttled-once": _throttled("opsgenie"),
     "flaky": Case(KeyScenario("server_error", times=2), "valid"),
-    "down": Case(KeyScenario("server_error", times=-1), "error", "server_error"),
+    "down": Case(
+        KeyScenario("server_error", times=-1), "error", "server_error", hint="platform_unreachable"
+    ),
+    # 429s in each header form (README, "What a check does").
+    "429-retry-after": _throttled("retry_after"),
+    "429-retry-after-date": _throttled("retry_after_date"),
+    "429-ratelimit": _throttled("ratelimit"),
+    "429-ratelimit-policy": _throttled("ratelimit_policy"),
+    "429-ratelimit-reset": _throttled("ratelimit_reset"),
+    "429-remaining-0": _throttled("x_ratelimit_remaining"),
+    "429-no-header": _throttled("none"),
     # The Opsgenie sunset (README, "The Opsgenie sunset").
     "on-jsm-ops": Case(KeyScenario("valid"), "valid", platform="jsm-ops"),
-    "saved-as-us": Case(KeyScenario("eu_only"), "invalid_key", "works on opsgenie-eu"),
-    "moved-to-jsm": Case(KeyScenario("jsm_only"), "invalid_key", "works on jsm-ops"),
-    "mistyped": Case(KeyScenario("malformed_key"), "invalid_key", "malformed_key"),
-    "captive-portal": Case(KeyScenario("captive_portal"), "error", "unrecognised_answer"),
-    "retired-host": Case(KeyScenario("retired"), "error", "unrecognised_answer"),
+    "saved-as-us": Case(
+        KeyScenario("eu_only"), "invalid_key", "works on opsgenie-eu", hint="wrong_region"
+    ),
+    "moved-to-jsm": Case(
+        KeyScenario("jsm_only"), "invalid_key", "works on jsm-ops", hint="migrated_account"
+    ),
+    "mistyped": Case(
+        KeyScenario("malformed_key"), "invalid_key", "malformed_key", "opsgenie", "malformed_key"
+    ),
+    "captive-portal": Case(
+        KeyScenario("captive_portal"), "error", "unrecognised_answer", hint="not_the_platform"
+    ),
+    "retired-host": Case(
+        KeyScenario("retired"), "error", "unrecognised_answer", hint="not_the_platform"
+    ),
+    "switched-off": Case(
+        KeyScenario("switched_off"),
+        "invalid_key",
+        "works on jsm-ops",
+        hint="platform_retired",
+        switched_off=True,
+    ),
 }
 DEMO_ENV = {
     # Short waits so the demo's retries finish in seconds, not minutes.
@@ -82,10 +123,18 @@ class DemoRow:
     expected_note: str = ""
     note: str = ""
     """What came with the outcome: its error code, or where else the key works."""
+    expected_hint: str = ""
+    hint: str = ""
+    """The hint's code ("" without one)."""
+    hint_text: str = ""
 
     @property
     def ok(self) -> bool:
-        return (self.outcome, self.note) == (self.expected, self.expected_note)
+        return (self.outcome, self.note, self.hint) == (
+            self.expected,
+            self.expected_note,
+            self.expected_hint,
+        )
 
 
 NONE = KeyScenario()  # the teams that never reach the fake
@@ -102,9 +151,10 @@ class DemoReport:
 
     def table(self) -> Table:
         table = Table(title=f"ogv demo (organization {self.organization_id})")
-        for column in ("team", "platform", "outcome", "note", "tries"):
+        for column in ("team", "platform", "outcome", "note", "hint", "tries"):
             table.add_column(column, no_wrap=True)
-        # The messages are long; `--json` has them, the table keeps to what fits.
+        # The messages and hints' sentences are long; `--json` has them, the table keeps
+        # to what fits.
         for row in self.rows:
             mark = "green" if row.ok else "red"
             table.add_row(
@@ -112,6 +162,7 @@ class DemoReport:
                 row.platform,
                 f"[{mark}]{row.outcome}[/{mark}]",
                 row.note,
+                row.hint,
                 str(row.attempts),
             )
         return table
@@ -146,29 +197,39 @@ def _configure_for(fake: FakeOpsgenie) -> Settings:
     return get_settings()
 
 
+def _account(case: Case) -> tuple[PlatformName, bool]:
+    return case.platform, case.switched_off
+
+
 def _install(organization_id: int, keys: dict[str, str]) -> dict[str, tuple[int, str]]:
-    """One integration per platform the cases use; returns each label's (integration, team)."""
+    """One integration per platform the cases use, and one switched off yesterday;
+    returns each label's (integration, team)."""
     settings = get_settings()
     vault = KeyVault(settings.fernet_keys())
     with session_factory().begin() as session:
-        integrations = {
-            name: inventory.add_integration(
+        integrations = {}
+        for name, off in dict.fromkeys(_account(case) for case in CASES.values()):
+            integration = inventory.add_integration(
                 session,
                 organization_id=organization_id,
-                account_name="demo",
+                account_name="demo-switched-off" if off else "demo",
                 base_url=settings.platform_base_url(get_platform(name)),
                 allowed_base_urls=settings.allowed_base_urls,
                 platform=get_platform(name),
-            )[0].id
-            for name in dict.fromkeys(case.platform for case in CASES.values())
-        }
+            )[0]
+            if off:
+                yesterday = sunset.today() - timedelta(days=1)
+                inventory.update_dates(
+                    session, integration.id, migrated_on=yesterday, switched_off_on=yesterday
+                )
+            integrations[name, off] = integration.id
         return {
             label: (
-                integrations[CASES[label].platform],
+                integrations[_account(CASES[label])],
                 inventory.add_team(
                     session,
                     organization_id=organization_id,
-                    integration_id=integrations[CASES[label].platform],
+                    integration_id=integrations[_account(CASES[label])],
                     label=label,
                     integration_key=key,
                     vault=vault,
@@ -196,14 +257,14 @@ def _validate_all(
             organization_id,
             any_integration,
             "0-nobody",
-            Case(NONE, "invalid_team"),
+            Case(NONE, "invalid_team", hint="team_missing"),
         ),
         (
             "(no such integration)",
             organization_id,
             0,
             "0-nobody",
-            Case(NONE, "invalid_integration"),
+            Case(NONE, "invalid_integration", hint="integration_missing"),
         ),
     ]
     requested = [
@@ -234,9 +295,20 @@ def _validate_all(
                 case.platform,
                 case.note,
                 _note(view) if view else "",
+                _expected_hint(case),
+                view.hint.code if view and view.hint else "",
+                view.hint.text if view and view.hint else "",
             )
         )
     return rows
+
+
+def _expected_hint(case: Case) -> str:
+    """The case's hint; a valid key on Opsgenie is told to move once its deadline is near."""
+    near = sunset.deadline().days_left() <= sunset.WARN_DAYS
+    if case.outcome == "valid" and case.platform != "jsm-ops" and near:
+        return "deadline_close"
+    return case.hint
 
 
 def _note(view: RequestView) -> str:

@@ -10,6 +10,7 @@ of a traceback. `OGV_LOG_LEVEL=DEBUG` keeps the traceback.
 from __future__ import annotations
 
 import errno
+import re
 from dataclasses import dataclass
 
 import kombu.exceptions
@@ -17,6 +18,7 @@ from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import exc as sa_exc
 
+from models.db import DatabaseMissing
 from worker.settings import describe_invalid_settings
 
 
@@ -34,24 +36,24 @@ class Refusal:
         return f"error ({self.code}): {self.message}" + (f"; {self.hint}" if self.hint else "")
 
 
-_NOT_MIGRATED = ("no such table", "does not exist", "undefinedtable")
+_MISSING_DATABASE = re.compile(r'database "(?P<name>[^"]*)" does not exist')
+"""PostgreSQL refusing a connection to a database nobody created."""
+_NO_SCHEMA = re.compile(r'no such table|relation "[^"]*" does not exist|undefinedtable', re.I)
+_OLD_SCHEMA = re.compile(r'no such column|column "[^"]*" .*does not exist|undefinedcolumn', re.I)
 
 
 def explain(exc: BaseException) -> Refusal | None:
     """The refusal to show for `exc`, or None when it is a bug (keep the traceback)."""
     if isinstance(exc, ValidationError):
         return Refusal("invalid_setting", describe_invalid_settings(exc))
+    if isinstance(exc, DatabaseMissing):
+        if exc.folder:
+            hint = f"create it (`mkdir -p {exc.path}`), or correct OGV_DATABASE_URL"
+        else:
+            hint = "correct OGV_DATABASE_URL, or create the database there with `ogv db upgrade`"
+        return Refusal("database_missing", str(exc), hint)
     if isinstance(exc, sa_exc.DBAPIError | sa_exc.OperationalError):
-        detail = _first_line(exc.orig) if isinstance(exc, sa_exc.DBAPIError) else _first_line(exc)
-        if any(mark in detail.lower() for mark in _NOT_MIGRATED):
-            return Refusal("not_migrated", "the database has no schema yet", "run `ogv db upgrade`")
-        if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
-            return Refusal(
-                "database_unavailable",
-                f"the database is unreachable ({detail})",
-                "check OGV_DATABASE_URL",
-            )
-        return None
+        return _explain_database(exc)
     from worker.checks.guard import SharedStateUnavailable
 
     if isinstance(exc, SharedStateUnavailable):
@@ -70,6 +72,35 @@ def explain(exc: BaseException) -> Refusal | None:
         return Refusal("port_in_use", "the port is already in use", "pick another with --port")
     if isinstance(exc, RuntimeError) and "OGV_" in str(exc):
         return Refusal("invalid_setting", _first_line(exc))
+    return None
+
+
+def _explain_database(exc: sa_exc.SQLAlchemyError) -> Refusal | None:
+    detail = _first_line(exc.orig) if isinstance(exc, sa_exc.DBAPIError) else _first_line(exc)
+    # Before the schema checks: PostgreSQL says a missing database "does not exist" too,
+    # and `ogv db upgrade` cannot create a database, only its schema.
+    missing = _MISSING_DATABASE.search(detail)
+    if missing is not None:
+        name = missing["name"]
+        return Refusal(
+            "database_missing",
+            f'the database "{name}" does not exist',
+            f"create it (`createdb {name}`), or correct OGV_DATABASE_URL",
+        )
+    if _NO_SCHEMA.search(detail):
+        return Refusal("not_migrated", "the database has no schema yet", "run `ogv db upgrade`")
+    if _OLD_SCHEMA.search(detail):
+        return Refusal(
+            "not_migrated", "the database schema is older than this version", "run `ogv db upgrade`"
+        )
+    if isinstance(exc, sa_exc.DataError):  # a number past its column's range, say
+        return Refusal("invalid", f"the database refused a value ({detail})")
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+        return Refusal(
+            "database_unavailable",
+            f"the database is unreachable ({detail})",
+            "check OGV_DATABASE_URL",
+        )
     return None
 
 

@@ -2,7 +2,8 @@
 
 Three checks, each bounded by the timeout:
 
-- **database**: `SELECT 1` on the configured database;
+- **database**: `SELECT 1` on the configured database, and its schema at the newest
+  revision (an unmigrated database cannot record a check);
 - **broker**: a connection (and, on Redis, a PING) to the configured broker;
 - **worker**: a canary task sent through the queue the checks use, which a worker
   marks seen in its `health_checks` row. A ping is not enough: Celery workers have
@@ -20,6 +21,11 @@ And the **guard**: the base URLs whose mass-change guard is tripped
 (worker/checks/guard.py). Changes are then held until an operator decides, so a
 tripped guard makes the report unhealthy until `ogv changes release` or `discard`
 and a window under the threshold reset it.
+
+And the **sunset**: the integrations still on Opsgenie with teams whose keys do not
+work on JSM Operations (as last probed), whose deadline (`worker.platforms.sunset`)
+is `WARN_DAYS` away or less. They are a warning until `FAIL_DAYS` are left; from
+then on the report is unhealthy, since their alerts are about to stop.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from celery import Celery
@@ -37,9 +44,12 @@ from sqlalchemy import delete, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import HealthCheck, utcnow
+from models.migrate import schema_problem
+from worker import readiness
 from worker.checks import platform_health
 from worker.checks.held import BaseUrlGuard, describe_tripped
 from worker.checks.platform_health import PlatformState
+from worker.platforms.sunset import FAIL_DAYS, WARN_DAYS
 from worker.settings import Settings
 
 CANARY_TASK = "ogv.canary"
@@ -66,10 +76,21 @@ class Report:
     """Base URLs unavailable now; None when they could not be read (no database)."""
     tripped: list[BaseUrlGuard] | None = field(default_factory=list)
     """Base URLs whose guard is tripped now; None when they could not be read."""
+    sunset: list[readiness.AtRisk] | None = field(default_factory=list)
+    """Integrations at risk whose deadline is `WARN_DAYS` away or less; None: not read."""
+
+    @property
+    def failing_sunset(self) -> list[readiness.AtRisk]:
+        """Those with `FAIL_DAYS` left or less: they make the report unhealthy."""
+        return [risk for risk in self.sunset or () if risk.days_left <= FAIL_DAYS]
 
     @property
     def healthy(self) -> bool:
-        return all(check.healthy for check in self.checks) and not self.tripped
+        return (
+            all(check.healthy for check in self.checks)
+            and not self.tripped
+            and not self.failing_sunset
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON of `ogv health --json`; an `error` names every unhealthy part."""
@@ -106,6 +127,24 @@ class Report:
             ],
             "message": self.guard_summary(),
         }
+        data["sunset"] = {
+            "failing": bool(self.failing_sunset),
+            "integrations": None
+            if self.sunset is None
+            else [
+                {
+                    "organization_id": r.organization_id,
+                    "integration_id": r.integration_id,
+                    "platform": r.platform,
+                    "teams": r.teams,
+                    "deadline": r.deadline.isoformat(),
+                    "deadline_reason": r.deadline_reason,
+                    "days_left": r.days_left,
+                }
+                for r in self.sunset
+            ],
+            "message": self.sunset_summary(),
+        }
         if not self.healthy:
             data["error"] = {"code": "unhealthy", "message": self.summary()}
         return data
@@ -127,11 +166,27 @@ class Report:
             return "no guard is tripped"
         return f"{describe_tripped(self.tripped)}: see `ogv changes list`"
 
+    def sunset_summary(self) -> str:
+        """Which integrations' deadline is near, and what to run."""
+        if self.sunset is None:
+            return "not read: the database must work"
+        if not self.sunset:
+            return f"no integration at risk has {WARN_DAYS} days left or less"
+        nearest = self.sunset[0]
+        return (
+            f"{len(self.sunset)} integration(s) still on Opsgenie with keys not working on "
+            f"JSM Operations have {WARN_DAYS} days left or less (the nearest, integration "
+            f"{nearest.integration_id}: {nearest.days_left} on {nearest.deadline.isoformat()}); "
+            "see `ogv migration report`"
+        )
+
     def summary(self) -> str:
         """One sentence naming each unhealthy part, for the error message."""
         failing = [f"{check.name}: {check.message}" for check in self.checks if not check.healthy]
         if self.tripped:
             failing.append(f"guard: {self.guard_summary()}")
+        if self.failing_sunset:
+            failing.append(f"sunset: {self.sunset_summary()}")
         return "; ".join(failing) if failing else "database, broker and worker are healthy"
 
 
@@ -149,9 +204,11 @@ def run_checks(
     app: Celery,
     timeout: float,
     read_guard: GuardReader | None = None,
+    today: date | None = None,
 ) -> Report:
     """Check the database, the broker, then (when both work) that a worker consumes;
-    and, with `read_guard`, which guards are tripped."""
+    with `read_guard`, which guards are tripped; and which integrations' deadline is
+    near, as of `today` (default: today, UTC)."""
     database = bounded("database", lambda: check_database(sessions), timeout)
     broker = bounded("broker", lambda: check_broker(app, timeout), timeout)
     if database.healthy and broker.healthy:
@@ -162,7 +219,22 @@ def run_checks(
     tripped: list[BaseUrlGuard] | None = []
     if read_guard is not None:
         tripped = read_tripped(sessions, read_guard, timeout) if database.healthy else None
-    return Report([database, broker, worker], unavailable, tripped)
+    sunset = read_sunset(sessions, timeout, today) if database.healthy else None
+    return Report([database, broker, worker], unavailable, tripped, sunset)
+
+
+def read_sunset(
+    sessions: sessionmaker[Session], timeout: float, today: date | None
+) -> list[readiness.AtRisk] | None:
+    """The integrations at risk with `WARN_DAYS` left or less, or None if not read in time."""
+    found: list[readiness.AtRisk] = []
+
+    def read() -> str:
+        with sessions() as session:
+            found.extend(readiness.at_risk(session, today, within=WARN_DAYS))
+        return f"{len(found)} at risk"
+
+    return found if bounded("sunset", read, timeout).healthy else None
 
 
 def bounded(name: str, check: Callable[[], str], timeout: float) -> Check:
@@ -198,9 +270,13 @@ def _describe(exc: Exception) -> str:
 
 
 def check_database(sessions: sessionmaker[Session]) -> str:
+    """`SELECT 1`, and a schema at the revision this code expects (else Unhealthy)."""
     with sessions() as session:
         session.execute(text("SELECT 1"))
-    return "SELECT 1 answered"
+        problem = schema_problem(session.connection())
+    if problem is not None:
+        raise Unhealthy(f"it answers, but {problem}")
+    return "SELECT 1 answered; the schema is up to date"
 
 
 def read_unavailable(sessions: sessionmaker[Session], timeout: float) -> list[PlatformState] | None:

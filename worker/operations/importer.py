@@ -11,6 +11,11 @@ written anyway. The whole file goes in one transaction, in chunks of one bulk
 `INSERT ... ON CONFLICT DO NOTHING RETURNING` each: the database says which
 labels were taken, so the cost per line stays the same however large the table
 grows, and memory holds one chunk. No report and no message contains a key.
+
+A line is read `LINE_MAX` bytes at most (`bounded_lines`): a longer one is skipped
+to its end, unread, and refused, so a 200 MB line costs what a small file does.
+The report lists the first `ERRORS_KEPT` refused lines and counts them all. A
+written import is audited (`team.import`) in its own transaction.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any, cast
+from typing import IO, Any, cast
 
 from sqlalchemy import Table, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
@@ -29,14 +34,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from models import OrganizationIntegration, Requester, Team, utcnow
 from models.crypto import KeyVault
 from models.integration import BIGINT_MAX, INTEGER_MAX, LABEL_MAX
-from worker import errors, inventory
+from worker import audit, errors, inventory
 from worker.checks.requests import Ask, insert_pending, pending_columns
 
 FIELDS = {"organization_id": int, "integration_id": int, "label": str, "integration_key": str}
 ID_RANGES = {"organization_id": BIGINT_MAX, "integration_id": INTEGER_MAX}
 """The largest id each column holds (organization ids are BIGINT, integration ids INTEGER)."""
 LINE_MAX = 64 * 1024
-"""The longest line read: a team's line is a few hundred bytes."""
+"""The longest line read, in bytes: a team's line is a few hundred."""
+READ_SIZE = 64 * 1024
+ERRORS_KEPT = 100
+"""Refused lines listed in a report (the first ones); the others are only counted."""
 
 _TEAMS = cast(Table, Team.__table__)
 
@@ -55,12 +63,52 @@ class ImportReport:
     imported: int = 0
     lines: int = 0
     errors: list[LineError] = field(default_factory=list)
+    """The first ERRORS_KEPT refused lines, by line number."""
+    refused: int = 0
+    """How many lines were refused, listed or not."""
     written: bool = True
     """False when lines were refused and nothing was written (no `skip_invalid`)."""
     checks: int = 0
     """Checks asked for of the imported teams (`validate`), recorded with them."""
     batches: list[uuid.UUID] = field(default_factory=list)
     """The batches those checks are in: publish each once the import is committed."""
+
+    def refuse(self, error: LineError) -> None:
+        self.refused += 1
+        self.errors.append(error)
+        if len(self.errors) >= 2 * ERRORS_KEPT:  # keep the first ones, in bounded memory
+            self.errors.sort(key=lambda e: e.line)
+            del self.errors[ERRORS_KEPT:]
+
+
+class LineTooLong:
+    """A line longer than LINE_MAX bytes, skipped to its end without being kept."""
+
+
+TOO_LONG = LineTooLong()
+
+
+def bounded_lines(handle: IO[bytes], limit: int = LINE_MAX) -> Iterator[bytes | LineTooLong]:
+    """The lines of `handle`, read READ_SIZE bytes at a time; TOO_LONG for each line
+    over `limit` bytes, whose bytes are dropped as they are read."""
+    kept = bytearray()
+    skipping = False
+    while block := handle.read(READ_SIZE):
+        *ended, tail = block.split(b"\n")
+        for piece in ended:
+            too_long = skipping or len(kept) + len(piece) > limit
+            yield TOO_LONG if too_long else bytes(kept + piece)
+            kept.clear()
+            skipping = False
+        if not skipping and len(kept) + len(tail) > limit:
+            skipping = True
+            kept.clear()
+        elif not skipping:
+            kept += tail
+    if skipping:
+        yield TOO_LONG
+    elif kept:
+        yield bytes(kept)
 
 
 class _Refused(Exception):
@@ -78,12 +126,13 @@ class _Line:
 
 def import_teams(
     sessions: sessionmaker[Session],
-    lines: Iterable[bytes | str],
+    lines: Iterable[bytes | str | LineTooLong],
     vault: KeyVault,
     *,
     skip_invalid: bool = False,
     batch_size: int = 1000,
     on_progress: Callable[[int], None] = lambda lines: None,
+    actor: str | None = None,
     validate: Requester | None = None,
     check_batch_size: int = 250,
 ) -> ImportReport:
@@ -95,7 +144,8 @@ def import_teams(
 
     `lines` are raw lines of the file (bytes are decoded here, so a line that is
     not UTF-8 is reported like any other bad line). `on_progress(n)` is told how
-    many lines have been read, after each chunk.
+    many lines have been read, after each chunk. With `actor`, a written import is
+    audited in its transaction.
     """
     report = ImportReport()
     try:
@@ -109,12 +159,25 @@ def import_teams(
                     _ask_checks(session, inserted, validate, check_batch_size, report)
                 report.lines = chunk[-1][0]
                 on_progress(report.lines)
-            if report.errors and not skip_invalid:
+            if report.refused and not skip_invalid:
                 raise _Refused
+            if actor is not None and report.imported:
+                audit.record(
+                    session,
+                    actor,
+                    "team.import",
+                    details={
+                        "imported": report.imported,
+                        "lines": report.lines,
+                        "refused": report.refused,
+                        "checks": report.checks,
+                    },
+                )
     except _Refused:
         report.imported, report.written = 0, False
         report.checks, report.batches = 0, []
     report.errors.sort(key=lambda error: error.line)
+    del report.errors[ERRORS_KEPT:]
     return report
 
 
@@ -123,10 +186,13 @@ def _chunks(items: Iterator[tuple[int, Any]], size: int) -> Iterator[list[tuple[
         yield chunk
 
 
-def _parse(number: int, raw: bytes | str, report: ImportReport) -> _Line | None:
+def _parse(number: int, raw: bytes | str | LineTooLong, report: ImportReport) -> _Line | None:
     def refuse(code: str, message: str) -> None:
-        report.errors.append(LineError(number, code, message))
+        report.refuse(LineError(number, code, message))
 
+    if isinstance(raw, LineTooLong):
+        refuse("malformed_line", f"the line is longer than {LINE_MAX} bytes")
+        return None
     if isinstance(raw, bytes):
         try:
             raw = raw.decode("utf-8")
@@ -186,7 +252,7 @@ class _Links:
         for line in lines:
             link_id = self._known[(line.organization_id, line.integration_id)]
             if link_id is None:
-                report.errors.append(
+                report.refuse(
                     LineError(
                         line.number,
                         "unknown_integration",
@@ -262,9 +328,16 @@ def _ask_checks(
 
 
 def _duplicate(report: ImportReport, line: _Line) -> None:
-    report.errors.append(
+    report.refuse(
         LineError(line.number, "duplicate_team", f"a team labelled {line.label!r} already exists")
     )
 
 
-__all__ = ["ID_RANGES", "LABEL_MAX", "ImportReport", "LineError", "import_teams"]
+__all__ = [
+    "ID_RANGES",
+    "LABEL_MAX",
+    "ImportReport",
+    "LineError",
+    "bounded_lines",
+    "import_teams",
+]

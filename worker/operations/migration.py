@@ -6,7 +6,7 @@ Opsgenie platform is asked on JSM Ops with the read-only alerts probe
 
 - teams are read a page at a time (keyset on the team id: one page in memory);
 - a page's calls book their turns in each account's JSM pacing in one round
-  trip (the `AccountGate` the workers share, key `jsm-ops:integration:{id}`)
+  trip (the `AccountGate` the workers share, key `jsm-ops:search:integration:{id}`)
   and run concurrently, at most `concurrency` at once;
 - the page's answers are written in one short transaction (`readiness.record`),
   and no transaction is open while JSM Ops is asked.
@@ -38,14 +38,11 @@ from sqlalchemy.orm import Session
 
 from models import Integration, IntegrationMove, OrganizationIntegration, Team, utcnow
 from models.crypto import UndecryptableKey
+from models.integration import JSM_FAILS, JSM_UNKNOWN, JSM_WORKS, OPSGENIE_PROVIDER
 from worker import readiness
 from worker.checks.pipeline import Collaborators
 from worker.checks.ratelimit import Pacing
 from worker.checks.rules import (
-    JSM_FAILS,
-    JSM_UNKNOWN,
-    JSM_WORKS,
-    OPSGENIE_PROVIDER,
     Target,
     jsm_readiness,
 )
@@ -100,7 +97,8 @@ def jsm_base_url(base_urls: Mapping[str, str], allowed_base_urls: Sequence[str])
 def collaborators(settings: Settings, runtime: Runtime) -> Collaborators:
     """What `probe_fleet` needs, on this process's runtime (its gate is Redis-shared
     when Redis is configured). A turn may be a whole page of one account away."""
-    interval = Pacing(settings.account_rate, settings.account_burst).interval_us / 1_000_000
+    # The report asks JSM Ops with the alerts probe: its turns come at that domain's rate.
+    interval = Pacing(settings.rate_for("alerts"), settings.account_burst).interval_us / 1e6
     return dataclasses.replace(
         Collaborators.from_settings(settings, runtime),
         max_wait=settings.batch_size * interval + PAUSE_ALLOWANCE,

@@ -77,7 +77,7 @@ class Plan:
             batch_size=settings.batch_size,
             page_size=settings.dispatch_page_size,
             window=settings.dispatch_window if window is None else window,
-            account_rate=settings.account_rate,
+            account_rate=settings.slowest_account_rate,
             max_wait=settings.max_inline_wait,
         )
 

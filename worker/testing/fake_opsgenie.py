@@ -39,12 +39,20 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from email.utils import formatdate
 from types import TracebackType
 from typing import Any, Literal
 
 from aiohttp import web
 
-from worker.testing.scenario import HOSTS, Behaviour, Host, KeyScenario, Scenario
+from worker.testing.scenario import (
+    HOSTS,
+    Behaviour,
+    Host,
+    KeyScenario,
+    RateLimitHeaders,
+    Scenario,
+)
 
 __all__ = [
     "HOST_PREFIXES",
@@ -86,6 +94,7 @@ STATUS_BY_BEHAVIOUR: dict[str, int] = {
     "malformed_key": 422,
     "retired": 410,
     "throttle": 429,
+    "switched_off": 401,
     "hang": 200,
     "large_body": 200,
     "redirect": 302,
@@ -133,6 +142,7 @@ class _Plan:
     status: int | None
     delay_seconds: float
     period_seconds: int = 1
+    rate_limit_headers: RateLimitHeaders = "opsgenie"
 
 
 def _status(behaviour: Behaviour, endpoint: _Endpoint, server_error_status: int) -> int | None:
@@ -247,7 +257,9 @@ class _State:
         if behaviour == "hang":
             delay += scenario.hang_seconds
         status = _status(behaviour, endpoint, key_scenario.status)
-        return _Plan(behaviour, status, delay, key_scenario.period_seconds)
+        return _Plan(
+            behaviour, status, delay, key_scenario.period_seconds, key_scenario.rate_limit_headers
+        )
 
     def _admit(self, account: str, now: float) -> bool:
         """Apply the optional per-account rate limit; True if the call may proceed."""
@@ -363,14 +375,49 @@ def _no_configuration_access() -> web.Response:
     return _json_response(403, {"message": message, "code": 40301})
 
 
-def _throttled(period_seconds: int) -> web.Response:
-    headers = {
-        "X-RateLimit-State": "THROTTLED",
-        "X-RateLimit-Reason": "ACCOUNT",
-        "X-RateLimit-Period-In-Sec": str(period_seconds),
-    }
+def _throttled(period_seconds: int, form: RateLimitHeaders = "opsgenie") -> web.Response:
+    headers = {"X-RateLimit-State": "THROTTLED", "X-RateLimit-Reason": "ACCOUNT"}
+    headers.update(_wait_headers(period_seconds, form))
     message = "Too many requests for this account; retry after the rate-limit period."
     return _json_response(429, {"message": message}, headers)
+
+
+def _wait_headers(seconds: int, form: RateLimitHeaders) -> dict[str, str]:
+    """The headers that name a 429's wait of `seconds` in one form (or a broken one)."""
+    match form:
+        case "opsgenie":
+            return {"X-RateLimit-Period-In-Sec": str(seconds)}
+        case "retry_after":
+            return {"Retry-After": str(seconds)}
+        case "retry_after_date":
+            # Whole seconds: the next second boundary after `seconds` have passed.
+            return {"Retry-After": formatdate(time.time() + seconds + 1, usegmt=True)}
+        case "ratelimit":
+            return {
+                "RateLimit": f'"default";r=0;t={seconds}',
+                "RateLimit-Policy": f'"default";q=10;w={max(seconds, 60)}',
+            }
+        case "ratelimit_policy":
+            return {"RateLimit-Policy": f'"default";q=10;w={seconds}'}
+        case "ratelimit_reset":
+            return {
+                "RateLimit-Limit": "10",
+                "RateLimit-Remaining": "0",
+                "RateLimit-Reset": str(seconds),
+            }
+        case "x_ratelimit_remaining":
+            return {
+                "X-RateLimit-Remaining": "0",
+                "X-RateLimit-Reset": str(int(time.time()) + seconds + 1),
+            }
+        case "negative":
+            return {"Retry-After": str(-seconds)}
+        case "absurd":
+            return {"Retry-After": "7200"}
+        case "unparseable":
+            return {"Retry-After": "soon", "RateLimit": "(nonsense"}
+        case _:  # "none"
+            return {}
 
 
 def _error(status: int, message: str) -> Callable[[], web.Response]:
@@ -420,6 +467,7 @@ _FIXED_ANSWERS: dict[str, Callable[[], web.Response]] = {
     "gateway_timeout": lambda: _html(408, LOAD_BALANCER_408_PAGE),
     "empty_200": _empty_200,
     "captive_portal": lambda: _html(200, LOGIN_PAGE),
+    "switched_off": _error(401, "Opsgenie has been turned off for this account."),
 }
 
 
@@ -437,7 +485,7 @@ def _answer(plan: _Plan, endpoint: _Endpoint, large_body_bytes: int) -> web.Resp
         case "large_body":
             return _large_body(large_body_bytes)
         case "throttle":
-            return _throttled(plan.period_seconds)
+            return _throttled(plan.period_seconds, plan.rate_limit_headers)
         case _:
             status = plan.status or 500  # "reset" never gets here
             return _json_response(status, {"message": "Service is temporarily unavailable."})

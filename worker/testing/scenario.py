@@ -45,6 +45,18 @@ Every field is optional; a key's entry may be just its behaviour. Unknown keys g
 ``large_body``       200 with a body of ``large_body_bytes`` bytes.
 ``eu_only``          ``valid`` on ``opsgenie-eu``, ``invalid_key`` on the other hosts.
 ``jsm_only``         ``valid`` on ``jsm-ops``, ``invalid_key`` on the other hosts.
+``switched_off``     an account migrated to JSM Ops and switched off: ``valid`` on
+                     ``jsm-ops``, and on the Opsgenie hosts 401 "Opsgenie has been turned
+                     off for this account." (read alone, it looks like a revoked key).
+
+A ``throttle``'s 429 names its wait of ``period_seconds`` the way ``rate_limit_headers``
+says (see :data:`RATE_LIMIT_HEADERS`): ``opsgenie`` (the default,
+``X-RateLimit-Period-In-Sec``), ``retry_after``, ``retry_after_date``, ``ratelimit``
+(``RateLimit: "default";r=0;t=N``), ``ratelimit_policy`` (only
+``RateLimit-Policy: "default";q=10;w=N``), ``ratelimit_reset`` (``RateLimit-Reset: N``),
+``x_ratelimit_remaining`` (``X-RateLimit-Remaining: 0`` and an epoch
+``X-RateLimit-Reset``), or a broken one: ``none``, ``negative``, ``absurd`` (two hours),
+``unparseable``.
 
 then what stands between a client and Opsgenie (no ``X-Request-ID``; spec section 6):
 
@@ -103,6 +115,7 @@ Behaviour = Literal[
     "large_body",
     "eu_only",
     "jsm_only",
+    "switched_off",
     "redirect",
     "html_404",
     "gateway_timeout",
@@ -128,8 +141,28 @@ HOST_BEHAVIOURS: tuple[str, ...] = (
     "reset",
 )
 
-# The behaviours that answer like ``valid`` on one host and like ``invalid_key`` elsewhere.
-_VALID_ONLY_ON: dict[str, Host] = {"eu_only": "opsgenie-eu", "jsm_only": "jsm-ops"}
+# The behaviours that answer like ``valid`` on one host, and elsewhere like the second.
+_VALID_ONLY_ON: dict[str, tuple[Host, Behaviour]] = {
+    "eu_only": ("opsgenie-eu", "invalid_key"),
+    "jsm_only": ("jsm-ops", "invalid_key"),
+    "switched_off": ("jsm-ops", "switched_off"),
+}
+
+RateLimitHeaders = Literal[
+    "opsgenie",
+    "retry_after",
+    "retry_after_date",
+    "ratelimit",
+    "ratelimit_policy",
+    "ratelimit_reset",
+    "x_ratelimit_remaining",
+    "none",
+    "negative",
+    "absurd",
+    "unparseable",
+]
+RATE_LIMIT_HEADERS: tuple[str, ...] = get_args(RateLimitHeaders)
+"""How a ``throttle``'s 429 names its wait: each header form, and broken ones."""
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:
@@ -159,10 +192,17 @@ class KeyScenario:
     period_seconds: int = 1
     latency_ms: int = 0
     status: int = 503
+    rate_limit_headers: RateLimitHeaders = "opsgenie"
+    """How a ``throttle``'s 429 names ``period_seconds``."""
 
     def __post_init__(self) -> None:
         if self.behaviour not in BEHAVIOURS:
             raise ValueError(f"behaviour must be one of {BEHAVIOURS}, got {self.behaviour!r}")
+        if self.rate_limit_headers not in RATE_LIMIT_HEADERS:
+            raise ValueError(
+                f"rate_limit_headers must be one of {RATE_LIMIT_HEADERS}, "
+                f"got {self.rate_limit_headers!r}"
+            )
         if not isinstance(self.account, str) or not self.account:
             raise ValueError(f"account must be a non-empty string, got {self.account!r}")
         if self.times is not None:
@@ -186,10 +226,11 @@ class KeyScenario:
 
     def behaviour_on(self, host: Host) -> Behaviour:
         """The behaviour this key shows on ``host``: its own, unless it is host-dependent."""
-        only_on = _VALID_ONLY_ON.get(self.behaviour)
-        if only_on is None:
+        split = _VALID_ONLY_ON.get(self.behaviour)
+        if split is None:
             return self.behaviour
-        return "valid" if host == only_on else "invalid_key"
+        only_on, elsewhere = split
+        return "valid" if host == only_on else elsewhere
 
 
 def _default_key_scenario() -> KeyScenario:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import date
 from typing import Any
 
 from aiohttp import web
@@ -16,7 +16,8 @@ from worker.web.errors import ApiError
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):  # a view holding views (`SavedTeam`)
         return {k: _jsonable(v) for k, v in value.items()}
-    return value.isoformat() if isinstance(value, datetime) else value
+    # A datetime is a date too: both are written as ISO 8601.
+    return value.isoformat() if isinstance(value, date) else value
 
 
 def to_json(record: Any) -> dict[str, Any]:

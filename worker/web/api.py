@@ -14,20 +14,26 @@
     DELETE /v1/teams/{team_id}                 remove a team
     GET  /v1/guard                             each base URL's mass-change guard, held counts
     GET  /v1/changes/held                      the changes it holds (?base_url, limit, cursor)
+    GET  /v1/audit                             the audit log, newest first (?organization_id,
+                                               action, since, limit, cursor)
     GET  /v1/openapi.json                      the OpenAPI document (worker/web/openapi.py)
-    GET  /healthz                              database and broker reachable
+    GET  /healthz                              database and broker reachable (and, to an
+                                               authenticated caller, the keys' fingerprints)
 
-Every /v1 route but the document needs `Authorization: Bearer $OGV_API_TOKEN`.
+Every /v1 route but the document needs `Authorization: Bearer <token>`: a token of
+`ogv tokens create` with the route's scope (worker/web/scopes.py), or one of
+OGV_API_TOKEN's.
 Refused input is answered `{"error": {"code", "message"}}` by raising `ApiError`;
 the codes are listed in `worker.web.openapi.ERROR_CODES`. The rooms:
 
     config.py      ApiConfig, `api_config` (or StartRefused), the application keys
     inputs.py      query, header and body, read and refused with the published formats
-    routes.py      every route, and the token scope it needs
+    routes.py      every route and its handler (scopes.py: the token scope each needs)
     handlers.py    one handler per route, the database reached on a thread pool
     answers.py     JSON answers, views in their documented shapes, the error shape
     middleware.py  the access log (`api.request`), the error shape, authentication
     server.py      aiohttp's private server classes, answering unreadable HTTP our way
+    heartbeat.py   the API's row in `api_processes`: which encryption keys it holds
     openapi.py     the OpenAPI document; schemas.py generates its schemas from the views
 
 This module puts them together (`build_app`) and serves them (`start_api`, `serve`).
@@ -37,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -44,15 +51,18 @@ from concurrent.futures import ThreadPoolExecutor
 from aiohttp import web
 
 from models.db import session_factory
-from worker import metrics
+from worker import key_holders, metrics
+from worker.access import Verifier, bootstrap_tokens
 from worker.logs import configure_logging
 from worker.settings import Settings
+from worker.web import heartbeat
 from worker.web.client import ValidationClient
 from worker.web.config import (
     CLIENT,
     CONFIG,
     GATHERER,
     OPENAPI,
+    VERIFIER,
     ApiConfig,
     StartRefused,
     api_config,
@@ -87,8 +97,14 @@ def build_app(client: ValidationClient, config: ApiConfig) -> web.Application:
     app[CLIENT] = client
     app[CONFIG] = config
     app[GATHERER] = Gatherer(client, spacing=config.group_spacing)
+    app[VERIFIER] = Verifier(
+        client.sessions, bootstrap_tokens(config.token), ttl=config.token_cache_seconds
+    )
     app[OPENAPI] = json.dumps(document()).encode()
     app.on_startup.append(_use_thread_pool)
+    if config.process_name is not None:
+        app.on_startup.append(heartbeat.start)
+        app.on_cleanup.append(heartbeat.stop)  # before close_client: it needs the database
     add_routes(app)
     return app
 
@@ -124,6 +140,7 @@ async def _serve_until_stopped(app: web.Application, host: str, port: int, auth:
 def serve(settings: Settings, host: str, port: int, insecure_local: bool = False) -> None:
     """Run the API in the foreground until SIGINT or SIGTERM."""
     config = api_config(settings, host, insecure_local)
+    config = dataclasses.replace(config, process_name=key_holders.api_name(port))
     configure_logging(settings.log_level, settings.log_format)
     if settings.tracing_on:
         from worker import tracing  # only when on: none of OpenTelemetry is needed otherwise

@@ -178,7 +178,8 @@ class ValidationClient:
         return get_request(self.sessions, parsed) if parsed else None
 
     def wait(self, request_id: uuid.UUID | str, timeout: float) -> RequestView | None:
-        """Block up to `timeout` seconds for the outcome; returns the request's last view."""
+        """Block up to `timeout` seconds for the outcome (less when the request is
+        `confirming` and its second check is due later); returns its last view."""
         parsed = _parse_id(request_id)
         return wait_for(self.sessions, parsed, timeout) if parsed else None
 

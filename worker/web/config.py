@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from worker import key_holders
+from worker.access import CACHE_SECONDS, Verifier
 from worker.checks import guard
 from worker.settings import Settings
 from worker.web.client import ValidationClient
@@ -27,7 +29,8 @@ class StartRefused(RuntimeError):
 
 @dataclass(frozen=True)
 class ApiConfig:
-    """What the handlers need besides the client: the token (None: no auth) and limits."""
+    """What the handlers need besides the client: the bootstrap tokens (OGV_API_TOKEN,
+    separated by spaces; None: no auth at all) and limits."""
 
     token: str | None
     max_wait: float
@@ -36,12 +39,19 @@ class ApiConfig:
     guard_windows: guard.Windows = field(default_factory=guard.DatabaseWindows)
     """Where the mass-change guard's windows are read (`guard.windows_for`)."""
     guard_thresholds: guard.Thresholds = field(default_factory=guard.Thresholds)
+    fingerprints: tuple[str, ...] = ()
+    """The fingerprints of the API's encryption keys, newest first (never the keys)."""
+    process_name: str | None = None
+    """The API's name in `api_processes`; None: no heartbeat (an in-process test app)."""
+    token_cache_seconds: float = CACHE_SECONDS
+    """How long what a stored token is allowed stays known: a revocation takes this long."""
 
 
 CLIENT = web.AppKey("client", ValidationClient)
 CONFIG = web.AppKey("config", ApiConfig)
 OPENAPI = web.AppKey("openapi", bytes)
 GATHERER = web.AppKey("gatherer", Gatherer)
+VERIFIER = web.AppKey("verifier", Verifier)
 
 
 def api_config(settings: Settings, host: str, insecure_local: bool) -> ApiConfig:
@@ -59,4 +69,5 @@ def api_config(settings: Settings, host: str, insecure_local: bool) -> ApiConfig
         group_spacing=settings.api_group_spacing,
         guard_windows=guard.windows_for(settings),
         guard_thresholds=guard.Thresholds.from_settings(settings),
+        fingerprints=tuple(key_holders.fingerprints(settings)),
     )

@@ -9,6 +9,7 @@ a thread.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable
@@ -18,7 +19,8 @@ from aiohttp import web
 from sqlalchemy import text
 
 from models import IntegrationStatus
-from worker import readiness
+from worker import audit, readiness
+from worker.access import Scope
 from worker.checks import held
 from worker.checks.requests import Ask, IdempotencyConflict
 from worker.enqueue import RequestView
@@ -33,6 +35,7 @@ from worker.web.inputs import (
     bad_team_id,
     invalid,
     is_team_id,
+    parse_audit_query,
     parse_held_query,
     parse_idempotency_key,
     parse_integration,
@@ -48,6 +51,8 @@ from worker.web.inputs import (
     parse_wait,
     read_json,
 )
+from worker.web.middleware import identify
+from worker.web.scopes import caller, forbidden, require_sees
 from worker.web.teams import SavedTeam, TeamRow
 
 log = logging.getLogger("ogv.api")
@@ -73,6 +78,10 @@ def _reread(client: ValidationClient, view: RequestView) -> RequestView:
     return client.get(view.id) or view
 
 
+def no_such_organization() -> ApiError:
+    return ApiError(404, "not_found", "no such organization")
+
+
 # -- handlers ----------------------------------------------------------------------------
 
 
@@ -81,6 +90,11 @@ async def post_validation(request: web.Request) -> web.Response:
     wait = parse_wait(request.query, config.max_wait)
     idempotency_key = parse_idempotency_key(request)
     submission = parse_submission(await read_json(request))
+    require_sees(
+        request,
+        submission.organization_id,
+        forbidden("this token may not ask for checks of that organization"),
+    )
     ask = Ask(submission.organization_id, submission.integration_id, submission.team_id)
     try:
         if idempotency_key is None:
@@ -107,7 +121,7 @@ async def post_validation(request: web.Request) -> web.Response:
 async def get_validation(request: web.Request) -> web.Response:
     client = request.app[CLIENT]
     view = await off_loop(lambda: client.get(request.match_info["request_id"]))
-    if view is None:
+    if view is None or not caller(request).sees(view.organization_id):
         raise ApiError(404, "not_found", "no such validation request")
     return json_response(to_json(view))
 
@@ -125,7 +139,7 @@ async def get_team(request: web.Request) -> web.Response:
     if not is_team_id(team_id):
         raise bad_team_id()
     row = await off_loop(find)
-    if row is None:
+    if row is None or not caller(request).sees(row.organization_id):
         raise ApiError(404, "not_found", "no such team")
     return json_response(to_json(row))
 
@@ -133,6 +147,7 @@ async def get_team(request: web.Request) -> web.Response:
 async def list_teams(request: web.Request) -> web.Response:
     organization_id = parse_organization_id(request.match_info["organization_id"])
     page_query = parse_page_query(request.query)
+    require_sees(request, organization_id, no_such_organization())
     sessions = request.app[CLIENT].sessions
 
     def page() -> teams.TeamPage | None:
@@ -149,7 +164,7 @@ async def list_teams(request: web.Request) -> web.Response:
 
     found = await off_loop(page)
     if found is None:
-        raise ApiError(404, "not_found", "no such organization")
+        raise no_such_organization()
     return json_response(
         {"teams": [to_json(t) for t in found.teams], "next_cursor": found.next_cursor}
     )
@@ -160,6 +175,7 @@ async def get_migration(request: web.Request) -> web.Response:
     organization_id = parse_organization_id(request.match_info["organization_id"])
     if request.query:
         raise invalid("this route takes no query parameters")
+    require_sees(request, organization_id, no_such_organization())
     sessions = request.app[CLIENT].sessions
 
     def read() -> readiness.MigrationReport | None:
@@ -170,7 +186,7 @@ async def get_migration(request: web.Request) -> web.Response:
 
     found = await off_loop(read)
     if found is None:
-        raise ApiError(404, "not_found", "no such organization")
+        raise no_such_organization()
     return json_response(found.as_dict())
 
 
@@ -198,12 +214,33 @@ async def list_held(request: web.Request) -> web.Response:
     def page() -> held.HeldPage:
         with sessions() as session:
             return held.held_page(
-                session, held_query.base_url, limit=held_query.limit, cursor=held_query.cursor
+                session,
+                held_query.base_url,
+                limit=held_query.limit,
+                cursor=held_query.cursor,
+                organizations=caller(request).organizations,
             )
 
     found = await off_loop(page)
     return json_response(
         {"held": [to_json(row) for row in found.held], "next_cursor": found.next_cursor}
+    )
+
+
+async def list_audit(request: web.Request) -> web.Response:
+    """The audit log, newest first, a page at a time; a token limited to some
+    organizations reads only their events."""
+    query = parse_audit_query(request.query)
+    limited = dataclasses.replace(query, organizations=caller(request).organizations)
+    sessions = request.app[CLIENT].sessions
+
+    def page() -> audit.Page:
+        with sessions() as session:
+            return audit.page(session, limited)
+
+    found = await off_loop(page)
+    return json_response(
+        {"events": [to_json(event) for event in found.events], "next_cursor": found.next_cursor}
     )
 
 
@@ -251,6 +288,9 @@ async def check_health(client: ValidationClient) -> dict[str, Any]:
 
 async def healthz(request: web.Request) -> web.Response:
     report = await check_health(request.app[CLIENT])
+    caller = await identify(request)  # a public route; which keys it holds is the operator's
+    if caller is not None and caller.allows(Scope.OPERATE):
+        report["key_fingerprints"] = list(request.app[CONFIG].fingerprints)
     return json_response(report, 200 if report["status"] == "ok" else 503)
 
 

@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeGuard, get_args
 
 from aiohttp import web
@@ -30,7 +31,7 @@ from models.integration import (
     TEAM_ID_MAX,
     TEAM_ID_PATTERN,
 )
-from worker import cursors
+from worker import audit, cursors
 from worker.inventory import KEY_MAX, KEY_PATTERN
 from worker.platforms import PLATFORMS, ProbeName
 from worker.web.errors import ApiError, malformed
@@ -45,6 +46,11 @@ DIGITS_PATTERN = r"^[0-9]+$"
 # A base URL as the service stores it (`integrations.base_url`); a filter, compared as
 # it is: one that names no base URL matches nothing.
 BASE_URL_PATTERN = r"^https?://[\x21-\x7e]+$"
+# `?since=` of the audit log: a date, or a date and time, with an optional offset.
+SINCE_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"(?:T[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?(?:Z|[+-][0-9]{2}:[0-9]{2})?)?$"
+)
 
 _TEAM_ID = re.compile(TEAM_ID_PATTERN)
 _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
@@ -54,6 +60,7 @@ _BASE_URL = re.compile(BASE_URL_PATTERN)
 _LABEL = re.compile(LABEL_PATTERN)
 _KEY_FORMAT = re.compile(KEY_PATTERN)
 PROBES: tuple[str, ...] = get_args(ProbeName)
+_SINCE = re.compile(SINCE_PATTERN)
 
 
 def invalid(message: str) -> ApiError:
@@ -236,6 +243,39 @@ def parse_organization_id(raw: str) -> int:
     if organization_id is None:
         raise invalid(f"the organization id must be an integer from 1 to {BIGINT_MAX}")
     return organization_id
+
+
+def parse_since(raw: str) -> datetime:
+    """`?since=`: an ISO 8601 date or date and time (`SINCE_PATTERN`), UTC unless it says."""
+    try:
+        when = datetime.fromisoformat(raw) if _SINCE.fullmatch(raw) else None
+    except ValueError:
+        when = None
+    if when is None:
+        raise invalid("since must be an ISO 8601 date or date and time, such as 2027-01-31T12:00Z")
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def parse_audit_query(query: MultiMapping[str]) -> audit.Query:
+    """`?organization_id=&action=&since=&limit=&cursor=` of `GET /v1/audit`."""
+    _only(query, {"organization_id", "action", "since", "limit", "cursor"})
+    org, action, since = (query.get(name) for name in ("organization_id", "action", "since"))
+    if action is not None and action not in audit.ACTIONS:
+        raise invalid(f"action must be one of {', '.join(audit.ACTIONS)}")
+    limit = parse_integer(query.get("limit", str(audit.DEFAULT_PAGE)), audit.MAX_PAGE)
+    if limit is None:
+        raise invalid(f"limit must be an integer from 1 to {audit.MAX_PAGE}")
+    cursor = query.get("cursor")
+    before = parse_integer(cursor, INTEGER_MAX) if cursor is not None else None
+    if cursor is not None and before is None:
+        raise invalid("cursor must be the next_cursor of the page before")
+    return audit.Query(
+        organization_id=parse_organization_id(org) if org is not None else None,
+        action=action,
+        since=parse_since(since) if since is not None else None,
+        limit=limit,
+        before=before,
+    )
 
 
 # -- integrations and teams --------------------------------------------------------------

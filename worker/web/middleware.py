@@ -8,17 +8,18 @@ one without its path.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from worker.access import LOCAL, Caller
 from worker.web.answers import error_response
-from worker.web.config import CONFIG
-from worker.web.errors import ApiError
+from worker.web.config import CONFIG, VERIFIER
+from worker.web.errors import ApiError, off_loop
 from worker.web.inputs import BODY_LIMIT
+from worker.web.scopes import CALLER, forbidden, route_scope
 
 log = logging.getLogger("ogv.api")
 
@@ -119,17 +120,48 @@ def _bearer(request: web.Request) -> bytes | None:
     return token.strip().encode("utf-8", "surrogateescape")
 
 
+async def identify(request: web.Request) -> Caller | None:
+    """The caller a request's bearer token names (anyone, when the API needs no token),
+    or None; for public routes that show more to a known caller."""
+    if request.app[CONFIG].token is None:
+        return LOCAL
+    return await _caller_of(request)
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    expected = request.app[CONFIG].token
-    if expected is None or request.path in PUBLIC_PATHS:
+    """Who is calling, and whether the route's scope is theirs (worker/web/scopes.py).
+
+    A stored token's verdict comes from the verifier's cache when it is fresh, else
+    from the database off the event loop. Without OGV_API_TOKEN (--insecure-local)
+    every caller may do everything.
+    """
+    if request.path in PUBLIC_PATHS:
         return await handler(request)
-    given = _bearer(request)
-    if given is None or not hmac.compare_digest(given, expected.encode()):
+    if request.app[CONFIG].token is None:
+        request[CALLER] = LOCAL
+        return await handler(request)
+    found = await _caller_of(request)
+    if found is None:
         raise ApiError(
             401,
             "unauthorized",
             "a valid bearer token is required",
             {"WWW-Authenticate": 'Bearer realm="ogv"'},
         )
+    scope = route_scope(request)
+    if scope is not None and not found.allows(scope):
+        raise forbidden(f"this route needs a token with the {scope.value} scope")
+    request[CALLER] = found
     return await handler(request)
+
+
+async def _caller_of(request: web.Request) -> Caller | None:
+    given = _bearer(request)
+    if given is None:
+        return None
+    verifier = request.app[VERIFIER]
+    known = verifier.cached(given)
+    if isinstance(known, Caller) or known is None:
+        return known
+    return await off_loop(lambda: verifier.verify(given))

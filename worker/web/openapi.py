@@ -20,20 +20,24 @@ from typing import Any
 
 from models import IntegrationStatus, TeamStatus
 from models.integration import BASE_URL_MAX, BIGINT_MAX, IDEMPOTENCY_KEY_MAX, INTEGER_MAX
+from worker import audit
 from worker.cursors import CURSOR_MAX, CURSOR_PATTERN, DEFAULT_PAGE, MAX_PAGE
 from worker.web.inputs import (
     BASE_URL_PATTERN,
     BODY_LIMIT,
     DIGITS_PATTERN,
     IDEMPOTENCY_KEY_PATTERN,
+    SINCE_PATTERN,
 )
 from worker.web.schemas import team_id_schema, view_schemas
+from worker.web.scopes import document_scopes
 
 ERROR_CODES = {
     "malformed_request": "400: not well-formed HTTP (a bad or over-long request line or "
     "header, a body whose framing or Content-Encoding is broken); nothing of it is repeated",
     "malformed_json": "400: the body is not JSON",
     "unauthorized": "401: no bearer token, or the wrong one",
+    "forbidden": "403: the token lacks the route's scope, or may not ask for that organization",
     "not_found": "404: no such request, team, integration, organization or route",
     "method_not_allowed": "405: the route exists, not with that method",
     "idempotency_conflict": "409: the Idempotency-Key was used for another team, or another create",
@@ -65,6 +69,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
     names = {
         400: "BadRequest",
         401: "Unauthorized",
+        403: "Forbidden",
         404: "NotFound",
         409: "IdempotencyConflict",
         413: "TooLarge",
@@ -108,6 +113,13 @@ def _schemas() -> dict[str, Any]:
                     "required": ["database", "broker"],
                     "additionalProperties": {"type": "string", "enum": ["ok", "unavailable"]},
                 },
+                "key_fingerprints": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "To an authenticated caller only: a short hash of each "
+                    "encryption key the API holds, newest first (never a key). "
+                    "`ogv keys rotate` compares them.",
+                },
             },
         },
         "Error": {
@@ -150,7 +162,13 @@ def _responses() -> dict[str, Any]:
             **_error_response("`unauthorized`: no bearer token, or the wrong one."),
             "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
         },
-        "NotFound": _error_response("`not_found`: no such resource."),
+        "Forbidden": _error_response(
+            "`forbidden`: the token lacks this route's scope (its `x-scopes`), or may not ask "
+            "for checks of that organization."
+        ),
+        "NotFound": _error_response(
+            "`not_found`: no such resource, or one of an organization the token may not see."
+        ),
         "IdempotencyConflict": _error_response(
             "`idempotency_conflict`: the Idempotency-Key was used for another team, or for "
             "another create (other fields, or what it created is removed since); "
@@ -490,6 +508,43 @@ def _team_paths() -> dict[str, Any]:
     }
 
 
+def _audit() -> dict[str, Any]:
+    def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+        return {"name": name, "in": "query", "description": description, "schema": schema}
+
+    return {
+        "operationId": "listAuditEvents",
+        "summary": "The audit log: who did what, to which organization and target, newest first",
+        "description": "Operators' (`cli:<os user>`) and callers' (`token:<name>`) actions, "
+        "as `ogv audit list` shows them. A token limited to some organizations reads only "
+        "their events. A query parameter not listed here, or one given twice, is refused (422).",
+        "parameters": [
+            {**_organization_id(), "in": "query", "required": False},
+            query("action", {"type": "string", "enum": list(audit.ACTIONS)}, "Only this action."),
+            query(
+                "since",
+                {"type": "string", "pattern": SINCE_PATTERN},
+                "Only events at or after: an ISO 8601 date, or date and time (UTC unless it "
+                "says), such as 2027-01-31T12:00Z.",
+            ),
+            query(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": audit.MAX_PAGE, "default": 50},
+                "Decimal digits.",
+            ),
+            query(
+                "cursor",
+                {"type": "string", "pattern": DIGITS_PATTERN, "maxLength": 10},
+                "`next_cursor` of the previous page.",
+            ),
+        ],
+        "responses": {
+            "200": _json(_ref("AuditPage"), "One page of events, newest first."),
+            **_errors(400, 401, 422, 500, 503),
+        },
+    }
+
+
 def _paths() -> dict[str, Any]:
     public: list[dict[str, Any]] = []
     return {
@@ -611,6 +666,7 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        "/v1/audit": {"get": _audit()},
         "/v1/openapi.json": {
             "get": {
                 "operationId": "getOpenApi",
@@ -651,13 +707,17 @@ def document() -> dict[str, Any]:
             'integer literals (7, never 7.0, "7" or true).',
         },
         "security": [{"bearerAuth": []}],
-        "paths": _paths(),
+        "paths": document_scopes(_paths()),
         "components": {
             "securitySchemes": {
                 "bearerAuth": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "The value of OGV_API_TOKEN.",
+                    "description": "A token of `ogv tokens create` (`ogv_...`) holding the "
+                    "operation's scope (its `x-scopes`; every scope includes `read`), or one of "
+                    "OGV_API_TOKEN's, which hold every scope. A token limited to some "
+                    "organizations sees only them: another's teams, requests and migration "
+                    "report answer 404, and a check of one 403.",
                 }
             },
             "schemas": _schemas(),

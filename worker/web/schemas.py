@@ -29,10 +29,11 @@ from models.integration import (
     TEAM_ID_MAX,
     TEAM_ID_PATTERN,
 )
-from worker import inventory, readiness
+from worker import audit, inventory, readiness
 from worker.checks import held
 from worker.enqueue import RequestView
 from worker.platforms import PLATFORMS
+from worker.platforms.hints import HINTS, Hint
 from worker.platforms.opsgenie import OPSGENIE_END_OF_SUPPORT
 from worker.web.inputs import (
     BASE_URL_PATTERN,
@@ -68,9 +69,12 @@ VIEWS: dict[str, type] = {
     "OrganizationReadiness": readiness.OrganizationReadiness,
     "IntegrationReadiness": readiness.IntegrationReadiness,
     "Probed": readiness.Probed,
+    "Hint": Hint,
     "BaseUrlGuard": held.BaseUrlGuard,
     "HeldChange": held.HeldRow,
     "HeldPage": held.HeldPage,
+    "AuditEvent": audit.Entry,
+    "AuditPage": audit.Page,
 }
 _COMPONENT = {view.__name__: name for name, view in VIEWS.items()}
 _CONFIG = ConfigDict(
@@ -133,6 +137,7 @@ _REFINED: dict[str, dict[str, dict[str, Any]]] = {
         "status": _STATUS,
         "works_on": _PLATFORMS,
         "jsm_ops": _enum(["works", "fails", "unknown"]),
+        "days_left": _COUNT,
     },
     "IntegrationInput": {
         "account": {"minLength": 1, "maxLength": ACCOUNT_MAX},
@@ -173,8 +178,10 @@ _REFINED: dict[str, dict[str, dict[str, Any]]] = {
     },
     "IntegrationReadiness": {
         "platform": _enum(n for n, p in PLATFORMS.items() if p.is_opsgenie),
-        **{name: _COUNT for name in ("teams", "works", "fails", "unknown")},
+        **{name: _COUNT for name in ("teams", "works", "fails", "unknown", "days_left")},
+        "deadline_reason": _enum(["end_of_support", "migrated", "switched_off"]),
     },
+    "Hint": {"code": _enum(HINTS)},
     "Probed": {name: _COUNT for name in ("teams", "works", "fails", "unknown")},
     "BaseUrlGuard": {
         "tripped": {"description": "Changes from valid to failing are held now."},
@@ -198,6 +205,11 @@ _REFINED: dict[str, dict[str, dict[str, Any]]] = {
         "rechecked_at": {"description": "When beat last asked to check it again."},
     },
     "HeldPage": {"next_cursor": {"description": "Pass as `cursor`; null on the last page."}},
+    "AuditEvent": {
+        "action": _enum(audit.ACTIONS),
+        "actor": {"description": "`cli:<os user>` or `token:<name>`."},
+    },
+    "AuditPage": {"next_cursor": {"description": "Pass as `cursor`; null on the last page."}},
 }
 
 

@@ -11,14 +11,17 @@ so every module here stays cheap to import.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 
 from worker.operations.cli import (
+    audit,
     changes,
     checks,
     db,
@@ -28,8 +31,9 @@ from worker.operations.cli import (
     migration,
     serve,
     team,
+    tokens,
 )
-from worker.operations.cli.output import ExitCode
+from worker.operations.cli.output import ExitCode, refuse_in_one_line
 
 app = typer.Typer(no_args_is_help=True, help="Validate stored Opsgenie integration keys.")
 # Top-level commands first, then the groups: the order `ogv --help` lists them in.
@@ -41,6 +45,8 @@ app.add_typer(team.app, name="team")
 app.add_typer(keys.app, name="keys")
 app.add_typer(migration.app, name="migration")
 app.add_typer(changes.app, name="changes")
+app.add_typer(tokens.app, name="tokens")
+app.add_typer(audit.app, name="audit")
 
 
 def _print_version(asked: bool) -> None:
@@ -63,11 +69,54 @@ def _options(
     pass
 
 
+INT64_MAX = 2**63 - 1
+"""The largest integer any option takes: a BIGINT column's (`models.integration.BIGINT_MAX`,
+not imported here: it would load SQLAlchemy into `ogv --help`)."""
+INT64_MIN = -INT64_MAX - 1
+
+
+def bound_integers(command: Any) -> Any:
+    """Make every command under `command` refuse an integer past 64 bits in any of its
+    parameters before it runs: a usage error, not an overflow deep in a database driver."""
+    if command.callback is not None:
+        flags = {p.name: (p.opts or [p.name])[0] for p in command.params}
+        command.callback = _within_64_bits(command.callback, flags)
+    for sub in getattr(command, "commands", {}).values():
+        bound_integers(sub)
+    return command
+
+
+def _within_64_bits(callback: Callable[..., Any], flags: dict[str, str]) -> Callable[..., Any]:
+    @functools.wraps(callback)
+    def checked(**params: Any) -> Any:
+        for name, value in params.items():
+            values = value if isinstance(value, list | tuple) else [value]
+            if any(type(v) is int and not INT64_MIN <= v <= INT64_MAX for v in values):
+                raise typer.BadParameter(
+                    f"must be an integer from {INT64_MIN} to {INT64_MAX}",
+                    param_hint=f"'{flags.get(name, name)}'",
+                )
+        return callback(**params)
+
+    return checked
+
+
 def main() -> None:
     """`ogv`: what an operator can act on is one line (`--json`: `{"error": ...}`), not a
-    traceback; `OGV_LOG_LEVEL=DEBUG` keeps the traceback."""
+    traceback; `OGV_LOG_LEVEL=DEBUG` keeps the traceback. So is a usage error (an unknown
+    option, a value of the wrong type or past 64 bits)."""
+    as_json = "--json" in sys.argv[1:]
     try:
-        app()
+        done = bound_integers(typer.main.get_command(app)).main(
+            prog_name="ogv", standalone_mode=False
+        )
+    except typer.Abort:
+        sys.exit(ExitCode.REFUSED)
+    except typer.TyperException as exc:  # click's usage errors, as typer vendors them
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        refuse_in_one_line(
+            "invalid_usage", message, as_json, getattr(exc, "exit_code", ExitCode.TIMED_OUT)
+        )
     except Exception as exc:
         # Imported only now: it knows the errors of SQLAlchemy, pydantic, kombu and Redis.
         from worker.operations.failures import explain
@@ -75,8 +124,9 @@ def main() -> None:
         refusal = explain(exc)
         if refusal is None or os.environ.get("OGV_LOG_LEVEL", "").upper() == "DEBUG":
             raise
-        if "--json" in sys.argv[1:]:
+        if as_json:
             sys.stdout.write(json.dumps(refusal.as_json()) + "\n")
         else:
             sys.stderr.write(refusal.as_line() + "\n")
         sys.exit(ExitCode.REFUSED)
+    sys.exit(done if isinstance(done, int) else ExitCode.OK)

@@ -11,7 +11,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from worker.operations.cli.output import JsonOption, console, emit, fail, is_team_id
+from worker.operations.cli.output import (
+    NARROWING,
+    JsonOption,
+    console,
+    emit,
+    emit_listing,
+    fail,
+    is_team_id,
+    one_line_rows,
+)
 
 if TYPE_CHECKING:
     from worker.web import teams
@@ -33,6 +42,7 @@ def revalidate(
     from models import Requester
     from models.db import session_factory
     from worker.celery import app as celery_app
+    from worker.checks import held
     from worker.enqueue import publish_batch
     from worker.periodic import dispatch
     from worker.settings import get_settings
@@ -48,14 +58,19 @@ def revalidate(
     )
     counts = {} if no_wait else _follow(sessions, run_id, sent.requests, timeout, as_json)
     done = sum(v for k, v in counts.items() if k not in OPEN_STATES)
+    with sessions() as session:
+        held_now = held.held_of_run(session, run_id)
+        tripped = _tripped_guards(session)
     summary = {
         "run_id": run_id,
         "requests": sent.requests,
         "batches": sent.batches,
         "finished": done,
         "outcomes": counts,
+        "held": held_now,
+        "tripped_guards": tripped,
     }
-    emit(summary, as_json, lambda: console.print(_outcome_table(summary)))
+    emit(summary, as_json, lambda: _print_run(summary))
     if not no_wait and done < sent.requests:
         fail("timeout", f"run {run_id} is not finished after {timeout}s", as_json, 2)
 
@@ -86,7 +101,7 @@ def _follow(
                 counts = progress(session, run_id)
             took = time.monotonic() - asked
             done = sum(v for k, v in counts.items() if k not in OPEN_STATES)
-            bar.update(task, completed=done)
+            bar.update(task, completed=done, description=_describe_progress(counts))
             if done >= total or time.monotonic() >= deadline:
                 return counts
             # Counting a big run's requests is work for the database that the run
@@ -95,11 +110,28 @@ def _follow(
             time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
 
 
-def _outcome_table(summary: dict[str, Any]) -> Table:
-    table = Table("outcome", "teams", title=f"run {summary['run_id']}")
+def _describe_progress(counts: dict[str, int]) -> str:
+    confirming = counts.get("confirming", 0)
+    return f"validating, {confirming} confirming" if confirming else "validating"
+
+
+def _print_run(summary: dict[str, Any]) -> None:
+    """How far the run got, a line per outcome with how many of those changes the
+    guard holds, and a line per base URL whose guard is tripped."""
+    from worker.checks.held import describe_tripped
+
+    run, held_now = summary["run_id"], summary["held"]
+    lines = [f"run {run}: {summary['finished']} of {summary['requests']} checks finished"]
+    width = max((len(outcome) for outcome in summary["outcomes"]), default=0)
     for outcome, count in sorted(summary["outcomes"].items()):
-        table.add_row(outcome, str(count))
-    return table
+        line = f"  {outcome:<{width}}  {count}"
+        if held_now.get(outcome):
+            line += f" ({held_now[outcome]} held by the guard: those teams stay valid)"
+        lines.append(line)
+    if summary["tripped_guards"]:
+        trips = describe_tripped(summary["tripped_guards"])
+        lines.append(f"guard: {trips} — `ogv changes list`")
+    console.print("\n".join(lines), markup=False, highlight=False)
 
 
 @app.command()
@@ -138,47 +170,128 @@ def validate(
         emit({"request_id": request_id}, as_json, lambda: console.print(f"queued {request_id}"))
         return
     view = wait_for(sessions, request_id, wait)
-    if view is None or not view.is_final:
+    if view is None or not (view.is_final or view.is_confirming):
         fail("timeout", f"request {request_id} has no outcome after {wait}s", as_json, 2)
-    emit(
-        view,
-        as_json,
-        lambda: console.print(f"{view.outcome}: {view.message}", highlight=False),
-    )
+    emit(view, as_json, lambda: console.print(_verdict(view), markup=False, highlight=False))
+
+
+def _verdict(view: Any) -> str:
+    """A request's outcome in one line; a confirming one's names its second check."""
+    if view.is_confirming:
+        due = f"{view.second_check_at:%Y-%m-%d %H:%M:%S} UTC" if view.second_check_at else "soon"
+        return f"confirming: the second check at {due} must agree; {view.message}"
+    hint = f"\nhint {view.hint.code}: {view.hint.text}" if view.hint else ""
+    return f"{view.outcome}: {view.message}{hint}"
+
+
+STATUS_PAGE = 50
+"""Teams `ogv status` shows when not told `--limit` (`--json` then lists them all)."""
+STATUS_MAX_PAGE = 10_000
+JSON_PAGE = 1_000
+"""Teams read per query while `ogv status --json` lists them all."""
 
 
 @app.command()
 def status(
     org: Annotated[int | None, typer.Option(help="Only this organization.")] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--status", help="Only teams with this status (repeatable)."),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            help=f"Show at most this many teams (default {STATUS_PAGE}; --json: all of them)."
+        ),
+    ] = None,
+    after: Annotated[
+        str | None, typer.Option(help="Start after this cursor: the next one a page printed.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show every team with its status, last check and last error."""
+    """Count the teams by status, then list them by label, one line each."""
+    from models import TeamStatus
     from models.db import session_factory
     from worker.checks import platform_health
+    from worker.cursors import BadCursor
     from worker.web import teams
 
-    with session_factory()() as session:
-        rows = teams.list_teams(session, org)
+    names = [s.value for s in TeamStatus]
+    if any(name not in names for name in only or []):
+        fail("invalid", f"--status takes {', '.join(names)}", as_json)
+    if limit is not None and not 1 <= limit <= STATUS_MAX_PAGE:
+        fail("invalid", f"--limit takes 1 to {STATUS_MAX_PAGE}", as_json)
+    if after is not None:
+        try:
+            teams.decode_place(after)
+        except BadCursor:
+            fail("invalid", "--after takes the next cursor an `ogv status` page printed", as_json)
+    statuses = [TeamStatus(name) for name in dict.fromkeys(only or [])]
+    sessions = session_factory()
+
+    def page(size: int, cursor: str | None) -> teams.TeamPage:
+        with sessions() as session:
+            return teams.natural_page(session, org, statuses=statuses, limit=size, after=cursor)
+
+    with sessions() as session:
+        summary = teams.count_by_status(session, org)
         unavailable = platform_health.states(session, unavailable_only=True)
         tripped = [] if as_json else _tripped_guards(session)
-    emit(rows, as_json, lambda: _print_status(rows, unavailable, tripped))
+    if as_json and limit is None:
+        _list_every_team(summary, page, after)
+        return
+    shown = page(limit or STATUS_PAGE, after)
+    options = [*(["--org", str(org)] if org is not None else [])]
+    options += [arg for name in statuses for arg in ("--status", name.value)]
+    options += ["--limit", str(limit)] if limit is not None else []
+    listing = {"summary": summary, "teams": shown.teams, "next_cursor": shown.next_cursor}
+    emit(listing, as_json, lambda: _print_status(listing, unavailable, tripped, options))
+
+
+def _list_every_team(summary: dict[str, int], page: Any, after: str | None) -> None:
+    """`ogv status --json` without --limit: every team, read a page at a time."""
+
+    def every() -> Any:
+        cursor = after
+        while True:
+            found = page(JSON_PAGE, cursor)
+            yield from found.teams
+            if found.next_cursor is None:
+                return
+            cursor = found.next_cursor
+
+    emit_listing({"summary": summary}, "teams", every(), {"next_cursor": None})
 
 
 def _print_status(
-    rows: Sequence[teams.TeamRow], unavailable: Sequence[Any], tripped: Sequence[Any] = ()
+    listing: dict[str, Any],
+    unavailable: Sequence[Any],
+    tripped: Sequence[Any],
+    options: Sequence[str],
 ) -> None:
-    """The table, under a line naming the base URLs that are unavailable now, and one
-    naming those whose mass-change guard is tripped, if any."""
+    """The base URLs that are unavailable now and those whose guard is tripped (if
+    any), the count of teams by status, then a line per team at the terminal's width
+    (80 columns when it is not a terminal), and how to ask for the next page."""
     from worker.checks.held import describe_tripped
     from worker.checks.platform_health import describe
 
+    lines = []
     if unavailable:
-        console.print(f"[yellow]platforms[/yellow]: {describe(unavailable)}", highlight=False)
+        lines.append(f"platforms: {describe(unavailable)}")
     if tripped:
-        console.print(
-            f"[red]guard[/red]: {describe_tripped(tripped)} — `ogv changes list`", highlight=False
+        lines.append(f"guard: {describe_tripped(tripped)} — `ogv changes list`")
+    counts = listing["summary"]
+    total = sum(counts.values())
+    by_status = ", ".join(f"{count} {name}" for name, count in counts.items() if count)
+    lines.append(f"{total} teams: {by_status}" if total else "no teams")
+    rows = [_status_cells(row) for row in listing["teams"]]
+    if rows:
+        lines += one_line_rows(
+            ("team", "status", "checked", "note"), rows, console.width, NARROWING
         )
-    console.print(_status_table(rows))
+    if listing["next_cursor"]:
+        lines.append(f"next: ogv status {' '.join([*options, '--after', listing['next_cursor']])}")
+    console.print("\n".join(lines), markup=False, highlight=False, crop=False)
 
 
 def _tripped_guards(session: Any) -> list[Any]:
@@ -219,22 +332,20 @@ def _platforms_table(rows: Sequence[Any]) -> Table:
     return table
 
 
-def _status_table(rows: Sequence[teams.TeamRow]) -> Table:
-    # Fits 80 columns: where a team lives goes under its id, and long text folds.
-    table = Table("team", "status", "checked", "note")
-    for column in table.columns:
-        column.overflow = "fold"
-    for row in rows:
-        checked = row.last_checked_at.strftime("%Y-%m-%d %H:%M") if row.last_checked_at else "-"
-        where = f"[dim]{row.account} on {row.platform} ({row.probe})[/dim]"
-        table.add_row(f"{row.team_id}\n{where}", row.status, checked, _note(row))
-    return table
+def _status_cells(row: teams.TeamRow) -> tuple[str, str, str, str]:
+    checked = f"{row.last_checked_at:%Y-%m-%d %H:%M}" if row.last_checked_at else "-"
+    return (row.team_id, row.status, checked, _note(row))
 
 
 def _note(row: teams.TeamRow) -> str:
-    """Where else the key works, and the last error code (a valid team has none)."""
+    """Where else the key works, the last error code (a valid team has none), and the
+    hint: what to do, and where."""
     notes = [f"works on {', '.join(row.works_on)}"] if row.works_on else []
+    if row.deadline is not None:
+        notes.append(f"until {row.deadline:%Y-%m-%d} ({row.days_left} days left)")
     if row.last_error_code:
         error = row.last_error_code
         notes.append(f"{error} (HTTP {row.last_http_status})" if row.last_http_status else error)
+    if row.hint is not None:
+        notes.append(f"{row.hint.code}: {row.hint.text}")
     return "; ".join(notes)

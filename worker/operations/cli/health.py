@@ -53,6 +53,12 @@ def _health_table(report: Any, shared: dict[str, Any]) -> Table:
     if report.tripped is None:
         guard = "[yellow]not read[/yellow]"
     table.add_row("guard", guard, "-", report.guard_summary())
+    sunset = "[green]ok[/green]" if not report.sunset else "[yellow]warning[/yellow]"
+    if report.failing_sunset:
+        sunset = "[red]failing[/red]"
+    elif report.sunset is None:
+        sunset = "[yellow]not read[/yellow]"
+    table.add_row("sunset", sunset, "-", report.sunset_summary())
     # Where pacing lives: per process is reported, not counted as a failure.
     state = "[green]ok[/green]" if shared["healthy"] else "[red]unreachable[/red]"
     if not shared["shared"]:

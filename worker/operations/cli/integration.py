@@ -35,7 +35,7 @@ def integration_add(
 ) -> None:
     """Install an account on Opsgenie (US or EU) or JSM Operations for an organization."""
     from models.db import session_factory
-    from worker import inventory
+    from worker import audit, inventory
     from worker.checks.rules import CheckOptions
     from worker.errors import RecordError
     from worker.platforms.baseurl import BaseUrlError
@@ -63,6 +63,14 @@ def integration_add(
                 "base_url": integration.base_url,
                 "probe": chosen.probe_for(integration.probe, settings.probe),
             }
+            audit.record(
+                session,
+                audit.cli_actor(),
+                "integration.add",
+                organization_id=org,
+                target=f"integration:{integration.id}",
+                details={k: v for k, v in result.items() if k != "integration_id"},
+            )
     except RecordError as exc:
         fail(exc.code, str(exc), as_json)
     except BaseUrlError as exc:
@@ -96,6 +104,7 @@ def integration_migrate(
     report`), or with --force.
     """
     from models.db import session_factory
+    from worker import audit
     from worker.checks.rules import CheckOptions
     from worker.operations import migration
     from worker.settings import get_settings
@@ -113,6 +122,20 @@ def integration_migrate(
                 force=force,
                 dry_run=dry_run,
             )
+            if not move.dry_run:
+                audit.record(
+                    session,
+                    audit.cli_actor(),
+                    "integration.migrate",
+                    target=f"integration:{integration}",
+                    details={
+                        "from": move.from_platform,
+                        "to": move.to_platform,
+                        "teams": move.teams,
+                        "teams_ready": move.teams_ready,
+                        "forced": move.forced,
+                    },
+                )
     except migration.MigrationRefused as exc:
         fail(exc.code, str(exc), as_json)
     if not move.dry_run:
@@ -251,3 +274,99 @@ def _print_integrations(page: Any) -> None:
     console.print(table)
     if page.next_cursor:
         console.print(f"more: --cursor {page.next_cursor}", highlight=False)
+
+
+CLEAR = "none"
+"""What `--migrated-on` and `--switched-off-on` take to clear a recorded day."""
+
+
+def _day(value: str | None, option: str, as_json: bool) -> Any:
+    """The day an option names (YYYY-MM-DD), None for `none`, UNCHANGED when not given."""
+    from datetime import date
+
+    from worker import inventory
+
+    if value is None:
+        return inventory.UNCHANGED
+    if value.strip().lower() == CLEAR:
+        return None
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        fail("invalid", f"{option} takes a day as YYYY-MM-DD, or {CLEAR} to clear it", as_json)
+
+
+@app.command("update")
+def integration_update(
+    integration: Annotated[int, typer.Argument(help="The integration id.")],
+    migrated_on: Annotated[
+        str | None,
+        typer.Option(help=f"The day the account migrated to JSM Operations (YYYY-MM-DD; {CLEAR})."),
+    ] = None,
+    switched_off_on: Annotated[
+        str | None,
+        typer.Option(help=f"The day its Opsgenie was switched off (YYYY-MM-DD; {CLEAR})."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Record when an account migrated to JSM Operations, or was switched off.
+
+    Its deadline becomes the earliest of 2027-04-05, the migration + 120 days and
+    the switch-off; `none` clears a day recorded before.
+    """
+    import logging
+
+    from models.db import session_factory
+    from worker import inventory
+    from worker.errors import RecordError
+    from worker.platforms import get_platform
+    from worker.platforms.sunset import account_deadline
+    from worker.settings import get_settings
+
+    if migrated_on is None and switched_off_on is None:
+        fail("invalid", "give --migrated-on, --switched-off-on or both", as_json)
+    changes = {
+        "migrated_on": _day(migrated_on, "--migrated-on", as_json),
+        "switched_off_on": _day(switched_off_on, "--switched-off-on", as_json),
+    }
+    log_events(get_settings())
+    try:
+        with session_factory().begin() as session:
+            dates = inventory.update_dates(session, integration, **changes)
+    except RecordError as exc:
+        fail(exc.code, str(exc), as_json)
+    deadline = account_deadline(
+        get_platform(dates.platform), dates.migrated_on, dates.switched_off_on
+    )
+    result = {
+        "integration_id": dates.integration_id,
+        "platform": dates.platform,
+        "migrated_on": dates.migrated_on,
+        "switched_off_on": dates.switched_off_on,
+        "deadline": deadline.on if deadline else None,
+        "deadline_reason": deadline.reason if deadline else None,
+        "days_left": deadline.days_left() if deadline else None,
+    }
+    logging.getLogger("ogv.inventory").info(
+        "integration.dates_updated",
+        extra={
+            "integration_id": dates.integration_id,
+            "migrated_on": str(dates.migrated_on),
+            "switched_off_on": str(dates.switched_off_on),
+            "by": "cli",
+        },
+    )
+    emit(result, as_json, lambda: console.print(_describe_dates(result), highlight=False))
+
+
+def _describe_dates(result: dict[str, Any]) -> str:
+    recorded = ", ".join(
+        f"{name.replace('_', ' ')} {result[name] or '-'}"
+        for name in ("migrated_on", "switched_off_on")
+    )
+    if result["deadline"] is None:
+        return f"integration {result['integration_id']}: {recorded}; on {result['platform']}"
+    return (
+        f"integration {result['integration_id']}: {recorded}; deadline {result['deadline']} "
+        f"({result['deadline_reason'].replace('_', ' ')}), {result['days_left']} days left"
+    )

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from worker.operations.cli.output import ExitCode, JsonOption, console, emit
+from worker.operations.cli.output import ExitCode, JsonOption, console, emit, fail
 
 app = typer.Typer(no_args_is_help=True, help="The encryption keys that protect stored keys.")
 
@@ -26,20 +26,35 @@ def keys_generate() -> None:
 def keys_rotate(
     after: Annotated[str, typer.Option(help="Resume after this team id.")] = "",
     batch_size: Annotated[int, typer.Option(help="Teams per transaction.")] = 500,
+    force: Annotated[
+        bool, typer.Option("--force", help="Rotate even while a live process lacks the new key.")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Re-encrypt every stored key under the first key of OGV_ENCRYPTION_KEYS."""
+    """Re-encrypt every stored key under the first key of OGV_ENCRYPTION_KEYS.
+
+    Refused while a live worker or API lacks that key (restart them with it first).
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress
 
     from models.crypto import KeyVault
     from models.db import session_factory
-    from worker.operations.rotation import count_teams, rotate
+    from worker import audit
+    from worker.celery import app as celery_app
+    from worker.operations.rotation import count_teams, readiness, rotate
     from worker.settings import get_settings
 
     settings = get_settings()
     sessions = session_factory()
     vault = KeyVault(settings.fernet_keys())
     total = count_teams(sessions, after)
+    ready = readiness(settings, celery_app, sessions)
+    if ready.refusal is not None and not force:
+        fail("keys_not_deployed", ready.refusal, as_json)
+    if ready.refusal is not None:
+        Console(stderr=True, soft_wrap=True).print(
+            f"[yellow]warning[/yellow] (--force): {ready.refusal}", highlight=False
+        )
     columns = ("{task.description}", BarColumn(), MofNCompleteColumn())
     with Progress(*columns, console=Console(stderr=True), disable=as_json) as bar:
         task = bar.add_task("re-encrypting", total=total)
@@ -49,6 +64,17 @@ def keys_rotate(
             after=after,
             batch_size=batch_size,
             progress=lambda done: bar.update(task, completed=done),
+        )
+    with sessions.begin() as session:
+        audit.record(
+            session,
+            audit.cli_actor(),
+            "keys.rotate",
+            details={
+                "rotated": report.rotated,
+                "undecryptable": len(report.undecryptable),
+                "after": after or None,
+            },
         )
     emit(report, as_json, lambda: _print_rotation(report))
     if report.undecryptable:

@@ -80,13 +80,17 @@ def _print_migration_report(report: Any) -> None:
         f"{probed.fails} fail, {probed.unknown} unknown.",
         highlight=False,
     )
-    table = Table("organization", "teams", "works", "fails", "unknown")
+    table = Table("organization", "teams", "works", "fails", "unknown", "deadline", "days")
     for column in table.columns[1:]:
         column.justify = "right"
     for row in report.organizations:
         figures = (row.organization_id, row.teams, row.works, row.fails, row.unknown)
-        table.add_row(*(str(figure) for figure in figures))
+        table.add_row(
+            *(str(figure) for figure in figures), f"{row.deadline:%Y-%m-%d}", str(row.days_left)
+        )
     console.print(table)
+    for line in _sooner(report):
+        console.print(line, highlight=False)
     ready = [i.integration_id for i in report.integrations if i.ready]
     if not ready:
         console.print("No integration is ready to move yet.")
@@ -99,6 +103,16 @@ def _print_migration_report(report: Any) -> None:
     sentence = f"Ready to move (every team works on JSM Ops): integrations {shown}{more}."
     for line in [*textwrap.wrap(sentence, 80), MOVE_HINT]:
         console.print(line, highlight=False)
+
+
+def _sooner(report: Any) -> list[str]:
+    """A line per integration whose deadline comes before the end of support."""
+    return [
+        f"Integration {i.integration_id} stops on {i.deadline:%Y-%m-%d} "
+        f"({i.deadline_reason.replace('_', ' ')}): {i.days_left} days left."
+        for i in report.integrations
+        if i.deadline != report.end_of_support
+    ]
 
 
 MOVE_HINT = "Move one with: ogv integration migrate --integration ID --to jsm-ops"

@@ -7,8 +7,8 @@ import dataclasses
 import json
 import sys
 import uuid
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Iterable, Sequence
+from datetime import date
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -32,7 +32,7 @@ def _jsonable(value: Any) -> Any:
         return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
-    if isinstance(value, datetime):
+    if isinstance(value, date):  # a datetime too
         return value.isoformat()
     if isinstance(value, uuid.UUID):
         return str(value)
@@ -46,6 +46,79 @@ def emit(data: Any, as_json: bool, render: Callable[[], None]) -> None:
         render()
 
 
+def emit_listing(
+    head: dict[str, Any], name: str, items: Iterable[Any], tail: dict[str, Any]
+) -> None:
+    """Write `{**head, name: [*items], **tail}` as `emit` would, one item at a time:
+    a listing of a million teams is never held whole. `tail` is read once the items
+    are written, so it may be filled in while they are."""
+    out = sys.stdout
+    out.write("{\n")
+    for key, value in head.items():
+        out.write(f"  {json.dumps(key)}: {_indented(value)},\n")
+    out.write(f"  {json.dumps(name)}: [")
+    written = 0
+    for item in items:
+        out.write(("," if written else "") + "\n    " + _indented(item, 4))
+        written += 1
+    out.write("\n  ]" if written else "]")
+    for key, value in tail.items():
+        out.write(f",\n  {json.dumps(key)}: {_indented(value)}")
+    out.write("\n}\n")
+
+
+def _indented(value: Any, depth: int = 2) -> str:
+    return json.dumps(_jsonable(value), indent=2).replace("\n", "\n" + " " * depth)
+
+
+ELLIPSIS = "…"
+
+
+def clip(text: str, width: int) -> str:
+    """`text` as one line of at most `width` cells: its lines joined, runs of blanks
+    made one, what a terminal would obey shown as U+FFFD, and cut with an ellipsis."""
+    from rich.cells import cell_len, set_cell_size
+
+    line = "".join(c if c.isprintable() else "\ufffd" for c in " ".join(text.split()))
+    if cell_len(line) <= width:
+        return line
+    return set_cell_size(line, width - 1) + ELLIPSIS if width > 0 else ""
+
+
+def one_line_rows(
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    width: int,
+    give_way: Sequence[tuple[int, int]],
+) -> list[str]:
+    """The header and rows as lines of at most `width` cells, one per row.
+
+    When they would be wider, columns give way in the order of `give_way`, each pair
+    a column's number and the width it may shrink to (never below its header's);
+    what no longer fits ends in an ellipsis.
+    """
+    from rich.cells import cell_len, set_cell_size
+
+    lines = [header, *rows]
+    widths = [max(cell_len(clip(line[n], 10**6)) for line in lines) for n in range(len(header))]
+    excess = sum(widths) + 2 * (len(widths) - 1) - width
+    for n, floor in give_way:
+        cut = max(0, min(excess, widths[n] - max(floor, cell_len(header[n]))))
+        widths[n] -= cut
+        excess -= cut
+    return [
+        "  ".join(
+            set_cell_size(clip(cell, w), w) for cell, w in zip(line, widths, strict=True)
+        ).rstrip()
+        for line in lines
+    ]
+
+
+NARROWING = ((3, 24), (0, 24), (3, 0), (0, 0))
+"""How a team's line gives way (`one_line_rows`): its last column, then its first,
+down to 24 cells each, then to their headers."""
+
+
 def fail(code: str, message: str, as_json: bool, exit_code: int = ExitCode.REFUSED) -> NoReturn:
     """Report a refused command the same way in both output modes, and exit."""
     if as_json:
@@ -55,6 +128,15 @@ def fail(code: str, message: str, as_json: bool, exit_code: int = ExitCode.REFUS
             f"[red]error[/red] ({code}): {message}", highlight=False
         )
     raise typer.Exit(exit_code)
+
+
+def refuse_in_one_line(code: str, message: str, as_json: bool, exit_code: int) -> NoReturn:
+    """A refusal from outside any command (a usage error): one line, then exit."""
+    if as_json:
+        sys.stdout.write(json.dumps({"error": {"code": code, "message": message}}) + "\n")
+    else:
+        sys.stderr.write(f"error ({code}): {message}\n")
+    sys.exit(exit_code)
 
 
 def is_team_id(text: str) -> bool:

@@ -43,11 +43,15 @@ def fake_opsgenie(
       unprocessable     422
       malformed_key     422 "Key format is not valid!"
       retired           410 "This API is deprecated and no longer available"
-      throttle          429 + X-RateLimit-* headers, `times` times, then 200
+      throttle          429 naming period_seconds as rate_limit_headers says (opsgenie,
+                        retry_after, retry_after_date, ratelimit, ratelimit_policy,
+                        ratelimit_reset, x_ratelimit_remaining; or none, negative,
+                        absurd, unparseable), `times` times, then 200
       server_error      `status` (5xx), `times` times, then 200
       large_body        200, large_body_bytes long
       eu_only           valid on opsgenie-eu, invalid_key elsewhere
       jsm_only          valid on jsm-ops, invalid_key elsewhere
+      switched_off      valid on jsm-ops, 401 "Opsgenie has been turned off" elsewhere
     Intermediaries (HTML or empty, no X-Request-ID):
       redirect          302 to https://id.atlassian.com/login
       html_404          404 nginx page

@@ -33,7 +33,7 @@ def team_add(
     on a terminal)."""
     from models.crypto import KeyVault
     from models.db import session_factory
-    from worker import inventory
+    from worker import audit, inventory
     from worker.errors import RecordError
     from worker.settings import get_settings
 
@@ -55,6 +55,14 @@ def team_add(
                 vault=KeyVault(settings.fernet_keys()),
             )
             team_id = team.id
+            audit.record(
+                session,
+                audit.cli_actor(),
+                "team.add",
+                organization_id=org,
+                target=team_id,
+                details={"integration_id": integration, "label": label},
+            )
     except RecordError as exc:
         fail(exc.code, str(exc), as_json)
     emit({"team_id": team_id}, as_json, lambda: console.print(f"team {team_id}"))
@@ -81,7 +89,8 @@ def team_import(
     from models import Requester
     from models.crypto import KeyVault
     from models.db import session_factory
-    from worker.operations.importer import import_teams
+    from worker import audit
+    from worker.operations.importer import bounded_lines, import_teams
     from worker.settings import get_settings
 
     settings = get_settings()
@@ -93,10 +102,11 @@ def team_import(
     with handle, _import_progress(handle, quiet=as_json) as progress:
         report = import_teams(
             session_factory(),
-            handle,
+            bounded_lines(handle),
             vault,
             skip_invalid=skip_invalid,
             on_progress=progress,
+            actor=audit.cli_actor(),
             validate=Requester.CLI if validate else None,
             check_batch_size=settings.batch_size,
         )
@@ -108,7 +118,7 @@ def team_import(
         for batch_id in report.batches:
             publish_batch(celery_app, batch_id)
     emit(report, as_json, lambda: _print_import(report))
-    if report.errors:
+    if report.refused:
         raise typer.Exit(ExitCode.REFUSED)
 
 
@@ -131,7 +141,7 @@ def _import_progress(handle: Any, quiet: bool) -> Iterator[Callable[[int], None]
 
 
 def _print_import(report: Any) -> None:
-    refused = len(report.errors)
+    refused = report.refused
     if report.written:
         checks = f", {report.checks} checks queued" if report.checks else ""
         console.print(f"imported {report.imported} teams, {refused} lines refused{checks}")
@@ -142,6 +152,12 @@ def _print_import(report: Any) -> None:
         )
     for error in report.errors:
         console.print(f"  line {error.line}: {error.code}: {error.message}", highlight=False)
+    if refused > len(report.errors):
+        console.print(
+            f"  and {refused - len(report.errors)} more refused lines (the first "
+            f"{len(report.errors)} are listed)",
+            highlight=False,
+        )
 
 
 @app.command("list")
