@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 
 from celery import Celery
@@ -54,7 +55,7 @@ from worker.errors import NotFound
 from worker.inventory import IntegrationPage, IntegrationView, RemovedIntegration, RemovedTeam
 from worker.settings import OFFICIAL_BASE_URLS, Settings, get_settings, sqlalchemy_url
 from worker.web import teams
-from worker.web.teams import SavedTeam, TeamPage, TeamRow
+from worker.web.teams import TeamPage, TeamRow
 
 __all__ = [
     "Ask",
@@ -73,6 +74,15 @@ __all__ = [
 
 DEFAULT_QUEUE = "ogv"
 """The queue workers consume by default (`OGV_NAMESPACE`, celeryconfig.task_default_queue)."""
+
+
+@dataclass(frozen=True)
+class SavedTeam:
+    """A team whose key was just stored (new, or replacing the old one), and the check
+    of it asked for at once: `confirming` or a verdict once it is final."""
+
+    team: TeamRow
+    validation: RequestView
 
 
 def producer_app(broker_url: str, queue: str = DEFAULT_QUEUE) -> Celery:

@@ -28,7 +28,7 @@ from worker.errors import BaseUrlError, Busy, NotFound, RecordError
 from worker.inventory import DuplicateTeam
 from worker.web import teams
 from worker.web.answers import json_response, to_json
-from worker.web.client import ValidationClient
+from worker.web.client import SavedTeam, ValidationClient
 from worker.web.config import CLIENT, CONFIG, GATHERER, OPENAPI
 from worker.web.errors import ApiError, off_loop
 from worker.web.inputs import (
@@ -53,7 +53,7 @@ from worker.web.inputs import (
 )
 from worker.web.middleware import identify
 from worker.web.scopes import caller, forbidden, require_sees
-from worker.web.teams import SavedTeam, TeamRow
+from worker.web.teams import TeamRow
 
 log = logging.getLogger("ogv.api")
 

@@ -35,6 +35,7 @@ from worker.enqueue import RequestView
 from worker.platforms import PLATFORMS
 from worker.platforms.hints import HINTS, Hint
 from worker.platforms.opsgenie import OPSGENIE_END_OF_SUPPORT
+from worker.web.client import SavedTeam
 from worker.web.inputs import (
     BASE_URL_PATTERN,
     DIGITS_PATTERN,
@@ -45,7 +46,7 @@ from worker.web.inputs import (
     Submission,
     TeamInput,
 )
-from worker.web.teams import SavedTeam, TeamPage, TeamRow
+from worker.web.teams import TeamPage, TeamRow
 
 REF = "#/components/schemas/"
 INTEGER_LITERAL = 'An integer literal: 7, never 7.0, "7" or true.'

@@ -20,7 +20,6 @@ from sqlalchemy.orm import Session, defer
 from models import Integration, OrganizationIntegration, Team, TeamStatus
 from worker.checks.advice import deadline_of, team_hint
 from worker.cursors import DEFAULT_PAGE, BadCursor, decode_cursor, encode_cursor
-from worker.enqueue import RequestView
 from worker.platforms import get_platform
 from worker.platforms.hints import Hint
 from worker.settings import get_settings
@@ -65,15 +64,6 @@ class TeamPage:
     teams: list[TeamRow]
     next_cursor: str | None
     """Pass as `cursor`; null on the last page."""
-
-
-@dataclass(frozen=True)
-class SavedTeam:
-    """A team whose key was just stored (new, or replacing the old one), and the check
-    of it asked for at once: `confirming` or a verdict once it is final."""
-
-    team: TeamRow
-    validation: RequestView
 
 
 def _rows() -> Select[Team, OrganizationIntegration, Integration]:
