@@ -1,9 +1,10 @@
-"""The API's handlers, one per route (the routes are listed in `worker.web.api`).
+"""The API's handlers, one per route (the routes are listed in `worker.web.routes`).
 
 Each reads its input through `worker.web.inputs`, reaches the database through
 SQLAlchemy's sync API on the thread pool (`off_loop`), and answers a view in its
 documented shape. `?wait` polls from the loop with `asyncio.sleep` instead of holding
-a thread.
+a thread. A token limited to some organizations finds another's integrations and
+teams no more than if they did not exist (404).
 """
 
 from __future__ import annotations
@@ -317,17 +318,30 @@ async def _write(call: Callable[[], T]) -> T:
         raise invalid(f"{exc}; the allowed ones are on OGV_ALLOWED_BASE_URLS") from exc
 
 
+def _organization(request: web.Request) -> int:
+    """The path's organization; one the token may not see answers 404, as if it had none."""
+    organization_id = parse_organization_id(request.match_info["organization_id"])
+    require_sees(request, organization_id, no_such_organization())
+    return organization_id
+
+
 def _ids(request: web.Request) -> tuple[int, int]:
-    return (
-        parse_organization_id(request.match_info["organization_id"]),
-        parse_integration_id(request.match_info["integration_id"]),
-    )
+    organization_id = parse_organization_id(request.match_info["organization_id"])
+    integration_id = parse_integration_id(request.match_info["integration_id"])
+    require_sees(request, organization_id, no_such_organization())
+    return organization_id, integration_id
 
 
-def _team_id(request: web.Request) -> str:
+async def _team_id(request: web.Request) -> str:
+    """The path's team id, of a team the token may see (else 404, as if there were none:
+    the team's organization is looked up first)."""
     team_id = request.match_info["team_id"]
     if not is_team_id(team_id):
         raise bad_team_id()
+    client = request.app[CLIENT]
+    row = await off_loop(lambda: client.get_team(team_id))
+    if row is None or not caller(request).sees(row.organization_id):
+        raise ApiError(404, "not_found", "no such team")
     return team_id
 
 
@@ -341,7 +355,7 @@ async def _settled(client: ValidationClient, saved: SavedTeam, wait: float) -> S
 
 
 async def post_integration(request: web.Request) -> web.Response:
-    organization_id = parse_organization_id(request.match_info["organization_id"])
+    organization_id = _organization(request)
     parse_no_query(request.query)
     idempotency_key = parse_idempotency_key(request)
     asked = parse_integration(await read_json(request))
@@ -363,7 +377,7 @@ async def post_integration(request: web.Request) -> web.Response:
 
 
 async def list_integrations(request: web.Request) -> web.Response:
-    organization_id = parse_organization_id(request.match_info["organization_id"])
+    organization_id = _organization(request)
     status, limit, after = parse_integration_page_query(request.query)
     client = request.app[CLIENT]
     page = await off_loop(
@@ -453,17 +467,17 @@ async def list_integration_teams(request: web.Request) -> web.Response:
 
 
 async def put_key(request: web.Request) -> web.Response:
-    team_id = _team_id(request)
     wait = parse_wait(request.query, request.app[CONFIG].max_wait)
     key = parse_key(await read_json(request))
+    team_id = await _team_id(request)
     client = request.app[CLIENT]
     saved = await _write(lambda: client.replace_key(team_id, key))
     return json_response(to_json(await _settled(client, saved, wait)))
 
 
 async def delete_team(request: web.Request) -> web.Response:
-    team_id = _team_id(request)
     parse_no_query(request.query)
+    team_id = await _team_id(request)
     client = request.app[CLIENT]
     removed = await _write(lambda: client.remove_team(team_id))
     return json_response(to_json(removed))

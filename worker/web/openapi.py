@@ -367,8 +367,9 @@ def _integrations_paths() -> dict[str, Any]:
             "get": {
                 "operationId": "listIntegrations",
                 "summary": "An organization's integrations, by id, a page at a time",
-                "description": "An organization without any has an empty page. A query "
-                "parameter not listed here, or one given twice, is refused (422).",
+                "description": "An organization without any has an empty page; one the "
+                "token may not see answers 404. A query parameter not listed here, or one "
+                "given twice, is refused (422).",
                 "parameters": [
                     _organization_id(),
                     {
@@ -392,7 +393,7 @@ def _integrations_paths() -> dict[str, Any]:
                 ],
                 "responses": {
                     "200": _json(_ref("IntegrationPage"), "One page of integrations."),
-                    **_errors(400, 401, 422, 500, 503),
+                    **_errors(400, 401, 404, 422, 500, 503),
                 },
             },
             "post": {
