@@ -4,6 +4,7 @@ the embedded default: their JSON, their one-line refusals, and keys never printe
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 
 from models import RequestState, ValidationRequest
 from models.db import session_factory
+from worker import audit
 from worker.operations.cli import app
 from worker.settings import OFFICIAL_BASE_URLS, get_settings
 from worker.testing.fake_opsgenie import FakeOpsgenie
@@ -49,6 +51,10 @@ def add(org: int, integration: int, label: str, key: str) -> str:
     )  # fmt: skip
     assert code == 0, out
     return str(out["team_id"])
+
+
+def new_org() -> int:
+    return uuid.uuid4().int % 10**12 + 1
 
 
 def checks_of(team_id: str) -> list[ValidationRequest]:
@@ -161,3 +167,36 @@ def test_replace_key_takes_only_a_well_formed_key_and_never_prints_it(
 def _link_id_of(org: int, integration: int) -> int:
     shown = ogv("integration", "show", "--org", str(org), "--integration", str(integration))[1]
     return int(shown["organization_integration_id"])
+
+
+def test_the_commands_writes_are_audited_as_the_operator(cli_env: None) -> None:
+    org = new_org()
+    integration = install(org)
+    team_id = add(org, integration, "ops", "first-key")
+    flag = ["--org", str(org), "--integration", str(integration)]
+    for args in (
+        ["integration", "disable", *flag],
+        ["integration", "enable", *flag],
+        ["team", "replace-key", "--team", team_id],
+        ["team", "remove", "--team", team_id],
+        ["integration", "remove", *flag],
+    ):
+        code, _, text = ogv(*args, stdin="second-key\n")
+        assert code == 0, text
+
+    code, page, text = ogv("audit", "list", "--org", str(org))
+    target = f"integration:{integration}"
+    assert code == 0, text
+    assert [(e["actor"], e["action"], e["target"]) for e in reversed(page["events"])] == [
+        (audit.cli_actor(), action, where)
+        for action, where in [
+            ("integration.add", target),
+            ("team.add", team_id),
+            ("integration.disable", target),
+            ("integration.enable", target),
+            ("team.replace_key", team_id),
+            ("team.remove", team_id),
+            ("integration.remove", target),
+        ]
+    ]
+    assert "second-key" not in text and "first-key" not in text

@@ -170,7 +170,6 @@ def import_teams(
                         "imported": report.imported,
                         "lines": report.lines,
                         "refused": report.refused,
-                        "checks": report.checks,
                     },
                 )
     except _Refused:

@@ -11,7 +11,9 @@ It also manages what is checked, as a settings page does: integrations (install,
 list, disable, enable, remove) and teams (store a key, list, read, replace the key,
 remove). Storing or replacing a key asks for a check of it in the same transaction,
 and may wait for its outcome. Keys are encrypted with the `encryption_keys` given
-(`OGV_ENCRYPTION_KEYS`) and never returned.
+(`OGV_ENCRYPTION_KEYS`) and never returned. Every write is audited in its own
+transaction (`worker.audit`), as the client's `actor` or the `actor` a call names
+(the CLI's `cli:<os user>`, the API's `token:<name>`).
 
 Errors reach the caller unchanged:
 
@@ -37,7 +39,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models import IdempotentCreate, IntegrationStatus, Requester, TeamStatus, ValidationRequest
 from models.crypto import KeyVault
 from models.db import session_factory
-from worker import embedded_broker, inventory
+from worker import audit, embedded_broker, inventory
 from worker.broker import ValidatorCelery, topology
 from worker.checks import requests
 from worker.checks.requests import Ask, IdempotencyConflict
@@ -74,6 +76,8 @@ __all__ = [
 
 DEFAULT_QUEUE = "ogv"
 """The queue workers consume by default (`OGV_NAMESPACE`, celeryconfig.task_default_queue)."""
+DEFAULT_ACTOR = "client"
+"""How the audit log names a client's writes unless it, or the call, names another."""
 
 
 @dataclass(frozen=True)
@@ -117,11 +121,12 @@ class ValidationClient:
         encryption_keys: Sequence[bytes] = (),
         allowed_base_urls: Sequence[str] = OFFICIAL_BASE_URLS,
         check_options: CheckOptions | None = None,
+        actor: str = DEFAULT_ACTOR,
     ) -> None:
         """`encryption_keys` (OGV_ENCRYPTION_KEYS, newest first) are needed to store keys;
         `allowed_base_urls` (OGV_ALLOWED_BASE_URLS) and `check_options` (where each
         platform is reached, the default probe) to install integrations as the workers
-        will check them."""
+        will check them. `actor` names the client's writes in the audit log."""
         self.sessions: sessionmaker[Session] = session_factory(
             sqlalchemy_url(database_url), pool_size
         )
@@ -130,10 +135,14 @@ class ValidationClient:
         self._vault = KeyVault(encryption_keys) if encryption_keys else None
         self.allowed_base_urls = list(allowed_base_urls)
         self.options = check_options or CheckOptions()
+        self.actor = actor
 
     @classmethod
     def from_settings(
-        cls, settings: Settings | None = None, requested_by: Requester = Requester.API
+        cls,
+        settings: Settings | None = None,
+        requested_by: Requester = Requester.API,
+        actor: str = DEFAULT_ACTOR,
     ) -> ValidationClient:
         """A client for the configured service (`OGV_BROKER_URL`, `OGV_DATABASE_URL`,
         `OGV_NAMESPACE`, `OGV_ENCRYPTION_KEYS`, the platforms' base URLs)."""
@@ -147,6 +156,7 @@ class ValidationClient:
             encryption_keys=settings.fernet_keys(),
             allowed_base_urls=settings.allowed_base_urls,
             check_options=CheckOptions.from_settings(settings),
+            actor=actor,
         )
 
     def request(
@@ -218,6 +228,7 @@ class ValidationClient:
         base_url: str | None = None,
         probe: str | None = None,
         idempotency_key: str | None = None,
+        actor: str | None = None,
     ) -> tuple[IntegrationView, bool]:
         """Install an account for the organization: the integration, and True when it is
         new (installing one again enables it again).
@@ -248,7 +259,21 @@ class ValidationClient:
                 inventory.settle_idempotency_key(
                     session, organization_id, idempotency_key, f"integration:{integration_id}"
                 )
-            return self._integration(session, organization_id, integration_id), installed.created
+            view = self._integration(session, organization_id, integration_id)
+            audit.record(
+                session,
+                actor or self.actor,
+                "integration.add",
+                organization_id=organization_id,
+                target=f"integration:{integration_id}",
+                details={
+                    "organization_integration_id": view.organization_integration_id,
+                    "platform": view.platform,
+                    "base_url": view.base_url,
+                    "probe": view.probe,
+                },
+            )
+            return view, installed.created
 
     def list_integrations(
         self,
@@ -279,23 +304,52 @@ class ValidationClient:
                 session, organization_id, integration_id, self.options.default_probe
             )
 
-    def disable_integration(self, organization_id: int, integration_id: int) -> IntegrationView:
+    def disable_integration(
+        self, organization_id: int, integration_id: int, *, actor: str | None = None
+    ) -> IntegrationView:
         """Disable it: its teams' checks end `invalid_integration` until it is enabled."""
-        return self._set_status(organization_id, integration_id, IntegrationStatus.DISABLED)
+        return self._set_status(
+            organization_id, integration_id, IntegrationStatus.DISABLED, actor or self.actor
+        )
 
-    def enable_integration(self, organization_id: int, integration_id: int) -> IntegrationView:
-        return self._set_status(organization_id, integration_id, IntegrationStatus.ACTIVE)
+    def enable_integration(
+        self, organization_id: int, integration_id: int, *, actor: str | None = None
+    ) -> IntegrationView:
+        return self._set_status(
+            organization_id, integration_id, IntegrationStatus.ACTIVE, actor or self.actor
+        )
 
-    def remove_integration(self, organization_id: int, integration_id: int) -> RemovedIntegration:
+    def remove_integration(
+        self, organization_id: int, integration_id: int, *, actor: str | None = None
+    ) -> RemovedIntegration:
         """Remove it and its teams (their history stays, as OGV_HISTORY_RETENTION_DAYS says)."""
         with self.sessions.begin() as session:
-            return inventory.remove_integration(session, organization_id, integration_id)
+            removed = inventory.remove_integration(session, organization_id, integration_id)
+            audit.record(
+                session,
+                actor or self.actor,
+                "integration.remove",
+                organization_id=organization_id,
+                target=f"integration:{integration_id}",
+                details={"teams": removed.teams},
+            )
+            return removed
 
     def _set_status(
-        self, organization_id: int, integration_id: int, status: IntegrationStatus
+        self, organization_id: int, integration_id: int, status: IntegrationStatus, actor: str
     ) -> IntegrationView:
+        action = (
+            "integration.enable" if status is IntegrationStatus.ACTIVE else "integration.disable"
+        )
         with self.sessions.begin() as session:
             inventory.set_integration_status(session, organization_id, integration_id, status)
+            audit.record(
+                session,
+                actor,
+                action,
+                organization_id=organization_id,
+                target=f"integration:{integration_id}",
+            )
             return self._integration(session, organization_id, integration_id)
 
     def _integration(
@@ -319,6 +373,7 @@ class ValidationClient:
         *,
         wait: float = 0,
         idempotency_key: str | None = None,
+        actor: str | None = None,
     ) -> tuple[SavedTeam, bool]:
         """Store a team's key and ask for a check of it at once, waiting up to `wait`
         seconds for its outcome; True when the team is new.
@@ -339,6 +394,14 @@ class ValidationClient:
                 label=label,
                 integration_key=integration_key,
                 vault=self._keys(),
+            )
+            audit.record(
+                session,
+                actor or self.actor,
+                "team.add",
+                organization_id=organization_id,
+                target=team.id,
+                details={"integration_id": integration_id, "label": label},
             )
             return Ask(organization_id, integration_id, team.id)
 
@@ -368,7 +431,9 @@ class ValidationClient:
         with self.sessions() as session:
             return teams.get_team(session, team_id)
 
-    def replace_key(self, team_id: str, integration_key: str, *, wait: float = 0) -> SavedTeam:
+    def replace_key(
+        self, team_id: str, integration_key: str, *, wait: float = 0, actor: str | None = None
+    ) -> SavedTeam:
         """Store a new key for the team and ask for a check of it at once, waiting up to
         `wait` seconds for its outcome.
 
@@ -377,15 +442,35 @@ class ValidationClient:
         and changes nothing.
         """
         vault = self._keys()
-        saved, _ = self._save_key(
-            lambda session: inventory.replace_key(session, team_id, integration_key, vault), wait
-        )
+
+        def write(session: Session) -> Ask:
+            ask = inventory.replace_key(session, team_id, integration_key, vault)
+            audit.record(
+                session,
+                actor or self.actor,
+                "team.replace_key",
+                organization_id=ask.organization_id,
+                target=ask.team_id,
+                details={"integration_id": ask.integration_id},
+            )
+            return ask
+
+        saved, _ = self._save_key(write, wait)
         return saved
 
-    def remove_team(self, team_id: str) -> RemovedTeam:
+    def remove_team(self, team_id: str, *, actor: str | None = None) -> RemovedTeam:
         """Remove the team and its key (its history stays, as the retention says)."""
         with self.sessions.begin() as session:
-            return inventory.remove_team(session, team_id)
+            removed = inventory.remove_team(session, team_id)
+            audit.record(
+                session,
+                actor or self.actor,
+                "team.remove",
+                organization_id=removed.organization_id,
+                target=removed.team_id,
+                details={"integration_id": removed.integration_id},
+            )
+            return removed
 
     def _save_key(
         self,

@@ -3,8 +3,9 @@
 Each reads its input through `worker.web.inputs`, reaches the database through
 SQLAlchemy's sync API on the thread pool (`off_loop`), and answers a view in its
 documented shape. `?wait` polls from the loop with `asyncio.sleep` instead of holding
-a thread. A token limited to some organizations finds another's integrations and
-teams no more than if they did not exist (404).
+a thread. The writes to integrations and teams are audited as the caller
+(`token:<name>`), and a token limited to some organizations finds another's
+integrations and teams no more than if they did not exist (404).
 """
 
 from __future__ import annotations
@@ -359,7 +360,7 @@ async def post_integration(request: web.Request) -> web.Response:
     parse_no_query(request.query)
     idempotency_key = parse_idempotency_key(request)
     asked = parse_integration(await read_json(request))
-    client = request.app[CLIENT]
+    client, actor = request.app[CLIENT], caller(request).actor
     view, created = await _write(
         lambda: client.add_integration(
             organization_id,
@@ -368,6 +369,7 @@ async def post_integration(request: web.Request) -> web.Response:
             base_url=asked.base_url,
             probe=asked.probe,
             idempotency_key=idempotency_key,
+            actor=actor,
         )
     )
     location = request.app.router["integration"].url_for(
@@ -410,7 +412,8 @@ async def patch_integration(request: web.Request) -> web.Response:
     client = request.app[CLIENT]
     active = status is IntegrationStatus.ACTIVE
     change = client.enable_integration if active else client.disable_integration
-    view = await _write(lambda: change(organization_id, integration_id))
+    actor = caller(request).actor
+    view = await _write(lambda: change(organization_id, integration_id, actor=actor))
     return json_response(to_json(view))
 
 
@@ -418,7 +421,10 @@ async def delete_integration(request: web.Request) -> web.Response:
     organization_id, integration_id = _ids(request)
     parse_no_query(request.query)
     client = request.app[CLIENT]
-    removed = await _write(lambda: client.remove_integration(organization_id, integration_id))
+    actor = caller(request).actor
+    removed = await _write(
+        lambda: client.remove_integration(organization_id, integration_id, actor=actor)
+    )
     return json_response(to_json(removed))
 
 
@@ -427,7 +433,7 @@ async def post_team(request: web.Request) -> web.Response:
     wait = parse_wait(request.query, request.app[CONFIG].max_wait)
     idempotency_key = parse_idempotency_key(request)
     asked = parse_team(await read_json(request))
-    client = request.app[CLIENT]
+    client, actor = request.app[CLIENT], caller(request).actor
     saved, created = await _write(
         lambda: client.add_team(
             organization_id,
@@ -435,6 +441,7 @@ async def post_team(request: web.Request) -> web.Response:
             asked.label,
             asked.integration_key,
             idempotency_key=idempotency_key,
+            actor=actor,
         )
     )
     saved = await _settled(client, saved, wait)
@@ -470,14 +477,14 @@ async def put_key(request: web.Request) -> web.Response:
     wait = parse_wait(request.query, request.app[CONFIG].max_wait)
     key = parse_key(await read_json(request))
     team_id = await _team_id(request)
-    client = request.app[CLIENT]
-    saved = await _write(lambda: client.replace_key(team_id, key))
+    client, actor = request.app[CLIENT], caller(request).actor
+    saved = await _write(lambda: client.replace_key(team_id, key, actor=actor))
     return json_response(to_json(await _settled(client, saved, wait)))
 
 
 async def delete_team(request: web.Request) -> web.Response:
     parse_no_query(request.query)
     team_id = await _team_id(request)
-    client = request.app[CLIENT]
-    removed = await _write(lambda: client.remove_team(team_id))
+    client, actor = request.app[CLIENT], caller(request).actor
+    removed = await _write(lambda: client.remove_team(team_id, actor=actor))
     return json_response(to_json(removed))

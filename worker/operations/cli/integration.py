@@ -235,10 +235,13 @@ def integration_remove(
 
 
 def _client() -> Any:
+    """The client the commands write through; the audit log names its writes
+    `cli:<os user>`."""
     from models import Requester
+    from worker import audit
     from worker.web.client import ValidationClient
 
-    return ValidationClient.from_settings(requested_by=Requester.CLI)
+    return ValidationClient.from_settings(requested_by=Requester.CLI, actor=audit.cli_actor())
 
 
 def _change(write: Callable[[Any], Any], as_json: bool, show: bool = True) -> Any:

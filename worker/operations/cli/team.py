@@ -254,10 +254,13 @@ def _check_team_id(team: str, as_json: bool) -> None:
 
 
 def _client() -> Any:
+    """The client the commands write through; the audit log names its writes
+    `cli:<os user>`."""
     from models import Requester
+    from worker import audit
     from worker.web.client import ValidationClient
 
-    return ValidationClient.from_settings(requested_by=Requester.CLI)
+    return ValidationClient.from_settings(requested_by=Requester.CLI, actor=audit.cli_actor())
 
 
 def _write(write: Callable[[Any], Any], as_json: bool) -> Any:
