@@ -34,7 +34,9 @@ the codes are listed in `worker.web.openapi.ERROR_CODES`. The rooms:
     middleware.py  the access log (`api.request`), the error shape, authentication
     server.py      aiohttp's private server classes, answering unreadable HTTP our way
     heartbeat.py   the API's row in `api_processes`: which encryption keys it holds
-    openapi.py     the OpenAPI document; schemas.py generates its schemas from the views
+    openapi.py     the OpenAPI document: error codes, responses; its operations in
+                   openapi_paths.py and openapi_inventory.py, built from openapi_parts.py;
+                   schemas.py generates its schemas from the views
 
 This module puts them together (`build_app`) and serves them (`start_api`, `serve`).
 """
