@@ -20,7 +20,7 @@ from models.history import (
     SunsetNotice,
     TeamStatusChange,
 )
-from models.integration import Integration, OrganizationIntegration, Team
+from models.integration import IdempotentCreate, Integration, OrganizationIntegration, Team
 from models.validation import (
     ApiProcess,
     HealthCheck,
@@ -39,6 +39,7 @@ __all__ = [
     "GuardWindow",
     "HealthCheck",
     "HeldChange",
+    "IdempotentCreate",
     "Integration",
     "IntegrationMove",
     "IntegrationStatus",

@@ -17,15 +17,15 @@ class TeamStatusChange(Base):
     """A team's status moved from `old_status` to `new_status` because of one request.
 
     At most one row per request (unique `request_id`): a request delivered twice
-    cannot record its transition twice.
+    cannot record its transition twice. Removing a team leaves its rows to
+    `OGV_HISTORY_RETENTION_DAYS` (`worker.periodic.retention`).
     """
 
     __tablename__ = "team_status_changes"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    team_id: Mapped[str] = mapped_column(
-        String(300), ForeignKey("teams.id", ondelete="CASCADE"), index=True
-    )
+    # No foreign key: a removed team's history stays, until the retention prunes it.
+    team_id: Mapped[str] = mapped_column(String(300), index=True)
     request_id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True)
     old_status: Mapped[TeamStatus] = mapped_column(enum_column(TeamStatus))
     new_status: Mapped[TeamStatus] = mapped_column(enum_column(TeamStatus))

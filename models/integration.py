@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import date, datetime
 
 from sqlalchemy import (
@@ -11,8 +12,10 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    PrimaryKeyConstraint,
     String,
     UniqueConstraint,
+    Uuid,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -41,8 +44,12 @@ JSM_WORKS, JSM_FAILS, JSM_UNKNOWN = "works", "fails", "unknown"
 # unless the key's first group happens to be all digits.
 _LABEL_CHAR = r"[^\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]"
 _LABEL_EDGE = r"[^\x00-\x20\x7f-\x9f\u2028\u2029\ud800-\udfff]"
-TEAM_ID_PATTERN = rf"^[1-9][0-9]{{0,9}}-{_LABEL_EDGE}(?:{_LABEL_CHAR}*{_LABEL_EDGE})?$"
+_LABEL = rf"{_LABEL_EDGE}(?:{_LABEL_CHAR}*{_LABEL_EDGE})?"
+TEAM_ID_PATTERN = rf"^[1-9][0-9]{{0,9}}-{_LABEL}$"
 """The shape of every team id the service accepts from outside."""
+LABEL_PATTERN = rf"^{_LABEL}$"
+"""The shape of a label, as a team id holds it (a new label must also be printable:
+`worker.inventory.check_label`)."""
 
 
 class Integration(Base):
@@ -142,3 +149,28 @@ class Team(Base):
     def make_id(organization_integration_id: int, label: str) -> str:
         """The reference id convention: `<organization_integration_id>-<label>`."""
         return f"{organization_integration_id}-{label}"
+
+
+IDEMPOTENCY_KEY_MAX = 200
+
+
+class IdempotentCreate(Base):
+    """An Idempotency-Key an organization sent with a create, and what it created.
+
+    Keys are the organization's own: another organization's key of the same text is
+    another row. `fingerprint` is the SHA-256 of what was asked (never a key), so a
+    key sent again with other fields is refused; `resource` names what was created
+    (`integration:7`, `team:3-payments`), None until the creating transaction set it.
+    """
+
+    __tablename__ = "idempotent_creates"
+
+    organization_id: Mapped[int] = mapped_column(BigInteger)
+    idempotency_key: Mapped[str] = mapped_column(String(IDEMPOTENCY_KEY_MAX))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    resource: Mapped[str | None] = mapped_column(String(TEAM_ID_MAX + 16))
+    request_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    """The check asked for with a team's key, given back with the team."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (PrimaryKeyConstraint("organization_id", "idempotency_key"),)

@@ -3,7 +3,7 @@
     read      the GET routes of teams, validations and organizations
     validate  POST /v1/validations, and read
     operate   the mass-change guard, held changes and the audit log, and read
-    manage    writes to integrations and teams (their routes come later), and read
+    manage    writes to integrations and teams, and read
 
 A token is `ogv_` and 43 characters of `secrets.token_urlsafe(32)` (256 random
 bits). Only its SHA-256 is stored (`models.ApiToken`): for a secret that random a

@@ -1,11 +1,15 @@
 """The audit log: who did what, to which organization and target, and when (SPEC §8).
 
-    integration.add  integration.migrate  team.add  team.import  keys.rotate
-    changes.release  changes.discard      token.create  token.revoke
+    integration.add      integration.migrate  integration.disable  integration.enable
+    integration.remove   team.add             team.import          team.replace_key
+    team.remove          keys.rotate          changes.release      changes.discard
+    token.create         token.revoke
 
 `record` adds one event to the caller's transaction, so an action and its record
 commit, or roll back, together. The actor is `cli:<os user>` on the command line
-(`cli_actor`) and `token:<name>` for an API caller (`worker.access.Caller.actor`).
+(`cli_actor`) and `token:<name>` for an API caller (`worker.access.Caller.actor`);
+a web app's `ValidationClient` writes as the `actor` it was given (`client` unless
+it names itself).
 `details` says what else the action took or did (counts, flags), never a key or a
 token. Events are read newest first, a page at a time (`page`), and beat deletes
 those older than OGV_AUDIT_RETENTION_DAYS (worker/periodic/retention.py).
@@ -29,8 +33,13 @@ from models.access import ACTOR_MAX, TARGET_MAX
 ACTIONS = (
     "integration.add",
     "integration.migrate",
+    "integration.disable",
+    "integration.enable",
+    "integration.remove",
     "team.add",
     "team.import",
+    "team.replace_key",
+    "team.remove",
     "keys.rotate",
     "changes.release",
     "changes.discard",

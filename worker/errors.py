@@ -2,7 +2,8 @@
 
     ValueError
     ├── RecordError          a write to the inventory is refused (`code` is stable)
-    │   └── NotFound         a referenced organization integration does not exist
+    │   ├── NotFound         a referenced organization integration or team does not exist
+    │   └── Busy             a concurrent write got in the way: try again
     └── BaseUrlError         a base URL is malformed or not on the allowlist
 
 Opsgenie's own failures have their tree in worker/checks/opsgenie.py.
@@ -18,9 +19,15 @@ class RecordError(ValueError):
 
 
 class NotFound(RecordError):
-    """Raised when a referenced organization integration does not exist."""
+    """Raised when a referenced organization integration or team does not exist."""
 
     code = "not_found"
+
+
+class Busy(RecordError):
+    """Raised when a concurrent write got in the way of this one; trying again works."""
+
+    code = "busy"
 
 
 class BaseUrlError(ValueError):

@@ -358,6 +358,9 @@ def test_a_missing_or_wrong_token_is_401(api: ApiProcess, headers: dict[str, str
         ("GET", "/v1/guard", None),
         ("GET", "/v1/changes/held", None),
         ("POST", "/v1/validations", {"organization_id": 1, "integration_id": 1, "team_id": "x"}),
+        ("POST", "/v1/organizations/1/integrations", {"account": "acme"}),
+        ("PUT", "/v1/teams/1-x/key", {"integration_key": "k"}),
+        ("DELETE", "/v1/teams/1-x", None),
     ]:
         raw = None if body is None else json.dumps(body).encode()
         answer = call(api.url, method, path, raw=raw, headers={**JSON, **headers}, auth=False)
@@ -379,8 +382,12 @@ def test_health_and_the_document_need_no_token(api: ApiProcess) -> None:
         "/v1/validations",
         "/v1/validations/{request_id}",
         "/v1/teams/{team_id}",
+        "/v1/teams/{team_id}/key",
         "/v1/organizations/{organization_id}/teams",
         "/v1/organizations/{organization_id}/migration",
+        "/v1/organizations/{organization_id}/integrations",
+        "/v1/organizations/{organization_id}/integrations/{integration_id}",
+        "/v1/organizations/{organization_id}/integrations/{integration_id}/teams",
         "/v1/guard",
         "/v1/changes/held",
         "/v1/audit",

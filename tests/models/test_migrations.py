@@ -34,6 +34,7 @@ TABLES = {
     "sunset_notices",
     "retention_marks",
     "base_url_events",
+    "idempotent_creates",
 }
 
 

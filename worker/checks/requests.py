@@ -17,11 +17,13 @@ from sqlalchemy import (
     Table,
     select,
     tuple_,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from models import (
+    Outcome,
     Requester,
     RequestState,
     ValidationRequest,
@@ -29,7 +31,7 @@ from models import (
 )
 from models.db import from_arrays
 from models.ids import new_request_id, request_id_sql
-from worker.errors import RecordError
+from worker.errors import Busy, RecordError
 
 FINAL_STATES = (RequestState.DONE, RequestState.FAILED)
 
@@ -83,7 +85,7 @@ def create_request(
         ).get(ask)
         if answer is not None:
             return answer
-    raise RecordError("could not record the request; try again")
+    raise Busy("could not record the request; try again")
 
 
 def create_requests(
@@ -203,3 +205,45 @@ def _active_requests(session: Session, asks: Sequence[Ask]) -> Sequence[Validati
             ValidationRequest.state.not_in(FINAL_STATES),
         )
     ).all()
+
+
+def close_open(
+    session: Session,
+    organization_id: int,
+    integration_id: int,
+    team_ids: Sequence[str] | None,
+    *,
+    outcome: Outcome,
+    error_code: str,
+    message: str,
+) -> int:
+    """End the open requests of these teams (every team of the integration: None) with
+    `outcome`, before their check can answer; how many were open.
+
+    A check already running finds its request final and writes nothing
+    (`records.finish_many`), and a pending one is never claimed: nothing it learned
+    about a key since replaced or removed reaches a team.
+    """
+    where = [
+        _REQUESTS.c.organization_id == organization_id,
+        _REQUESTS.c.integration_id == integration_id,
+        _REQUESTS.c.state.not_in(FINAL_STATES),
+    ]
+    if team_ids is not None:
+        if not team_ids:
+            return 0
+        where.append(_REQUESTS.c.team_id.in_(team_ids))
+    closed = session.connection().execute(
+        update(_REQUESTS)
+        .where(*where)
+        .values(
+            state=RequestState.FAILED,
+            outcome=outcome,
+            error_code=error_code,
+            message=message,
+            finished_at=utcnow(),
+            lease_until=None,
+            next_attempt_at=None,
+        )
+    )
+    return closed.rowcount

@@ -21,6 +21,7 @@ written import is audited (`team.import`) in its own transaction.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
@@ -30,10 +31,11 @@ from sqlalchemy import Table, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import OrganizationIntegration, Team
+from models import OrganizationIntegration, Requester, Team, utcnow
 from models.crypto import KeyVault
 from models.integration import BIGINT_MAX, INTEGER_MAX, LABEL_MAX
 from worker import audit, errors, inventory
+from worker.checks.requests import Ask, insert_pending, pending_columns
 
 FIELDS = {"organization_id": int, "integration_id": int, "label": str, "integration_key": str}
 ID_RANGES = {"organization_id": BIGINT_MAX, "integration_id": INTEGER_MAX}
@@ -66,6 +68,10 @@ class ImportReport:
     """How many lines were refused, listed or not."""
     written: bool = True
     """False when lines were refused and nothing was written (no `skip_invalid`)."""
+    checks: int = 0
+    """Checks asked for of the imported teams (`validate`), recorded with them."""
+    batches: list[uuid.UUID] = field(default_factory=list)
+    """The batches those checks are in: publish each once the import is committed."""
 
     def refuse(self, error: LineError) -> None:
         self.refused += 1
@@ -127,8 +133,14 @@ def import_teams(
     batch_size: int = 1000,
     on_progress: Callable[[int], None] = lambda lines: None,
     actor: str | None = None,
+    validate: Requester | None = None,
+    check_batch_size: int = 250,
 ) -> ImportReport:
     """Import every line, or none of them if one is refused (unless `skip_invalid`).
+
+    With `validate`, a pending check of every imported team is recorded in the same
+    transaction, `check_batch_size` to a batch (`ImportReport.batches`, for the
+    caller to publish after the commit).
 
     `lines` are raw lines of the file (bytes are decoded here, so a line that is
     not UTF-8 is reported like any other bad line). `on_progress(n)` is told how
@@ -141,7 +153,10 @@ def import_teams(
             links = _Links(session)
             for chunk in _chunks(enumerate(lines, start=1), batch_size):
                 parsed = [line for line in (_parse(n, raw, report) for n, raw in chunk) if line]
-                report.imported += _insert(session, links.resolve(parsed, report), vault, report)
+                inserted = _insert(session, links.resolve(parsed, report), vault, report)
+                report.imported += len(inserted)
+                if validate is not None:
+                    _ask_checks(session, inserted, validate, check_batch_size, report)
                 report.lines = chunk[-1][0]
                 on_progress(report.lines)
             if report.refused and not skip_invalid:
@@ -159,6 +174,7 @@ def import_teams(
                 )
     except _Refused:
         report.imported, report.written = 0, False
+        report.checks, report.batches = 0, []
     report.errors.sort(key=lambda error: error.line)
     del report.errors[ERRORS_KEPT:]
     return report
@@ -260,11 +276,11 @@ class _Links:
 
 def _insert(
     session: Session, lines: list[tuple[_Line, int]], vault: KeyVault, report: ImportReport
-) -> int:
+) -> list[Ask]:
     """Insert the chunk's teams; a label already taken (before, or earlier in the file)
-    is skipped by the database and reported."""
+    is skipped by the database and reported. Returns the teams inserted, as asks."""
     if not lines:
-        return 0
+        return []
     rows = {}
     for line, link_id in lines:
         team_id = Team.make_id(link_id, line.label)
@@ -285,7 +301,29 @@ def _insert(
         if team_id in rows and team_id not in inserted:
             _duplicate(report, line)
             del rows[team_id]  # reported once, even if the file repeats it
-    return len(inserted)
+    asks: dict[str, Ask] = {}
+    for line, link_id in lines:
+        team_id = Team.make_id(link_id, line.label)
+        if team_id in inserted:
+            asks.setdefault(team_id, Ask(line.organization_id, line.integration_id, team_id))
+    return list(asks.values())
+
+
+def _ask_checks(
+    session: Session, asks: list[Ask], requested_by: Requester, size: int, report: ImportReport
+) -> None:
+    """Record a pending check of each new team, `size` to a batch."""
+    now = utcnow()
+    for start in range(0, len(asks), size):
+        batch_id = uuid.uuid4()
+        rows = [
+            {"organization_id": a.organization_id, "integration_id": a.integration_id,
+             "team_id": a.team_id}
+            for a in asks[start : start + size]
+        ]  # fmt: skip
+        insert_pending(session, rows, **pending_columns(requested_by, now), batch_id=batch_id)
+        report.batches.append(batch_id)
+        report.checks += len(rows)
 
 
 def _duplicate(report: ImportReport, line: _Line) -> None:

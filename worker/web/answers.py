@@ -14,12 +14,15 @@ from worker.web.errors import ApiError
 
 
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):  # a view holding views (`SavedTeam`)
+        return {k: _jsonable(v) for k, v in value.items()}
     # A datetime is a date too: both are written as ISO 8601.
     return value.isoformat() if isinstance(value, date) else value
 
 
 def to_json(record: Any) -> dict[str, Any]:
-    """A `RequestView` or `TeamRow` as the API shows it (the documented schemas)."""
+    """A view (`RequestView`, `TeamRow`, `SavedTeam`...) as the API shows it (the
+    documented schemas)."""
     return {k: _jsonable(v) for k, v in dataclasses.asdict(record).items()}
 
 

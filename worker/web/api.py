@@ -5,8 +5,17 @@
     GET  /v1/teams/{team_id}                   a team's status
     GET  /v1/organizations/{org}/teams         an organization's teams (?status, limit, cursor)
     GET  /v1/organizations/{org}/migration     its readiness for JSM Ops, as recorded
+    POST /v1/organizations/{org}/integrations  install an account (Idempotency-Key)
+    GET  /v1/organizations/{org}/integrations  its integrations (?status, limit, cursor)
+    GET, PATCH, DELETE .../integrations/{id}   one: read, disable/enable, remove
+    POST .../integrations/{id}/teams           store a team's key, check it (?wait)
+    GET  .../integrations/{id}/teams           its teams (?status, limit, cursor)
+    PUT  /v1/teams/{team_id}/key               replace a team's key, check it (?wait)
+    DELETE /v1/teams/{team_id}                 remove a team
     GET  /v1/guard                             each base URL's mass-change guard, held counts
     GET  /v1/changes/held                      the changes it holds (?base_url, limit, cursor)
+    GET  /v1/audit                             the audit log, newest first (?organization_id,
+                                               action, since, limit, cursor)
     GET  /v1/openapi.json                      the OpenAPI document (worker/web/openapi.py)
     GET  /healthz                              database and broker reachable (and, to an
                                                authenticated caller, the keys' fingerprints)
@@ -25,12 +34,15 @@ the codes are listed in `worker.web.openapi.ERROR_CODES`. The rooms:
 
     config.py      ApiConfig, `api_config` (or StartRefused), the application keys
     inputs.py      query, header and body, read and refused with the published formats
+    routes.py      every route and its handler (scopes.py: the token scope each needs)
     handlers.py    one handler per route, the database reached on a thread pool
     answers.py     JSON answers, views in their documented shapes, the error shape
     middleware.py  the access log (`api.request`), the error shape, authentication
     server.py      aiohttp's private server classes, answering unreadable HTTP our way
     heartbeat.py   the API's row in `api_processes`: which encryption keys it holds
-    openapi.py     the OpenAPI document; schemas.py generates its schemas from the views
+    openapi.py     the OpenAPI document: error codes, responses; its operations in
+                   openapi_paths.py and openapi_inventory.py, built from openapi_parts.py;
+                   schemas.py generates its schemas from the views
 
 This module puts them together (`build_app`) and serves them (`start_api`, `serve`).
 """
@@ -51,7 +63,7 @@ from worker.access import Verifier, bootstrap_tokens
 from worker.database import session_factory
 from worker.logs import configure_logging
 from worker.settings import Settings
-from worker.web import handlers, heartbeat
+from worker.web import heartbeat
 from worker.web.client import ValidationClient
 from worker.web.config import (
     CLIENT,
@@ -68,6 +80,7 @@ from worker.web.grouping import Gatherer
 from worker.web.inputs import BODY_LIMIT
 from worker.web.middleware import access_log_middleware, auth_middleware, errors_middleware
 from worker.web.openapi import document
+from worker.web.routes import add_routes
 from worker.web.server import ApiRunner
 
 __all__ = ["ApiConfig", "ApiRunner", "StartRefused", "build_app", "serve", "start_api"]
@@ -101,21 +114,7 @@ def build_app(client: ValidationClient, config: ApiConfig) -> web.Application:
     if config.process_name is not None:
         app.on_startup.append(heartbeat.start)
         app.on_cleanup.append(heartbeat.stop)  # before close_client: it needs the database
-    app.router.add_post("/v1/validations", handlers.post_validation)
-    app.router.add_get("/v1/validations/{request_id}", handlers.get_validation, name="validation")
-    # Any character, "/" and "\n" included: a malformed id is refused by get_team (422),
-    # not left to fall through to "no such route".
-    app.router.add_get(r"/v1/teams/{team_id:[\s\S]+}", handlers.get_team)
-    # Not aiohttp's default [^{}/]+: an id with a brace is refused by the handler (422) too.
-    app.router.add_get("/v1/organizations/{organization_id:[^/]+}/teams", handlers.list_teams)
-    app.router.add_get(
-        "/v1/organizations/{organization_id:[^/]+}/migration", handlers.get_migration
-    )
-    app.router.add_get("/v1/guard", handlers.get_guard)
-    app.router.add_get("/v1/changes/held", handlers.list_held)
-    app.router.add_get("/v1/audit", handlers.list_audit)
-    app.router.add_get("/v1/openapi.json", handlers.get_openapi)
-    app.router.add_get("/healthz", handlers.healthz)
+    add_routes(app)
     add_console(app)
     return app
 

@@ -1,9 +1,11 @@
-"""The API's handlers, one per route (the routes are listed in `worker.web.api`).
+"""The API's handlers, one per route (the routes are listed in `worker.web.routes`).
 
 Each reads its input through `worker.web.inputs`, reaches the database through
 SQLAlchemy's sync API on the thread pool (`off_loop`), and answers a view in its
 documented shape. `?wait` polls from the loop with `asyncio.sleep` instead of holding
-a thread.
+a thread. The writes to integrations and teams are audited as the caller
+(`token:<name>`), and a token limited to some organizations finds another's
+integrations and teams no more than if they did not exist (404).
 """
 
 from __future__ import annotations
@@ -12,20 +14,23 @@ import asyncio
 import dataclasses
 import functools
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from aiohttp import web
 from sqlalchemy import text
 
+from models import IntegrationStatus
 from worker import audit, readiness
 from worker.access import Scope
 from worker.checks import held
 from worker.checks.requests import Ask, IdempotencyConflict
 from worker.enqueue import RequestView, confirms_after
-from worker.errors import RecordError
+from worker.errors import BaseUrlError, Busy, NotFound, RecordError
+from worker.inventory import DuplicateTeam
 from worker.web import teams
 from worker.web.answers import json_response, to_json
-from worker.web.client import ValidationClient
+from worker.web.client import SavedTeam, ValidationClient
 from worker.web.config import CLIENT, CONFIG, GATHERER, OPENAPI
 from worker.web.errors import ApiError, off_loop
 from worker.web.inputs import (
@@ -35,9 +40,16 @@ from worker.web.inputs import (
     parse_audit_query,
     parse_held_query,
     parse_idempotency_key,
+    parse_integration,
+    parse_integration_change,
+    parse_integration_id,
+    parse_integration_page_query,
+    parse_key,
+    parse_no_query,
     parse_organization_id,
     parse_page_query,
     parse_submission,
+    parse_team,
     parse_wait,
     read_json,
 )
@@ -294,3 +306,197 @@ async def healthz(request: web.Request) -> web.Response:
     if caller is not None and caller.allows(Scope.OPERATE):
         report["key_fingerprints"] = list(request.app[CONFIG].fingerprints)
     return json_response(report, 200 if report["status"] == "ok" else 503)
+
+
+# -- integrations and teams --------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+async def _write(call: Callable[[], T]) -> T:
+    """Run a write of the inventory off the loop; its refusals become API errors."""
+    try:
+        return await off_loop(call)
+    except IdempotencyConflict as exc:
+        raise ApiError(409, "idempotency_conflict", str(exc)) from exc
+    except NotFound as exc:
+        raise ApiError(404, "not_found", str(exc)) from exc
+    except DuplicateTeam as exc:
+        raise ApiError(409, "duplicate_team", str(exc)) from exc
+    except Busy as exc:
+        raise ApiError(503, "busy", str(exc), {"Retry-After": "1"}) from exc
+    except RecordError as exc:  # the messages of inventory's refusals repeat no key
+        raise invalid(str(exc)) from exc
+    except BaseUrlError as exc:
+        raise invalid(f"{exc}; the allowed ones are on OGV_ALLOWED_BASE_URLS") from exc
+
+
+def _organization(request: web.Request) -> int:
+    """The path's organization; one the token may not see answers 404, as if it had none."""
+    organization_id = parse_organization_id(request.match_info["organization_id"])
+    require_sees(request, organization_id, no_such_organization())
+    return organization_id
+
+
+def _ids(request: web.Request) -> tuple[int, int]:
+    organization_id = parse_organization_id(request.match_info["organization_id"])
+    integration_id = parse_integration_id(request.match_info["integration_id"])
+    require_sees(request, organization_id, no_such_organization())
+    return organization_id, integration_id
+
+
+async def _team_id(request: web.Request) -> str:
+    """The path's team id, of a team the token may see (else 404, as if there were none:
+    the team's organization is looked up first)."""
+    team_id = request.match_info["team_id"]
+    if not is_team_id(team_id):
+        raise bad_team_id()
+    client = request.app[CLIENT]
+    row = await off_loop(lambda: client.get_team(team_id))
+    if row is None or not caller(request).sees(row.organization_id):
+        raise ApiError(404, "not_found", "no such team")
+    return team_id
+
+
+async def _settled(client: ValidationClient, saved: SavedTeam, wait: float) -> SavedTeam:
+    """`saved` once its check is final or `wait` seconds have passed, the team re-read."""
+    if wait <= 0 or saved.validation.is_final:
+        return saved
+    view = await wait_until_final(client, saved.validation, wait)
+    team = await off_loop(functools.partial(client.get_team, saved.team.team_id))
+    return SavedTeam(team or saved.team, view)
+
+
+async def post_integration(request: web.Request) -> web.Response:
+    organization_id = _organization(request)
+    parse_no_query(request.query)
+    idempotency_key = parse_idempotency_key(request)
+    asked = parse_integration(await read_json(request))
+    client, actor = request.app[CLIENT], caller(request).actor
+    view, created = await _write(
+        lambda: client.add_integration(
+            organization_id,
+            asked.account,
+            platform=asked.platform,
+            base_url=asked.base_url,
+            probe=asked.probe,
+            idempotency_key=idempotency_key,
+            actor=actor,
+        )
+    )
+    location = request.app.router["integration"].url_for(
+        organization_id=str(organization_id), integration_id=str(view.integration_id)
+    )
+    return json_response(to_json(view), 201 if created else 200, {"Location": str(location)})
+
+
+async def list_integrations(request: web.Request) -> web.Response:
+    organization_id = _organization(request)
+    status, limit, after = parse_integration_page_query(request.query)
+    client = request.app[CLIENT]
+    page = await off_loop(
+        lambda: client.list_integrations(
+            organization_id,
+            status=status,
+            limit=limit,
+            cursor=str(after) if after is not None else None,
+        )
+    )
+    return json_response(
+        {"integrations": [to_json(i) for i in page.integrations], "next_cursor": page.next_cursor}
+    )
+
+
+async def get_integration(request: web.Request) -> web.Response:
+    organization_id, integration_id = _ids(request)
+    parse_no_query(request.query)
+    client = request.app[CLIENT]
+    view = await off_loop(lambda: client.get_integration(organization_id, integration_id))
+    if view is None:
+        raise ApiError(404, "not_found", "no such integration in that organization")
+    return json_response(to_json(view))
+
+
+async def patch_integration(request: web.Request) -> web.Response:
+    organization_id, integration_id = _ids(request)
+    parse_no_query(request.query)
+    status = parse_integration_change(await read_json(request))
+    client = request.app[CLIENT]
+    active = status is IntegrationStatus.ACTIVE
+    change = client.enable_integration if active else client.disable_integration
+    actor = caller(request).actor
+    view = await _write(lambda: change(organization_id, integration_id, actor=actor))
+    return json_response(to_json(view))
+
+
+async def delete_integration(request: web.Request) -> web.Response:
+    organization_id, integration_id = _ids(request)
+    parse_no_query(request.query)
+    client = request.app[CLIENT]
+    actor = caller(request).actor
+    removed = await _write(
+        lambda: client.remove_integration(organization_id, integration_id, actor=actor)
+    )
+    return json_response(to_json(removed))
+
+
+async def post_team(request: web.Request) -> web.Response:
+    organization_id, integration_id = _ids(request)
+    wait = parse_wait(request.query, request.app[CONFIG].max_wait)
+    idempotency_key = parse_idempotency_key(request)
+    asked = parse_team(await read_json(request))
+    client, actor = request.app[CLIENT], caller(request).actor
+    saved, created = await _write(
+        lambda: client.add_team(
+            organization_id,
+            integration_id,
+            asked.label,
+            asked.integration_key,
+            idempotency_key=idempotency_key,
+            actor=actor,
+        )
+    )
+    saved = await _settled(client, saved, wait)
+    location = request.app.router["team"].url_for(team_id=saved.team.team_id)
+    return json_response(to_json(saved), 201 if created else 200, {"Location": str(location)})
+
+
+async def list_integration_teams(request: web.Request) -> web.Response:
+    organization_id, integration_id = _ids(request)
+    page_query = parse_page_query(request.query)
+    client = request.app[CLIENT]
+
+    def page() -> teams.TeamPage | None:
+        if client.get_integration(organization_id, integration_id) is None:
+            return None
+        return client.list_teams(
+            organization_id,
+            integration_id=integration_id,
+            status=page_query.status,
+            limit=page_query.limit,
+            cursor=page_query.cursor,
+        )
+
+    found = await off_loop(page)
+    if found is None:
+        raise ApiError(404, "not_found", "no such integration in that organization")
+    return json_response(
+        {"teams": [to_json(t) for t in found.teams], "next_cursor": found.next_cursor}
+    )
+
+
+async def put_key(request: web.Request) -> web.Response:
+    wait = parse_wait(request.query, request.app[CONFIG].max_wait)
+    key = parse_key(await read_json(request))
+    team_id = await _team_id(request)
+    client, actor = request.app[CLIENT], caller(request).actor
+    saved = await _write(lambda: client.replace_key(team_id, key, actor=actor))
+    return json_response(to_json(await _settled(client, saved, wait)))
+
+
+async def delete_team(request: web.Request) -> web.Response:
+    parse_no_query(request.query)
+    team_id = await _team_id(request)
+    client, actor = request.app[CLIENT], caller(request).actor
+    removed = await _write(lambda: client.remove_team(team_id, actor=actor))
+    return json_response(to_json(removed))

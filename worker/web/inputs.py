@@ -11,21 +11,32 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeGuard
+from typing import Any, TypeGuard, get_args
 
 from aiohttp import web
 from multidict import MultiMapping
 
-from models import TeamStatus
-from models.integration import BASE_URL_MAX, BIGINT_MAX, INTEGER_MAX, TEAM_ID_MAX, TEAM_ID_PATTERN
+from models import IntegrationStatus, TeamStatus
+from models.integration import (
+    ACCOUNT_MAX,
+    BASE_URL_MAX,
+    BIGINT_MAX,
+    IDEMPOTENCY_KEY_MAX,
+    INTEGER_MAX,
+    LABEL_MAX,
+    LABEL_PATTERN,
+    TEAM_ID_MAX,
+    TEAM_ID_PATTERN,
+)
 from worker import audit, cursors
+from worker.inventory import KEY_MAX, KEY_PATTERN
+from worker.platforms import PLATFORMS, ProbeName
 from worker.web.errors import ApiError, malformed
 
 BODY_LIMIT = 16 * 1024
-IDEMPOTENCY_KEY_MAX = 200
 # Printable ASCII; HTTP drops spaces around a header value, so none can start or end it.
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$"
 # How `?wait=` is written: a decimal number, optionally with an exponent; never a sign.
@@ -46,6 +57,9 @@ _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 _DECIMAL = re.compile(DECIMAL_PATTERN)
 _DIGITS = re.compile(DIGITS_PATTERN)
 _BASE_URL = re.compile(BASE_URL_PATTERN)
+_LABEL = re.compile(LABEL_PATTERN)
+_KEY_FORMAT = re.compile(KEY_PATTERN)
+PROBES: tuple[str, ...] = get_args(ProbeName)
 _SINCE = re.compile(SINCE_PATTERN)
 
 
@@ -262,3 +276,158 @@ def parse_audit_query(query: MultiMapping[str]) -> audit.Query:
         limit=limit,
         before=before,
     )
+
+
+# -- integrations and teams --------------------------------------------------------------
+
+_ACCOUNT = "account"
+_KEY = "integration_key"
+
+
+@dataclass(frozen=True)
+class IntegrationInput:
+    """The body of `POST /v1/organizations/{organization_id}/integrations`."""
+
+    account: str
+    """The account's name, as in acme.app.opsgenie.com; spaces at either end are dropped."""
+    platform: str | None = None
+    """Where the account lives; null: named by `base_url`, else `opsgenie`."""
+    base_url: str | None = None
+    """The API base URL; null: the platform's. Another must be on OGV_ALLOWED_BASE_URLS."""
+    probe: str | None = None
+    """How its keys are checked; null: the platform's default."""
+
+
+@dataclass(frozen=True)
+class IntegrationChange:
+    """The body of `PATCH /v1/organizations/{organization_id}/integrations/{integration_id}`."""
+
+    status: str
+    """`disabled`: checks of its teams end `invalid_integration`; `active` again."""
+
+
+@dataclass(frozen=True)
+class TeamInput:
+    """The body of `POST .../integrations/{integration_id}/teams`: a new team's key."""
+
+    label: str
+    """Unique in the integration; the team id is `<organization_integration_id>-<label>`."""
+    integration_key: str
+    """The Opsgenie key. Stored encrypted, never returned; refused, never repeated, when
+    malformed."""
+
+
+@dataclass(frozen=True)
+class KeyInput:
+    """The body of `PUT /v1/teams/{team_id}/key`."""
+
+    integration_key: str
+    """The new key. Stored encrypted, never returned; refused, never repeated, when
+    malformed."""
+
+
+def _object(body: Any, allowed: set[str], required: set[str]) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise invalid("the body must be a JSON object")
+    if set(body) - allowed:
+        raise invalid(f"unknown fields; the fields are {', '.join(sorted(allowed))}")
+    if missing := required - set(body):
+        raise invalid(f"missing fields: {', '.join(sorted(missing))}")
+    return body
+
+
+def _choice(body: Mapping[str, Any], name: str, choices: Sequence[str]) -> str | None:
+    value = body.get(name)
+    if value is not None and value not in choices:
+        raise invalid(f"{name} must be one of {', '.join(choices)}, or null")
+    return value
+
+
+def _integration_key(body: Mapping[str, Any]) -> str:
+    key = body.get(_KEY)
+    if not isinstance(key, str) or len(key) > KEY_MAX or not _KEY_FORMAT.fullmatch(key):
+        # Never the value: it is a secret, malformed or not.
+        raise invalid(
+            f"integration_key must be 1 to {KEY_MAX} visible ASCII characters, without spaces"
+        )
+    return key
+
+
+def parse_integration(body: Any) -> IntegrationInput:
+    """The body's fields, each as the document's `IntegrationInput` says."""
+    fields = _object(body, {_ACCOUNT, "platform", "base_url", "probe"}, {_ACCOUNT})
+    account = fields[_ACCOUNT]
+    if not isinstance(account, str) or not 1 <= len(account) <= ACCOUNT_MAX:
+        raise invalid(f"account must be a string of 1 to {ACCOUNT_MAX} characters")
+    base_url = fields.get("base_url")
+    if base_url is not None and (
+        not isinstance(base_url, str)
+        or len(base_url) > BASE_URL_MAX
+        or not _BASE_URL.fullmatch(base_url)
+    ):
+        raise invalid(
+            f"base_url must be an http(s) URL of at most {BASE_URL_MAX} printable ASCII "
+            "characters, or null"
+        )
+    return IntegrationInput(
+        account=account,
+        platform=_choice(fields, "platform", list(PLATFORMS)),
+        base_url=base_url,
+        probe=_choice(fields, "probe", PROBES),
+    )
+
+
+def parse_integration_change(body: Any) -> IntegrationStatus:
+    fields = _object(body, {"status"}, {"status"})
+    status = fields["status"]
+    if status not in IntegrationStatus._value2member_map_:
+        raise invalid(f"status must be one of {', '.join(s.value for s in IntegrationStatus)}")
+    return IntegrationStatus(status)
+
+
+def parse_team(body: Any) -> TeamInput:
+    """The body's label and key, each as the document's `TeamInput` says."""
+    fields = _object(body, {"label", _KEY}, {"label", _KEY})
+    label = fields["label"]
+    if not isinstance(label, str) or len(label) > LABEL_MAX or not _LABEL.fullmatch(label):
+        raise invalid(
+            f"label must be 1 to {LABEL_MAX} characters, without control characters and "
+            "without spaces at either end"
+        )
+    return TeamInput(label=label, integration_key=_integration_key(fields))
+
+
+def parse_key(body: Any) -> str:
+    """The new key of `PUT /v1/teams/{team_id}/key`."""
+    return _integration_key(_object(body, {_KEY}, {_KEY}))
+
+
+def parse_integration_page_query(
+    query: MultiMapping[str],
+) -> tuple[IntegrationStatus | None, int, int | None]:
+    """`?status=&limit=&cursor=` of a page of integrations: the cursor is the last
+    integration id of the previous page."""
+    _only(query, {"status", "limit", "cursor"})
+    status = query.get("status")
+    if status is not None and status not in IntegrationStatus._value2member_map_:
+        raise invalid(f"status must be one of {', '.join(s.value for s in IntegrationStatus)}")
+    limit = parse_integer(query.get("limit", str(cursors.DEFAULT_PAGE)), cursors.MAX_PAGE)
+    if limit is None:
+        raise invalid(f"limit must be an integer from 1 to {cursors.MAX_PAGE}")
+    cursor = query.get("cursor")
+    after = parse_integer(cursor, INTEGER_MAX) if cursor is not None else None
+    if cursor is not None and after is None:
+        raise invalid("the cursor must be a next_cursor this API gave out")
+    return IntegrationStatus(status) if status is not None else None, limit, after
+
+
+def parse_integration_id(raw: str) -> int:
+    integration_id = parse_integer(raw, INTEGER_MAX)
+    if integration_id is None:
+        raise invalid(f"the integration id must be an integer from 1 to {INTEGER_MAX}")
+    return integration_id
+
+
+def parse_no_query(query: MultiMapping[str]) -> None:
+    if query:
+        raise invalid("this route takes no query parameters")

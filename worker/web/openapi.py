@@ -1,9 +1,12 @@
 """The OpenAPI 3.1 document of the HTTP API (served at `GET /v1/openapi.json`).
 
-The paths, error codes and prose are written here by hand; the component schemas of
-what the API answers are generated from the view dataclasses (`worker.web.schemas`),
-and the input formats are imported from their owners (`models.integration`,
-`worker.cursors`, `worker.web.inputs`), so the document and the code say the same.
+The paths, error codes and prose are written by hand: the error codes and shared
+responses here, the routes' operations in `worker.web.openapi_paths` (the front
+door's in `worker.web.openapi_inventory`), their building blocks in
+`worker.web.openapi_parts`. The component schemas of what the API answers are
+generated from the view dataclasses (`worker.web.schemas`), and the input formats
+are imported from their owners (`models.integration`, `worker.cursors`,
+`worker.web.inputs`), so the document and the code say the same.
 The API tests check every answer they get against it, and tests/test_api_schema.py
 sends requests generated from it: what it calls valid is never refused as invalid,
 and what it calls invalid always is.
@@ -18,19 +21,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from models import TeamStatus
-from models.integration import BASE_URL_MAX, BIGINT_MAX
-from worker import audit
-from worker.cursors import CURSOR_MAX, CURSOR_PATTERN, DEFAULT_PAGE, MAX_PAGE
-from worker.web.inputs import (
-    BASE_URL_PATTERN,
-    BODY_LIMIT,
-    DIGITS_PATTERN,
-    IDEMPOTENCY_KEY_MAX,
-    IDEMPOTENCY_KEY_PATTERN,
-    SINCE_PATTERN,
-)
-from worker.web.schemas import team_id_schema, view_schemas
+from worker.web.inputs import BODY_LIMIT
+from worker.web.openapi_parts import json_answer, ref
+from worker.web.openapi_paths import paths
+from worker.web.schemas import view_schemas
 from worker.web.scopes import document_scopes
 
 ERROR_CODES = {
@@ -39,10 +33,11 @@ ERROR_CODES = {
     "malformed_json": "400: the body is not JSON",
     "unauthorized": "401: no bearer token, or the wrong one",
     "forbidden": "403: the token lacks the route's scope, or may not ask for that organization",
-    "not_found": "404: no such request, team, organization or route",
+    "not_found": "404: no such request, team, integration, organization or route",
     "expired": "410: the request was older than OGV_REQUEST_RETENTION_DAYS and was pruned",
     "method_not_allowed": "405: the route exists, not with that method",
-    "idempotency_conflict": "409: the Idempotency-Key was used for another team",
+    "idempotency_conflict": "409: the Idempotency-Key was used for another team, or another create",
+    "duplicate_team": "409: the integration has a team with that label",
     "too_large": "413: the body is over the size limit",
     "unsupported_media_type": "415: the body is not application/json",
     "invalid_request": "422: a field, header or query parameter is missing or of the wrong type",
@@ -54,33 +49,8 @@ ERROR_CODES = {
 }
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
 def _error_response(description: str) -> dict[str, Any]:
-    return _json(_ref("Error"), description)
-
-
-def _errors(*statuses: int) -> dict[str, Any]:
-    names = {
-        400: "BadRequest",
-        401: "Unauthorized",
-        403: "Forbidden",
-        404: "NotFound",
-        409: "IdempotencyConflict",
-        410: "Expired",
-        413: "TooLarge",
-        415: "UnsupportedMediaType",
-        422: "InvalidRequest",
-        500: "InternalError",
-        503: "Unavailable",
-    }
-    return {str(s): {"$ref": f"#/components/responses/{names[s]}"} for s in statuses}
+    return json_answer(ref("Error"), description)
 
 
 def _guard() -> dict[str, Any]:
@@ -96,7 +66,7 @@ def _guard() -> dict[str, Any]:
                 "enum": ["redis", "database"],
                 "description": "Where the workers share the windows (OGV_REDIS_URL).",
             },
-            "base_urls": {"type": "array", "items": _ref("BaseUrlGuard")},
+            "base_urls": {"type": "array", "items": ref("BaseUrlGuard")},
         },
     }
 
@@ -176,7 +146,9 @@ def _responses() -> dict[str, Any]:
             "(OGV_REQUEST_RETENTION_DAYS) and was pruned; its team's status is still there."
         ),
         "IdempotencyConflict": _error_response(
-            "`idempotency_conflict`: the Idempotency-Key was used for another team."
+            "`idempotency_conflict`: the Idempotency-Key was used for another team, or for "
+            "another create (other fields, or what it created is removed since); "
+            "`duplicate_team`: the integration has a team with that label."
         ),
         "TooLarge": _error_response(f"`too_large`: the body is over {BODY_LIMIT // 1024} KiB."),
         "UnsupportedMediaType": _error_response(
@@ -198,285 +170,6 @@ def _responses() -> dict[str, Any]:
     }
 
 
-def _post_validations() -> dict[str, Any]:
-    request = _json(_ref("ValidationRequest"), "")
-    location = {
-        "Location": {
-            "description": "The request's URL (`/v1/validations/{id}`).",
-            "schema": {"type": "string"},
-        }
-    }
-    return {
-        "operationId": "requestValidation",
-        "summary": "Ask for a check of a team's key",
-        "description": "Records the request and queues it. While a check of the team is "
-        "pending or running, that request is returned instead of a new one. "
-        "`invalid_integration` and `invalid_team` are outcomes, not errors. A query "
-        "parameter other than `wait`, or one given twice, is refused (422).",
-        "parameters": [
-            {
-                "name": "wait",
-                "in": "query",
-                "required": False,
-                "description": "Wait up to this many seconds for the outcome (capped by "
-                "OGV_API_MAX_WAIT, default 30). A decimal number: 5, 0.5 or 1e-3; no sign.",
-                "schema": {"type": "number", "minimum": 0},
-            },
-            {
-                "name": "Idempotency-Key",
-                "in": "header",
-                "required": False,
-                "description": "The same key returns the same request. Printable ASCII.",
-                "schema": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": IDEMPOTENCY_KEY_MAX,
-                    "pattern": IDEMPOTENCY_KEY_PATTERN,
-                },
-            },
-        ],
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": _ref("ValidationInput")}},
-        },
-        "responses": {
-            "200": {
-                **request,
-                "description": "The request has its outcome (state done or failed).",
-                "headers": location,
-            },
-            "202": {
-                **request,
-                "description": "Queued or running; poll the Location.",
-                "headers": location,
-            },
-            **_errors(400, 401, 409, 413, 415, 422, 500, 503),
-        },
-    }
-
-
-def _organization_id() -> dict[str, Any]:
-    return {
-        "name": "organization_id",
-        "in": "path",
-        "required": True,
-        "description": "Decimal digits.",
-        "schema": {"type": "integer", "minimum": 1, "maximum": BIGINT_MAX},
-    }
-
-
-def _page_parameters() -> list[dict[str, Any]]:
-    return [
-        {
-            "name": "status",
-            "in": "query",
-            "schema": {"type": "string", "enum": [s.value for s in TeamStatus]},
-        },
-        *_bounds_parameters(),
-    ]
-
-
-def _bounds_parameters() -> list[dict[str, Any]]:
-    """`limit` and `cursor` of a page ordered by team id."""
-    return [
-        {
-            "name": "limit",
-            "in": "query",
-            "description": "Decimal digits.",
-            "schema": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": MAX_PAGE,
-                "default": DEFAULT_PAGE,
-            },
-        },
-        {
-            "name": "cursor",
-            "in": "query",
-            "description": "`next_cursor` of the previous page: the page starts after the team "
-            "it names. Any other well-formed cursor names a place in the order as well.",
-            "schema": {
-                "type": "string",
-                "minLength": 2,
-                "maxLength": CURSOR_MAX,
-                "pattern": CURSOR_PATTERN,
-            },
-        },
-    ]
-
-
-def _audit() -> dict[str, Any]:
-    def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-        return {"name": name, "in": "query", "description": description, "schema": schema}
-
-    return {
-        "operationId": "listAuditEvents",
-        "summary": "The audit log: who did what, to which organization and target, newest first",
-        "description": "Operators' (`cli:<os user>`) and callers' (`token:<name>`) actions, "
-        "as `ogv audit list` shows them. A token limited to some organizations reads only "
-        "their events. A query parameter not listed here, or one given twice, is refused (422).",
-        "parameters": [
-            {**_organization_id(), "in": "query", "required": False},
-            query("action", {"type": "string", "enum": list(audit.ACTIONS)}, "Only this action."),
-            query(
-                "since",
-                {"type": "string", "pattern": SINCE_PATTERN},
-                "Only events at or after: an ISO 8601 date, or date and time (UTC unless it "
-                "says), such as 2027-01-31T12:00Z.",
-            ),
-            query(
-                "limit",
-                {"type": "integer", "minimum": 1, "maximum": audit.MAX_PAGE, "default": 50},
-                "Decimal digits.",
-            ),
-            query(
-                "cursor",
-                {"type": "string", "pattern": DIGITS_PATTERN, "maxLength": 10},
-                "`next_cursor` of the previous page.",
-            ),
-        ],
-        "responses": {
-            "200": _json(_ref("AuditPage"), "One page of events, newest first."),
-            **_errors(400, 401, 422, 500, 503),
-        },
-    }
-
-
-def _paths() -> dict[str, Any]:
-    public: list[dict[str, Any]] = []
-    return {
-        "/v1/validations": {"post": _post_validations()},
-        "/v1/validations/{request_id}": {
-            "get": {
-                "operationId": "getValidation",
-                "summary": "A request's state and outcome",
-                "parameters": [
-                    {
-                        "name": "request_id",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string", "format": "uuid"},
-                    }
-                ],
-                "responses": {
-                    "200": _json(_ref("ValidationRequest"), "The request."),
-                    **_errors(400, 401, 404, 410, 500, 503),
-                },
-            }
-        },
-        "/v1/teams/{team_id}": {
-            "get": {
-                "operationId": "getTeam",
-                "summary": "A team's status",
-                "parameters": [
-                    {
-                        "name": "team_id",
-                        "in": "path",
-                        "required": True,
-                        "schema": team_id_schema("URL-encoded in the path."),
-                    }
-                ],
-                "responses": {
-                    "200": _json(_ref("Team"), "The team."),
-                    **_errors(400, 401, 404, 422, 500, 503),
-                },
-            }
-        },
-        "/v1/organizations/{organization_id}/teams": {
-            "get": {
-                "operationId": "listTeams",
-                "summary": "An organization's teams, by team id, a page at a time",
-                "description": "A query parameter not listed here, or one given twice, is "
-                "refused (422).",
-                "parameters": [_organization_id(), *_page_parameters()],
-                "responses": {
-                    "200": _json(_ref("TeamPage"), "One page of teams."),
-                    **_errors(400, 401, 404, 422, 500, 503),
-                },
-            }
-        },
-        "/v1/organizations/{organization_id}/migration": {
-            "get": {
-                "operationId": "getMigrationReport",
-                "summary": "An organization's readiness for JSM Operations, as recorded",
-                "description": "The figures of `ogv migration report` for one organization, "
-                "read from the last probes; this call probes nothing. It takes no query "
-                "parameter (422).",
-                "parameters": [_organization_id()],
-                "responses": {
-                    "200": _json(_ref("MigrationReport"), "The organization's report."),
-                    **_errors(400, 401, 404, 422, 500, 503),
-                },
-            }
-        },
-        "/v1/guard": {
-            "get": {
-                "operationId": "getGuard",
-                "summary": "Each base URL's mass-change guard, and the changes it holds",
-                "description": "Whether the guard of each base URL is tripped, its current "
-                "window, and how many changes it holds (`ogv changes list`). It takes no query "
-                "parameter (422).",
-                "responses": {
-                    "200": _json(_ref("Guard"), "Every base URL counted or holding changes."),
-                    **_errors(400, 401, 422, 500, 503),
-                },
-            }
-        },
-        "/v1/changes/held": {
-            "get": {
-                "operationId": "listHeldChanges",
-                "summary": "The changes the mass-change guard holds, by team id, a page at a time",
-                "description": "An operator releases or discards them with `ogv changes "
-                "release` or `ogv changes discard`. A query parameter not listed here, or one "
-                "given twice, is refused (422).",
-                "parameters": [
-                    {
-                        "name": "base_url",
-                        "in": "query",
-                        "description": "Only the changes held for this base URL, exactly as "
-                        "`GET /v1/guard` lists it; another matches nothing.",
-                        "schema": {
-                            "type": "string",
-                            "minLength": 8,
-                            "maxLength": BASE_URL_MAX,
-                            "pattern": BASE_URL_PATTERN,
-                        },
-                    },
-                    *_bounds_parameters(),
-                ],
-                "responses": {
-                    "200": _json(_ref("HeldPage"), "One page of held changes."),
-                    **_errors(400, 401, 422, 500, 503),
-                },
-            }
-        },
-        "/v1/audit": {"get": _audit()},
-        "/v1/openapi.json": {
-            "get": {
-                "operationId": "getOpenApi",
-                "summary": "This document",
-                "security": public,
-                "responses": {
-                    "200": _json({"type": "object"}, "The OpenAPI document."),
-                    **_errors(400),
-                },
-            }
-        },
-        "/healthz": {
-            "get": {
-                "operationId": "health",
-                "summary": "Whether the database and the broker are reachable",
-                "security": public,
-                "responses": {
-                    "200": _json(_ref("Health"), "Both are reachable."),
-                    **_errors(400),
-                    "503": _json(_ref("Health"), "At least one is not."),
-                },
-            }
-        },
-    }
-
-
 def document() -> dict[str, Any]:
     """The whole OpenAPI document, as a JSON-ready dict."""
     return {
@@ -491,7 +184,7 @@ def document() -> dict[str, Any]:
             'integer literals (7, never 7.0, "7" or true).',
         },
         "security": [{"bearerAuth": []}],
-        "paths": document_scopes(_paths()),
+        "paths": document_scopes(paths()),
         "components": {
             "securitySchemes": {
                 "bearerAuth": {

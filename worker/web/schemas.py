@@ -11,21 +11,41 @@ from their owners (`models.integration`, `worker.web.inputs`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from enum import Enum
 from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter
 
-from models import Outcome, Requester, RequestState, TeamStatus
-from models.integration import BIGINT_MAX, INTEGER_MAX, TEAM_ID_MAX, TEAM_ID_PATTERN
-from worker import audit, readiness
+from models import IntegrationStatus, Outcome, Requester, RequestState, TeamStatus
+from models.integration import (
+    ACCOUNT_MAX,
+    BASE_URL_MAX,
+    BIGINT_MAX,
+    INTEGER_MAX,
+    LABEL_MAX,
+    LABEL_PATTERN,
+    TEAM_ID_MAX,
+    TEAM_ID_PATTERN,
+)
+from worker import audit, inventory, readiness
 from worker.checks import held
 from worker.enqueue import RequestView
 from worker.platforms import PLATFORMS
 from worker.platforms.hints import HINTS, Hint
 from worker.platforms.opsgenie import OPSGENIE_END_OF_SUPPORT
-from worker.web.inputs import Submission
+from worker.web.client import SavedTeam
+from worker.web.inputs import (
+    BASE_URL_PATTERN,
+    DIGITS_PATTERN,
+    PROBES,
+    IntegrationChange,
+    IntegrationInput,
+    KeyInput,
+    Submission,
+    TeamInput,
+)
 from worker.web.teams import TeamPage, TeamRow
 
 REF = "#/components/schemas/"
@@ -37,6 +57,15 @@ VIEWS: dict[str, type] = {
     "ValidationRequest": RequestView,
     "Team": TeamRow,
     "TeamPage": TeamPage,
+    "IntegrationInput": IntegrationInput,
+    "IntegrationChange": IntegrationChange,
+    "TeamInput": TeamInput,
+    "KeyInput": KeyInput,
+    "Integration": inventory.IntegrationView,
+    "IntegrationPage": inventory.IntegrationPage,
+    "SavedTeam": SavedTeam,
+    "RemovedIntegration": inventory.RemovedIntegration,
+    "RemovedTeam": inventory.RemovedTeam,
     "MigrationReport": readiness.MigrationReport,
     "OrganizationReadiness": readiness.OrganizationReadiness,
     "IntegrationReadiness": readiness.IntegrationReadiness,
@@ -54,6 +83,8 @@ _CONFIG = ConfigDict(
 )
 # Fields left out of the answer when None (`MigrationReport.as_dict`), never null.
 _ABSENT_WHEN_NONE = {"MigrationReport": {"probed"}}
+# Request bodies: a field with a default may be left out.
+_INPUTS = {"ValidationInput", "IntegrationInput", "IntegrationChange", "TeamInput", "KeyInput"}
 
 
 def team_id_schema(more: str) -> dict[str, Any]:
@@ -74,6 +105,12 @@ def _enum(values: Iterable[str] | type[Enum]) -> dict[str, Any]:
 
 
 _COUNT = {"minimum": 0}
+_KEY_INPUT = {
+    "minLength": 1,
+    "maxLength": inventory.KEY_MAX,
+    "pattern": inventory.KEY_PATTERN,
+    "writeOnly": True,
+}
 _PLATFORMS = {"items": {"type": "string", **_enum(PLATFORMS)}}
 _STATUS = _enum(TeamStatus)
 
@@ -103,6 +140,36 @@ _REFINED: dict[str, dict[str, dict[str, Any]]] = {
         "jsm_ops": _enum(["works", "fails", "unknown"]),
         "days_left": _COUNT,
     },
+    "IntegrationInput": {
+        "account": {"minLength": 1, "maxLength": ACCOUNT_MAX},
+        "platform": _enum(PLATFORMS),
+        "base_url": {"minLength": 8, "maxLength": BASE_URL_MAX, "pattern": BASE_URL_PATTERN},
+        "probe": _enum(PROBES),
+    },
+    "IntegrationChange": {"status": _enum(IntegrationStatus)},
+    "TeamInput": {
+        "label": {
+            "minLength": 1,
+            "maxLength": LABEL_MAX,
+            "pattern": LABEL_PATTERN,
+            "description": "Unique in the integration; the team id is "
+            "`<organization_integration_id>-<label>`. Printable as well: no character of "
+            "Unicode's Other or Separator categories but the space (Python's "
+            "`str.isprintable`); anything else is refused (422).",
+        },
+        "integration_key": _KEY_INPUT,
+    },
+    "KeyInput": {"integration_key": _KEY_INPUT},
+    "Integration": {
+        "integration_id": {"minimum": 1, "maximum": INTEGER_MAX},
+        "organization_id": {"minimum": 1, "maximum": BIGINT_MAX},
+        "platform": _enum(PLATFORMS),
+        "probe": _enum(PROBES),
+        "status": _enum(IntegrationStatus),
+        "teams": _COUNT,
+    },
+    "IntegrationPage": {"next_cursor": {"pattern": DIGITS_PATTERN}},
+    "RemovedIntegration": {"teams": _COUNT},
     "MigrationReport": {
         "end_of_support": {"const": OPSGENIE_END_OF_SUPPORT.isoformat()},
         "days_left": _COUNT,
@@ -200,6 +267,12 @@ def _generated(name: str, view: type) -> dict[str, Any]:
     fields = schema["properties"]
     for field, refinement in _REFINED.get(name, {}).items():
         fields[field] = _refine(fields[field], refinement)
+    if name in _INPUTS:
+        schema["required"] = [
+            f.name
+            for f in dataclasses.fields(view)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
     for field in _ABSENT_WHEN_NONE.get(name, ()):
         (present,) = [k for k in fields[field].pop("anyOf") if k != {"type": "null"}]
         fields[field].update(present)

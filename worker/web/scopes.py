@@ -5,9 +5,13 @@ the API's side: `ROUTE_SCOPES` (one entry per route, checked by the auth middlew
 and published in the OpenAPI document as each operation's security requirement and
 `x-scopes`), and the caller the middleware found (`caller`).
 
-A token limited to some organizations sees only them: another organization's teams,
-requests and migration report answer 404 as if they did not exist, and a check asked
-for one answers 403.
+Every route added in `worker/web/routes.py` but the public ones has its entry here
+(tests/web/test_scoped_api.py checks it): reads need `read`, checks `validate`, the
+guard and the audit log `operate`, and the writes to integrations and teams `manage`.
+
+A token limited to some organizations sees only them: another organization's
+integrations, teams, requests and migration report answer 404 as if they did not
+exist (writes to them too), and a check asked for one answers 403.
 """
 
 from __future__ import annotations
@@ -19,12 +23,25 @@ from aiohttp import web
 from worker.access import Caller, Scope
 from worker.web.errors import ApiError
 
+_ORG = "/v1/organizations/{organization_id}"
+_INTEGRATIONS = _ORG + "/integrations"
+_INTEGRATION = _INTEGRATIONS + "/{integration_id}"
+
 ROUTE_SCOPES: dict[tuple[str, str], Scope] = {
     ("POST", "/v1/validations"): Scope.VALIDATE,
     ("GET", "/v1/validations/{request_id}"): Scope.READ,
     ("GET", "/v1/teams/{team_id}"): Scope.READ,
-    ("GET", "/v1/organizations/{organization_id}/teams"): Scope.READ,
-    ("GET", "/v1/organizations/{organization_id}/migration"): Scope.READ,
+    ("DELETE", "/v1/teams/{team_id}"): Scope.MANAGE,
+    ("PUT", "/v1/teams/{team_id}/key"): Scope.MANAGE,
+    ("GET", _ORG + "/teams"): Scope.READ,
+    ("GET", _ORG + "/migration"): Scope.READ,
+    ("GET", _INTEGRATIONS): Scope.READ,
+    ("POST", _INTEGRATIONS): Scope.MANAGE,
+    ("GET", _INTEGRATION): Scope.READ,
+    ("PATCH", _INTEGRATION): Scope.MANAGE,
+    ("DELETE", _INTEGRATION): Scope.MANAGE,
+    ("GET", _INTEGRATION + "/teams"): Scope.READ,
+    ("POST", _INTEGRATION + "/teams"): Scope.MANAGE,
     ("GET", "/v1/guard"): Scope.OPERATE,
     ("GET", "/v1/changes/held"): Scope.OPERATE,
     ("GET", "/v1/audit"): Scope.OPERATE,

@@ -120,12 +120,16 @@ def list_team_page(
     session: Session,
     organization_id: int,
     *,
+    integration_id: int | None = None,
     status: TeamStatus | None = None,
     limit: int = DEFAULT_PAGE,
     cursor: str | None = None,
 ) -> TeamPage:
-    """One page of the organization's teams, ordered by id, optionally of one status."""
+    """One page of the organization's teams (of one integration, if given), ordered by
+    id, optionally of one status."""
     query = _rows().where(OrganizationIntegration.organization_id == organization_id)
+    if integration_id is not None:
+        query = query.where(OrganizationIntegration.integration_id == integration_id)
     if status is not None:
         query = query.where(Team.status == status)
     if cursor is not None:

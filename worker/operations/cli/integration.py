@@ -1,8 +1,11 @@
 """`ogv integration`: install an Opsgenie or JSM Operations account for an
-organization, and move one to JSM Operations."""
+organization, list, show, disable, enable and remove one, and move one to JSM
+Operations. The commands that read or change one go through
+`worker.web.client.ValidationClient`, as a web app does."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -158,6 +161,131 @@ def _describe_move(move: Any) -> str:
     if move.dry_run:
         return f"dry run: would move {where}; {ready}; nothing changed"
     return f"moved {where}; {ready}{' (forced)' if move.forced else ''}"
+
+
+@app.command("list")
+def integration_list(
+    org: Annotated[int, typer.Option(help="The organization id.")],
+    status: Annotated[str | None, typer.Option(help="Only active or disabled ones.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many (1 to 100).")] = 50,
+    cursor: Annotated[str | None, typer.Option(help="The next_cursor of the last page.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List an organization's integrations, a page at a time."""
+    from models import IntegrationStatus
+
+    if status is not None and status not in IntegrationStatus._value2member_map_:
+        fail("invalid", "--status takes active or disabled", as_json)
+    if not 1 <= limit <= 100:
+        fail("invalid", "--limit takes 1 to 100", as_json)
+    if cursor is not None and not (cursor.isascii() and cursor.isdigit()):
+        fail("invalid", "--cursor takes the next_cursor of the last page", as_json)
+    with _client() as client:
+        page = client.list_integrations(
+            org,
+            status=IntegrationStatus(status) if status else None,
+            limit=limit,
+            cursor=cursor,
+        )
+    emit(page, as_json, lambda: _print_integrations(page))
+
+
+@app.command("show")
+def integration_show(
+    org: Annotated[int, typer.Option(help="The organization id.")],
+    integration: Annotated[int, typer.Option(help="The integration id.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Show one of an organization's integrations."""
+    with _client() as client:
+        view = client.get_integration(org, integration)
+    if view is None:
+        message = f"integration {integration} is not installed for organization {org}"
+        fail("not_found", message, as_json)
+    emit(view, as_json, lambda: console.print(_describe(view), highlight=False))
+
+
+@app.command("disable")
+def integration_disable(
+    org: Annotated[int, typer.Option(help="The organization id.")],
+    integration: Annotated[int, typer.Option(help="The integration id.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Disable an integration: checks of its teams end invalid_integration until enabled."""
+    _change(lambda client: client.disable_integration(org, integration), as_json)
+
+
+@app.command("enable")
+def integration_enable(
+    org: Annotated[int, typer.Option(help="The organization id.")],
+    integration: Annotated[int, typer.Option(help="The integration id.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Enable a disabled integration again."""
+    _change(lambda client: client.enable_integration(org, integration), as_json)
+
+
+@app.command("remove")
+def integration_remove(
+    org: Annotated[int, typer.Option(help="The organization id.")],
+    integration: Annotated[int, typer.Option(help="The integration id.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Remove an integration from an organization, with its teams (their history stays
+    until OGV_HISTORY_RETENTION_DAYS prunes it)."""
+    removed = _change(lambda client: client.remove_integration(org, integration), as_json, False)
+    emit(
+        removed,
+        as_json,
+        lambda: console.print(
+            f"removed integration {integration} of organization {org} and its {removed.teams} teams"
+        ),
+    )
+
+
+def _client() -> Any:
+    """The client the commands write through; the audit log names its writes
+    `cli:<os user>`."""
+    from models import Requester
+    from worker import audit
+    from worker.web.client import ValidationClient
+
+    return ValidationClient.from_settings(requested_by=Requester.CLI, actor=audit.cli_actor())
+
+
+def _change(write: Callable[[Any], Any], as_json: bool, show: bool = True) -> Any:
+    """Run one write through the client; a refusal is one line."""
+    from worker.errors import RecordError
+
+    try:
+        with _client() as client:
+            done = write(client)
+    except RecordError as exc:
+        fail(exc.code, str(exc), as_json)
+    if show:
+        emit(done, as_json, lambda: console.print(_describe(done), highlight=False))
+    return done
+
+
+def _describe(view: Any) -> str:
+    return (
+        f"integration {view.integration_id} ({view.account}) on {view.platform}, "
+        f"probe {view.probe}: {view.status}, {view.teams} teams; team ids start "
+        f"{view.organization_integration_id}-"
+    )
+
+
+def _print_integrations(page: Any) -> None:
+    from rich.table import Table
+
+    table = Table("integration", "account", "platform", "status", "teams")
+    for view in page.integrations:
+        table.add_row(
+            str(view.integration_id), view.account, view.platform, view.status, str(view.teams)
+        )
+    console.print(table)
+    if page.next_cursor:
+        console.print(f"more: --cursor {page.next_cursor}", highlight=False)
 
 
 CLEAR = "none"
