@@ -26,7 +26,7 @@ from tests.support.stacks import Stack, open_stack, wait_until
 from tests.support.webhooks import WebhookReceiver as Receiver
 from worker import webhooks
 from worker.checks import platform_health
-from worker.checks.guard import DatabaseWindows, Thresholds
+from worker.checks.guard import DatabaseWindows, Entry, Thresholds
 from worker.checks.opsgenie import UnrecognisedAnswer
 from worker.checks.records import record_trip
 from worker.checks.rules import Target
@@ -94,6 +94,7 @@ def target(base_url: str) -> Target:
         key_version=1,
         platform=OPSGENIE,
         probe="alerts",
+        organization_id=1,
     )
 
 
@@ -130,10 +131,11 @@ def test_a_guard_trip_is_recorded_once_and_its_lost_document_sent_again(
     base_url = f"https://lying-{uuid.uuid4().hex[:8]}.example.com/"
     sessions = session_factory(configured(stack).effective_database_url)
     thresholds = Thresholds(window=600.0, threshold=0.2, min_changes=3)
-    accounts = ["a", "b", "c", "a"]
+    # Four changes from three organizations: the third organization's trips the guard.
+    entries = [Entry(str(uuid.uuid4()), org, change=True) for org in (1, 2, 3, 1)]
     with sessions.begin() as session:
         connection = session.connection()
-        admission = DatabaseWindows().admit(connection, base_url, thresholds, 4, accounts)
+        admission = DatabaseWindows().admit(connection, base_url, thresholds, entries)
         assert admission.trip is not None
         trip = record_trip(connection, admission.trip)
         # The same trip decided again (a redone write) is not recorded again.

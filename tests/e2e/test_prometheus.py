@@ -6,8 +6,8 @@ evaluating every second) scrapes a real prefork worker's and a real `ogv api`'s
 from a copy whose `for:` durations are all 1s, so that alerts fire within the test;
 their expressions are the shipped ones, unchanged.
 
-The fleet: one organization of four accounts on the fake's US host, one of two
-accounts on its EU host. Once every key has checked valid (one after a 429), the US
+The fleet: four organizations of one account each on the fake's US host, two on
+its EU host. Once every key has checked valid (one after a 429), the US
 host answers 401 to every key (the mass-change guard trips) and the EU host answers
 nginx's HTML 404 (every answer is `unrecognised_answer`; the base URL turns
 unavailable). Then the matching alerts must fire, every dashboard query must return
@@ -104,14 +104,17 @@ def monitored(
 
 def install(
     stack: Stack, base_url: str, platform: Platform, accounts: int
-) -> tuple[int, list[str]]:
-    """A new organization of `accounts` accounts at `base_url`; its keys, every one valid."""
-    org = uuid.uuid4().int % 10**9 + 1
+) -> tuple[list[int], list[str]]:
+    """`accounts` accounts at `base_url`, each of an organization of its own (the guard
+    counts organizations); their organizations and keys, every key valid."""
+    orgs = []
     vault = KeyVault([stack.env["OGV_ENCRYPTION_KEYS"].encode()])
     engine = create_engine(stack.env["OGV_DATABASE_URL"])
     keys = []
     with Session(engine) as session, session.begin():
         for a in range(accounts):
+            org = uuid.uuid4().int % 10**9 + 1
+            orgs.append(org)
             integration, _ = inventory.add_integration(
                 session,
                 organization_id=org,
@@ -132,12 +135,13 @@ def install(
                 )
                 keys.append(key)
     engine.dispose()
-    return org, keys
+    return orgs, keys
 
 
-def revalidate(stack: Stack, org: int) -> None:
-    done = stack.ogv("revalidate", "--org", str(org), "--json", timeout=90)
-    assert done.returncode == 0, done.stdout + done.stderr
+def revalidate(stack: Stack, orgs: list[int]) -> None:
+    for org in orgs:
+        done = stack.ogv("revalidate", "--org", str(org), "--json", timeout=90)
+        assert done.returncode == 0, done.stdout + done.stderr
 
 
 @pytest.fixture(scope="module")
@@ -145,15 +149,15 @@ def driven(monitored: Monitored) -> Monitored:
     """The fleet checked valid, then the US host's 401 storm and the EU host's HTML."""
     stack, fake = monitored.stack, monitored.fake
     eu_url = fake.base_url_for("opsgenie-eu")
-    us_org, us_keys = install(stack, fake.url, OPSGENIE, US_ACCOUNTS)
-    eu_org, _ = install(stack, eu_url, OPSGENIE_EU, EU_ACCOUNTS)
+    us_orgs, us_keys = install(stack, fake.url, OPSGENIE, US_ACCOUNTS)
+    eu_orgs, _ = install(stack, eu_url, OPSGENIE_EU, EU_ACCOUNTS)
     fake.set_key(us_keys[0], KeyScenario("throttle", times=1, period_seconds=1))
-    revalidate(stack, us_org)
-    revalidate(stack, eu_org)
+    revalidate(stack, us_orgs)
+    revalidate(stack, eu_orgs)
     fake.set_host("opsgenie", "invalid_key")
     fake.set_host("opsgenie-eu", "html_404")
-    revalidate(stack, us_org)
-    revalidate(stack, eu_org)
+    revalidate(stack, us_orgs)
+    revalidate(stack, eu_orgs)
     return monitored
 
 
