@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pytest
 
 from tests.support.services import NAMESPACE
-from tests.support.stacks import BROKERS, Stack
+from tests.support.stacks import BROKERS, Stack, install, ok_json, validate
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.scenario import KeyScenario
 
@@ -24,61 +23,6 @@ from worker.testing.scenario import KeyScenario
 every_broker = pytest.mark.parametrize(
     "stack", ["embedded", *BROKERS], indirect=True, scope="module"
 )
-
-
-def ok_json(stack: Stack, *args: str, stdin: str | None = None) -> Any:
-    done = stack.ogv(*args, "--json", stdin=stdin)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return json.loads(done.stdout)
-
-
-def install(stack: Stack, fake: FakeOpsgenie, cases: dict[str, KeyScenario]) -> dict[str, Any]:
-    """An account installed through the CLI, with one team per case."""
-    org = uuid.uuid4().int % 10**9 + 1
-    added = ok_json(
-        stack,
-        "integration",
-        "add",
-        "--org",
-        str(org),
-        "--account",
-        f"acct-{org}",
-        "--base-url",
-        fake.url,
-    )
-    teams, keys = {}, {}
-    for label, scenario in cases.items():
-        keys[label] = f"key-{uuid.uuid4()}"
-        fake.set_key(keys[label], scenario)
-        team = ok_json(
-            stack,
-            "team",
-            "add",
-            "--org",
-            str(org),
-            "--integration",
-            str(added["integration_id"]),
-            "--label",
-            label,
-            stdin=keys[label] + "\n",
-        )
-        teams[label] = team["team_id"]
-    return {"org": org, "integration": added["integration_id"], "teams": teams, "keys": keys}
-
-
-def validate(stack: Stack, org: int, integration: int, team: str, wait: float = 30) -> Any:
-    return ok_json(
-        stack,
-        "validate",
-        "--org",
-        str(org),
-        "--integration",
-        str(integration),
-        "--team",
-        team,
-        "--wait",
-        str(wait),
-    )
 
 
 MATRIX = {
