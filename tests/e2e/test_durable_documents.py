@@ -1,12 +1,12 @@
 """A base URL's document survives the loss of its message (issue 25).
 
 The decision that a base URL turned unavailable is committed, with its document,
-and then its message is never published (the process that decided it died right
-there). The outbox sweeper, run by a real worker on a database of its own (the
-embedded stack: nobody else's stranded requests queue before it), sends it
-again: the receiver, a real local HTTP server, gets the document once, under the
-same Idempotency-Key however many sweeps run; likewise for a guard trip recorded
-by a batch's write.
+and then its message is never published: first as a real crash (a worker SIGKILLed
+while its publish waits behind a cut network), then decided in this process and
+never announced. The outbox sweeper, run by a real worker, sends it again: the
+receiver, a real local HTTP server, gets the document once, under the same
+Idempotency-Key however many sweeps run; likewise for a guard trip recorded by a
+batch's write.
 """
 
 from __future__ import annotations
@@ -16,13 +16,16 @@ import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from sqlalchemy import select
 
 from models import BaseUrlEvent
 from models.db import session_factory
-from tests.support.stacks import Stack, open_stack, wait_until
+from tests.support.services import ARTIFACTS
+from tests.support.stacks import Stack, install, open_stack, service_env, wait_until
+from tests.support.tcp_proxy import TcpProxy
 from tests.support.webhooks import WebhookReceiver as Receiver
 from worker import webhooks
 from worker.checks import platform_health
@@ -34,9 +37,10 @@ from worker.enqueue import SWEEP_TASK
 from worker.platforms import OPSGENIE
 from worker.settings import Settings
 from worker.testing.fake_opsgenie import FakeOpsgenie
+from worker.testing.scenario import KeyScenario, Scenario
 from worker.web.client import producer_app
 
-pytestmark = [pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.timeout(180)]
 
 SECRET = webhooks.new_secret()
 """The stack's OGV_WEBHOOK_SECRET: each delivery is signed under its `webhook-id`."""
@@ -77,7 +81,11 @@ def configured(stack: Stack) -> Settings:
 def sweep(stack: Stack, times: int) -> None:
     """Publish beat's sweep `times` times, a second apart: more than one delivery
     would have happened by the end."""
-    app = producer_app(configured(stack).effective_broker_url, stack.env["OGV_NAMESPACE"])
+    sweep_on(configured(stack).effective_broker_url, stack, times)
+
+
+def sweep_on(broker_url: str, stack: Stack, times: int) -> None:
+    app = producer_app(broker_url, stack.env["OGV_NAMESPACE"])
     for _ in range(times):
         app.send_task(SWEEP_TASK)
         time.sleep(1.0)
@@ -96,6 +104,99 @@ def target(base_url: str) -> Target:
         probe="alerts",
         organization_id=1,
     )
+
+
+LATENCY_MS = 3_000
+"""How long the crash test's fake takes to answer: the window in which to cut the network."""
+
+
+@pytest.fixture
+def slow_fake() -> Iterator[FakeOpsgenie]:
+    """A fake of this test's own (its base URLs nobody else's), slow to answer."""
+    with FakeOpsgenie(Scenario(latency_ms=LATENCY_MS)) as fake:
+        yield fake
+
+
+@pytest.fixture
+def cut_broker(redis_url: str) -> Iterator[tuple[TcpProxy, str]]:
+    """The run's Redis behind a proxy that the test can cut; the proxied URL."""
+    parts = urlsplit(redis_url)
+    assert parts.hostname is not None and parts.port is not None
+    with TcpProxy(parts.hostname, parts.port) as proxy:
+        yield proxy, urlunsplit(parts._replace(netloc=f"127.0.0.1:{proxy.port}"))
+
+
+def test_a_worker_killed_before_its_platform_document_is_sent_leaves_it_to_the_sweeper(
+    tmp_path: Path,
+    postgres_url: str,
+    fernet_key: str,
+    redis_url: str,
+    slow_fake: FakeOpsgenie,
+    cut_broker: tuple[TcpProxy, str],
+    receiver: Receiver,
+) -> None:
+    proxy, broker_url = cut_broker
+    env = service_env(
+        tmp_path,
+        slow_fake,
+        OGV_DATABASE_URL=postgres_url,
+        OGV_ENCRYPTION_KEYS=fernet_key,
+        OGV_BROKER_URL=broker_url,  # only the broker is behind the cut
+        OGV_REDIS_URL=redis_url,
+        OGV_TOTAL_TIMEOUT=str(LATENCY_MS / 1000 + 5),
+        OGV_PLATFORM_MIN_ANSWERS="5",
+        OGV_STATUS_WEBHOOK_URL=receiver.url,
+        OGV_WEBHOOK_SECRET=SECRET,
+        OGV_OUTBOX_REPUBLISH_AFTER="0.5",
+    )
+    stack = Stack("crash", env, ARTIFACTS / "logs" / f"worker-crash-{uuid.uuid4().hex[:8]}.log")
+    worker = stack.start_worker(pool="prefork", concurrency=2)
+    try:
+        installed = install(stack, slow_fake, {f"t{i}": KeyScenario() for i in range(8)})
+        base_url = slow_fake.url
+        sessions = session_factory(postgres_url)
+
+        # Every call to the host answers an HTML 404, three seconds late: the answers
+        # that make the base URL unavailable, once they arrive.
+        slow_fake.set_host("opsgenie", "html_404")
+        run = stack.ogv("revalidate", "--org", str(installed["org"]), "--no-wait")
+        assert run.returncode == 0, run.stderr
+        wait_until(lambda: slow_fake.host_calls("opsgenie") >= 8, timeout=60)
+        proxy.hold()  # the calls are out; nothing the worker sends the broker arrives now
+
+        def decided() -> BaseUrlEvent | None:
+            with sessions() as session:
+                return session.scalar(select(BaseUrlEvent).where(BaseUrlEvent.base_url == base_url))
+
+        # The decision commits; its publish waits for the broker's answer that never comes.
+        wait_until(decided, timeout=LATENCY_MS / 1000 + 30)
+        time.sleep(0.5)
+        worker.kill()  # SIGKILL, the whole process group: between the decision and the send
+        event = decided()
+        assert event is not None and event.notified_at is None
+        assert receiver.about(base_url) == []
+    finally:
+        proxy.sever()  # what the dead worker sent is lost with its connections
+        slow_fake.set_scenario(Scenario(hosts={"opsgenie": "html_404"}))
+        stack.stop()
+
+    # A new worker, and beat's sweeps: the document goes out once, under the row's id.
+    stack.start_worker(pool="prefork", concurrency=2)
+    try:
+        time.sleep(0.6)  # past OGV_OUTBOX_REPUBLISH_AFTER
+        sweep_on(broker_url, stack, 3)
+        wait_until(lambda: receiver.about(base_url), timeout=30)
+        time.sleep(1.0)
+        [(document, headers)] = receiver.about(base_url)
+        with sessions() as session:
+            row = session.get(BaseUrlEvent, event.id)
+            assert row is not None and row.notified_at is not None and row.notify_attempts == 1
+        assert document["event"] == "platform.unavailable"
+        assert headers["idempotency-key"] == headers["webhook-id"] == row.key
+        [raw] = [r for r in receiver.raw if base_url.encode() in r]
+        assert webhooks.verify(SECRET, headers, raw) == document
+    finally:
+        stack.stop()
 
 
 def test_a_lost_platform_document_is_sent_again_once(stack: Stack, receiver: Receiver) -> None:
