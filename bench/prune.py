@@ -83,9 +83,9 @@ def install_fleet(sessions: sessionmaker[Session], teams: int, accounts: int) ->
     key encrypted the size a Fernet token of a 36-character key is (140 bytes)."""
     execute(
         sessions,
-        "INSERT INTO integrations (id, provider, account_name, base_url, created_at, platform) "
-        "SELECT a, 'opsgenie', 'account-' || a, 'https://api.opsgenie.com/', now(), 'opsgenie' "
-        "FROM generate_series(1, :accounts) AS a",
+        "INSERT INTO integrations (id, organization_id, provider, account_name, base_url, "
+        "created_at, platform) SELECT a, a, 'opsgenie', 'account-' || a, "
+        "'https://api.opsgenie.com/', now(), 'opsgenie' FROM generate_series(1, :accounts) AS a",
         accounts=accounts,
     )
     execute(
@@ -181,12 +181,32 @@ def timed_writes(
 ) -> dict[str, float]:
     """Median seconds of the dispatcher's write of a page and of a batch's write."""
     dispatching, writing = [], []
+    run_id = uuid.uuid4()
+    execute(
+        sessions,
+        "INSERT INTO validation_runs (id, requested_by, total, created_at) "
+        "VALUES (:id, 'beat', :total, now())",
+        id=run_id,
+        total=args.repeat * args.page,
+    )
     for round_ in range(args.repeat):
         page = teams[(round_ * args.page) % len(teams) :][: args.page]
-        rows = [{"organization_id": o, "integration_id": o, "team_id": t} for t, o, _ in page]
+        # As the dispatcher writes them: its run, a batch id per `--batch` teams, when due.
+        now = utcnow()
+        batch_ids = [uuid.uuid4() for _ in range(0, len(page), args.batch)]
+        rows = [
+            {
+                "organization_id": o,
+                "integration_id": o,
+                "team_id": t,
+                "batch_id": batch_ids[i // args.batch],
+                "next_attempt_at": now,
+            }
+            for i, (t, o, _) in enumerate(page)
+        ]
         started = time.perf_counter()
         with sessions.begin() as session:
-            insert_pending(session, rows, **pending_columns(Requester.BEAT, utcnow()))
+            insert_pending(session, rows, **pending_columns(Requester.BEAT, now), run_id=run_id)
         dispatching.append(time.perf_counter() - started)
         with sessions() as session:
             open_ids: dict[str, uuid.UUID] = dict(
@@ -199,7 +219,9 @@ def timed_writes(
             Completion(
                 open_ids[team_id],
                 Result(Outcome.VALID, "The key works.", 200),
-                Target(team_id, team_id, f"account-{o}", o, BASE_URL, "k", 1, OPSGENIE, "alerts"),
+                Target(
+                    team_id, team_id, f"account-{o}", o, BASE_URL, "k", 1, OPSGENIE, "alerts", o
+                ),
                 now,
                 1,
             )
