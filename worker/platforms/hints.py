@@ -111,7 +111,8 @@ HINTS: dict[str, Kind] = {
     "key_unreadable": Kind(
         "the stored key cannot be decrypted with the configured encryption keys",
         "Add the encryption key it was stored with to OGV_ENCRYPTION_KEYS (ogv keys "
-        "rotate re-encrypts), or save the team's key again with ogv team add.",
+        "rotate re-encrypts), or save the team's key again with ogv team replace-key "
+        "--team TEAM_ID.",
     ),
     "service_failed": Kind(
         "this service failed to probe or write the check (a database or Redis failure)",
