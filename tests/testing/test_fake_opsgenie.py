@@ -421,6 +421,23 @@ def test_counts_calls_per_key_and_account(fake: Callable[..., FakeOpsgenie]) -> 
     assert (og.calls("a1"), og.account_calls("acme"), og.requests()) == (0, 0, [])
 
 
+def test_an_account_separator_names_the_account_of_unlisted_keys(
+    fake: Callable[..., FakeOpsgenie],
+) -> None:
+    """The benchmarks' fleet: no entry per key, each key's account read from its text."""
+    og = fake(
+        {"acme.listed": KeyScenario("invalid_key", account="beta")},
+        default=KeyScenario("valid"),
+        account_separator=".",
+    )
+    answers = [probe(og.url, ALERTS, k).status for k in ["acme.1", "acme.2", "acme.listed", "x"]]
+    assert answers == [200, 200, 401, 200]
+    assert [og.account_calls(a) for a in ["acme", "beta", "default"]] == [2, 1, 1]
+    assert Scenario.from_json(og.scenario.to_json()).account_separator == "."
+    with pytest.raises(ValueError, match="account_separator must be a non-empty string"):
+        Scenario(account_separator="")
+
+
 def test_max_calls_per_second_uses_a_sliding_window(fake: Callable[..., FakeOpsgenie]) -> None:
     og = fake({"a": KeyScenario(account="acme")})
     for _ in range(4):

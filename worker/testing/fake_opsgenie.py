@@ -288,13 +288,16 @@ class _State:
         delay = (scenario.latency_ms + key_scenario.latency_ms) / 1000
         if not self._admit(key_scenario.account, now):
             return _Plan("throttle", 429, delay)
-        self._attempts[key] += 1
         behaviour = key_scenario.behaviour_on(host)
-        repeats = key_scenario.times
-        if repeats is None:
-            repeats = -1 if behaviour in ("hang", "reset") else 1
-        if behaviour in _FAILS_THEN_ANSWERS and 0 <= repeats < self._attempts[key]:
-            behaviour = "valid"
+        if behaviour in _FAILS_THEN_ANSWERS:
+            # Only a key that fails a number of times is counted: a fleet of valid keys
+            # leaves no trace per key.
+            self._attempts[key] += 1
+            repeats = key_scenario.times
+            if repeats is None:
+                repeats = -1 if behaviour in ("hang", "reset") else 1
+            if 0 <= repeats < self._attempts[key]:
+                behaviour = "valid"
         if behaviour == "hang":
             delay += scenario.hang_seconds
         status = _status(behaviour, endpoint, key_scenario.status)

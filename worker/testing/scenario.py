@@ -267,6 +267,10 @@ class Scenario:
     hang_seconds: float = 30.0
     large_body_bytes: int = 8 * 1024 * 1024
     account_rate_per_second: int | None = None
+    account_separator: str | None = None
+    """When set, a key not in `keys` that contains it belongs to the account its text
+    before the first one names (`acct-7.9f1c…` → `acct-7`), with `default`'s behaviour:
+    a fleet of a million keys needs no million entries."""
 
     def __post_init__(self) -> None:
         _check_hosts(self.hosts)
@@ -275,9 +279,22 @@ class Scenario:
         _check_int("large_body_bytes", self.large_body_bytes, 0)
         if self.account_rate_per_second is not None:
             _check_int("account_rate_per_second", self.account_rate_per_second, 1)
+        if self.account_separator is not None and (
+            not isinstance(self.account_separator, str) or not self.account_separator
+        ):
+            raise ValueError(
+                f"account_separator must be a non-empty string, got {self.account_separator!r}"
+            )
 
     def for_key(self, key: str) -> KeyScenario:
-        return self.keys.get(key, self.default)
+        found = self.keys.get(key)
+        if found is not None:
+            return found
+        if self.account_separator is not None:
+            account, separator, _ = key.partition(self.account_separator)
+            if separator and account:
+                return dataclasses.replace(self.default, account=account)
+        return self.default
 
     def for_host(self, host: Host) -> Behaviour | None:
         """The host-wide override of ``host``, or None if its calls reach the keys."""
@@ -319,6 +336,7 @@ class Scenario:
             "hang_seconds": self.hang_seconds,
             "large_body_bytes": self.large_body_bytes,
             "account_rate_per_second": self.account_rate_per_second,
+            "account_separator": self.account_separator,
         }
 
     def to_json(self) -> str:
