@@ -12,7 +12,7 @@ import dataclasses
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from celery import Task
 from sqlalchemy.orm import Session, sessionmaker
@@ -182,29 +182,7 @@ def notify_status_change(self: Task[Any, Any], change_id: int) -> None:
         body = events.document(session, change_id)
     if body is None:
         return  # delivered already, or gone with its team
-    runtime = get_runtime()
-    try:
-        runtime.run(
-            events.post(
-                runtime.session,
-                settings.status_webhook_url,
-                body,
-                settings.webhook_timeout,
-                keys=settings.webhook_keys(),
-            )
-        )
-    except events.WebhookFailed as exc:
-        with sessions.begin() as session:
-            attempts = events.count_attempt(session, change_id)
-        if attempts >= settings.webhook_max_attempts:
-            metrics.webhook("status_change", "given_up")
-            raise
-        metrics.webhook("status_change", "failed")
-        policy = RetryPolicy.from_settings(settings)
-        raise self.retry(countdown=policy.backoff(attempts), exc=exc) from exc
-    with sessions.begin() as session:
-        events.mark_delivered(session, change_id)
-    metrics.webhook("status_change", "delivered")
+    _deliver(self, settings, "status_change", body, None, _Row(sessions, events, change_id))
 
 
 @app.task(name=NOTIFY_PLATFORM_TASK, bind=True, max_retries=None, ignore_result=True)
@@ -217,7 +195,8 @@ def notify_platform_change(self: Task[Any, Any], event_id: int | dict[str, Any])
         return
     if isinstance(event_id, dict):
         # A message published before revision 0009 carried the document itself.
-        _post_document(self, settings, event_id, platform_health.idempotency_key(event_id))
+        key = platform_health.idempotency_key(event_id)
+        _deliver(self, settings, "platform_change", event_id, key, None)
         return
     sessions = session_factory()
     with sessions() as session:
@@ -225,21 +204,45 @@ def notify_platform_change(self: Task[Any, Any], event_id: int | dict[str, Any])
     if found is None:
         return  # delivered already
     key, document = found
-    _post_document(self, settings, document, key, sessions, event_id)
-    with sessions.begin() as session:
-        base_url_events.mark_delivered(session, event_id)
+    row = _Row(sessions, base_url_events, event_id)
+    _deliver(self, settings, "platform_change", document, key, row)
 
 
-def _post_document(
+class _Outbox(Protocol):
+    """A table of webhook documents: `events`, `base_url_events`, `sunset`."""
+
+    def count_attempt(self, session: Session, row_id: int, /) -> int: ...
+    def mark_delivered(self, session: Session, row_id: int, /) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class _Row:
+    """The row a document is kept in, where its attempts are counted."""
+
+    sessions: sessionmaker[Session]
+    table: _Outbox
+    row_id: int
+
+    def count_attempt(self) -> int:
+        with self.sessions.begin() as session:
+            return self.table.count_attempt(session, self.row_id)
+
+    def mark_delivered(self) -> None:
+        with self.sessions.begin() as session:
+            self.table.mark_delivered(session, self.row_id)
+
+
+def _deliver(
     task: Task[Any, Any],
     settings: Settings,
+    kind: str,
     document: dict[str, Any],
-    key: str,
-    sessions: sessionmaker[Session] | None = None,
-    event_id: int | None = None,
+    key: str | None,
+    row: _Row | None,
 ) -> None:
-    """POST one base URL's document; on failure count the attempt (on its row, when it
-    has one) and retry, until OGV_WEBHOOK_MAX_ATTEMPTS."""
+    """POST one webhook document, signed (OGV_WEBHOOK_SECRET) under `key`, and mark its
+    row delivered; on failure count the attempt (on its row, when it has one) and retry
+    with backoff until OGV_WEBHOOK_MAX_ATTEMPTS. `kind` labels the metric."""
     runtime = get_runtime()
     try:
         runtime.run(
@@ -253,18 +256,16 @@ def _post_document(
             )
         )
     except events.WebhookFailed as exc:
-        if sessions is not None and event_id is not None:
-            with sessions.begin() as session:
-                attempts = base_url_events.count_attempt(session, event_id)
-        else:
-            attempts = task.request.retries + 1
+        attempts = row.count_attempt() if row is not None else task.request.retries + 1
         if attempts >= settings.webhook_max_attempts:
-            metrics.webhook("platform_change", "given_up")
+            metrics.webhook(kind, "given_up")
             raise
-        metrics.webhook("platform_change", "failed")
+        metrics.webhook(kind, "failed")
         policy = RetryPolicy.from_settings(settings)
         raise task.retry(countdown=policy.backoff(attempts), exc=exc) from exc
-    metrics.webhook("platform_change", "delivered")
+    if row is not None:
+        row.mark_delivered()
+    metrics.webhook(kind, "delivered")
 
 
 @app.task(name=SWEEP_TASK, ignore_result=True)
@@ -344,26 +345,5 @@ def notify_sunset(self: Task[Any, Any], notice_id: int) -> None:
         body = sunset.document(session, notice_id)
     if body is None:
         return  # delivered already, or gone with its integration
-    runtime = get_runtime()
-    try:
-        runtime.run(
-            events.post(
-                runtime.session,
-                settings.status_webhook_url,
-                body,
-                settings.webhook_timeout,
-                idempotency_key=sunset.idempotency_key(notice_id),
-            )
-        )
-    except events.WebhookFailed as exc:
-        with sessions.begin() as session:
-            attempts = sunset.count_attempt(session, notice_id)
-        if attempts >= settings.webhook_max_attempts:
-            metrics.webhook("sunset", "given_up")
-            raise
-        metrics.webhook("sunset", "failed")
-        policy = RetryPolicy.from_settings(settings)
-        raise self.retry(countdown=policy.backoff(attempts), exc=exc) from exc
-    with sessions.begin() as session:
-        sunset.mark_delivered(session, notice_id)
-    metrics.webhook("sunset", "delivered")
+    key = sunset.idempotency_key(notice_id)
+    _deliver(self, settings, "sunset", body, key, _Row(sessions, sunset, notice_id))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -24,7 +24,7 @@ from sqlalchemy import select
 from models import BaseUrlEvent
 from models.db import session_factory
 from tests.support.services import ARTIFACTS
-from tests.support.stacks import Stack, install, open_stack, service_env, wait_until
+from tests.support.stacks import Stack, install, ok_json, open_stack, service_env, wait_until
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.webhooks import WebhookReceiver as Receiver
 from worker import webhooks
@@ -34,6 +34,7 @@ from worker.checks.opsgenie import UnrecognisedAnswer
 from worker.checks.records import record_trip
 from worker.checks.rules import Target
 from worker.enqueue import SWEEP_TASK
+from worker.periodic import sunset
 from worker.platforms import OPSGENIE
 from worker.settings import Settings
 from worker.testing.fake_opsgenie import FakeOpsgenie
@@ -254,3 +255,29 @@ def test_a_guard_trip_is_recorded_once_and_its_lost_document_sent_again(
     [(document, headers)] = receiver.about(base_url)
     assert document == trip.document()
     assert headers["idempotency-key"] == headers["webhook-id"] == trip.key
+
+
+def test_a_lost_sunset_notice_is_sent_again_signed(
+    stack: Stack, fake: FakeOpsgenie, receiver: Receiver
+) -> None:
+    installed = install(stack, fake, {"ops": KeyScenario()})
+    migrated = (datetime.now(UTC).date() - timedelta(days=100)).isoformat()  # 20 days left
+    integration = str(installed["integration"])
+    ok_json(stack, "integration", "update", integration, "--migrated-on", migrated)
+    sessions = session_factory(configured(stack).effective_database_url)
+    # Recorded, and its message never published (the default announces nothing).
+    [notice_id] = sunset.announce(sessions, lambda notice_id: None)
+
+    time.sleep(0.6)
+    sweep(stack, 3)
+
+    def received() -> list[int]:
+        return [i for i, d in enumerate(receiver.received) if d.get("notice_id") == notice_id]
+
+    wait_until(received, timeout=20)
+    time.sleep(1.0)
+    [index] = received()
+    document, headers = receiver.received[index], receiver.headers[index]
+    assert document["event"] == "sunset.approaching" and document["days_left"] == 20
+    assert headers["webhook-id"] == headers["idempotency-key"] == sunset.idempotency_key(notice_id)
+    assert webhooks.verify(SECRET, headers, receiver.raw[index]) == document
