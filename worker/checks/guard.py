@@ -90,27 +90,6 @@ from worker.checks.guard_window import (
     claim_trip,
 )
 
-__all__ = [
-    "BUCKETS",
-    "Admission",
-    "Bucket",
-    "DatabaseWindows",
-    "Entry",
-    "Guard",
-    "GuardState",
-    "RedisWindows",
-    "SharedStateUnavailable",
-    "Thresholds",
-    "Totals",
-    "Trip",
-    "Window",
-    "Windows",
-    "admit",
-    "announce",
-    "states",
-    "windows_for",
-]
-
 log = logging.getLogger("ogv.guard")
 
 _WINDOWS = cast(Table, GuardWindow.__table__)
@@ -385,7 +364,9 @@ def announce(trips: Iterable[Trip]) -> None:
 
 
 __all__ = [
+    "BUCKETS",
     "Admission",
+    "Bucket",
     "DatabaseWindows",
     "Entry",
     "Guard",
@@ -401,4 +382,5 @@ __all__ = [
     "announce",
     "claim_trip",
     "states",
+    "windows_for",
 ]
