@@ -239,6 +239,7 @@ def test_get_team_and_unknown_ids(api: ApiProcess, stack: Stack, fake: FakeOpsge
         "platform": "opsgenie",
         "probe": "authenticate",
         "label": "pay/ments é",
+        "key_version": 1,
         "status": "invalid_key",
         "status_changed_at": team.body["last_checked_at"],
         "last_checked_at": team.body["last_checked_at"],

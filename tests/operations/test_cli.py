@@ -58,6 +58,7 @@ def test_integration_team_and_status_round_trip(cli_env: None) -> None:
             "platform": "opsgenie",
             "probe": "authenticate",
             "label": "payments",
+            "key_version": 1,
             "status": "unknown",
             "status_changed_at": None,
             "last_checked_at": None,

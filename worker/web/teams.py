@@ -36,6 +36,9 @@ class TeamRow:
     platform: str
     probe: str
     label: str
+    key_version: int
+    """Grows by one each time the team's key is replaced; a check's result is kept only
+    for the key version it checked."""
     status: str
     status_changed_at: datetime | None
     last_checked_at: datetime | None
@@ -89,6 +92,7 @@ def _row(team: Team, link: OrganizationIntegration, integration: Integration) ->
         platform=platform.name,
         probe=platform.probe_for(integration.probe, get_settings().probe),
         label=team.label,
+        key_version=team.key_version,
         status=team.status.value,
         status_changed_at=team.status_changed_at,
         last_checked_at=team.last_checked_at,
