@@ -15,6 +15,8 @@ OPEN_STATES_SQL = "state IN ('pending', 'running', 'confirming')"
 """The states of a request that is not finished, as the coalescing index names them."""
 FINISHED_SQL = "finished_at IS NOT NULL"
 """A finished request (done or failed), as the retention's indexes name it."""
+KEYED_SQL = "idempotency_key IS NOT NULL"
+"""A request asked for with an Idempotency-Key (most are not)."""
 
 
 class ValidationRequest(Base):
@@ -61,7 +63,9 @@ class ValidationRequest(Base):
     next_attempt_at: Mapped[datetime | None]
     lease_until: Mapped[datetime | None]
 
-    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    """The producer's Idempotency-Key, unique within its organization (an index below):
+    one organization's keys never collide with, nor reveal, another's."""
     run_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("validation_runs.id", ondelete="SET NULL"), index=True
     )
@@ -87,6 +91,14 @@ class ValidationRequest(Base):
             "finished_at",
             postgresql_where=text(FINISHED_SQL),
             sqlite_where=text(FINISHED_SQL),
+        ),
+        Index(
+            "uq_validation_requests_organization_idempotency_key",
+            "organization_id",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text(KEYED_SQL),
+            sqlite_where=text(KEYED_SQL),
         ),
         # Coalescing: at most one open (pending, running, confirming) request per team.
         Index(

@@ -66,6 +66,16 @@ def test_an_idempotency_key_returns_the_same_request(settings: Settings) -> None
         _submit(settings, f"1-{uuid.uuid4().hex}", key)
 
 
+def test_an_idempotency_key_is_its_organizations_own(settings: Settings) -> None:
+    """Another organization's same key neither collides with nor returns this one's."""
+    key = uuid.uuid4().hex
+    mine, _ = _submit(settings, f"1-{uuid.uuid4().hex}", key, org=400)
+    theirs, created = _submit(settings, f"2-{uuid.uuid4().hex}", key, org=500)
+    assert created and theirs != mine
+    with pytest.raises(requests.IdempotencyConflict):
+        _submit(settings, f"3-{uuid.uuid4().hex}", key, org=400)
+
+
 def test_concurrent_requests_for_one_team_make_one_row(settings: Settings) -> None:
     team = f"1-{uuid.uuid4().hex}"
     results: list[tuple[uuid.UUID, bool]] = []

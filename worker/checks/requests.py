@@ -66,14 +66,16 @@ def create_request(
 
     At most one request per team is pending or running (a partial unique index),
     so concurrent producers asking about one team share one check. The same
-    `idempotency_key` always returns the same request.
+    `idempotency_key` always returns the same request; keys are the organization's
+    own, so another organization's same key neither collides nor shows.
     """
     ask = Ask(organization_id, integration_id, team_id)
     for _ in range(3):
         if idempotency_key is not None:
             earlier = session.scalars(
                 select(ValidationRequest).where(
-                    ValidationRequest.idempotency_key == idempotency_key
+                    ValidationRequest.organization_id == organization_id,
+                    ValidationRequest.idempotency_key == idempotency_key,
                 )
             ).first()
             if earlier is not None:
@@ -102,8 +104,8 @@ def create_requests(
     team with a check pending or running (an earlier producer's, or a repeat in
     `asks`) get that check. An ask is missing from the answer only when its team's
     active check finished between the INSERT and the look-up, or its
-    `idempotency_key` (for a single ask: the column is unique) was taken by
-    another team's request meanwhile.
+    `idempotency_key` (for a single ask: unique within its organization) was taken
+    by another team's request meanwhile.
     """
     wanted = list(dict.fromkeys(asks))
     if not wanted:
