@@ -68,11 +68,14 @@ def proc_cpu_s(pid: int) -> float | None:
 
 
 def pids_matching(text: str) -> list[int]:
+    """The processes whose command line contains `text` (any other process's arguments
+    may be any bytes: they are read leniently)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode():
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+                if text in command.decode(errors="replace"):
                     found.append(int(entry.name))
             except OSError:
                 continue
