@@ -153,8 +153,12 @@ def test_an_operator_of_one_organization_reads_only_its_held_changes_and_audit(
     events = as_(server, limited, "GET", "/v1/audit?limit=500").body["events"]
     theirs_only = as_(server, limited, "GET", f"/v1/audit?organization_id={theirs.org}")
 
+    guard = as_(server, limited, "GET", "/v1/guard")  # every organization's counts
+
     assert [row["team_id"] for row in held.body["held"]] == [mine.teams["ops"]]
     assert len(everything.body["held"]) == 2
+    assert (guard.status, guard.body["error"]["code"]) == (403, "forbidden")
+    assert "/v1/changes/held" in guard.body["error"]["message"]
     assert {e["organization_id"] for e in events} == {mine.org}
     assert theirs_only.body == {"events": [], "next_cursor": None}
     with sessions.begin() as session:

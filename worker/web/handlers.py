@@ -208,6 +208,13 @@ async def get_guard(request: web.Request) -> web.Response:
     """Each base URL's mass-change guard, and how many changes it holds."""
     if request.query:
         raise invalid("this route takes no query parameters")
+    if caller(request).organizations is not None:
+        # Its windows and counts are every organization's: one tenant's token never
+        # reads how many checks and changes the others made.
+        raise forbidden(
+            "the guard counts every organization's checks: read it with a token for every "
+            "organization; GET /v1/changes/held lists this token's held changes"
+        )
     config, sessions = request.app[CONFIG], request.app[CLIENT].sessions
 
     def read() -> list[held.BaseUrlGuard]:

@@ -197,7 +197,9 @@ def paths() -> dict[str, Any]:
                 "summary": "Each base URL's mass-change guard, and the changes it holds",
                 "description": "Whether the guard of each base URL is tripped, its current "
                 "window, and how many changes it holds (`ogv changes list`). It takes no query "
-                "parameter (422).",
+                "parameter (422). The windows count every organization's checks, so a token "
+                "limited to some organizations is refused (403): `GET /v1/changes/held` lists "
+                "its own held changes.",
                 "responses": {
                     "200": json_answer(ref("Guard"), "Every base URL counted or holding changes."),
                     **errors(400, 401, 422, 500, 503),
