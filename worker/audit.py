@@ -33,6 +33,7 @@ from models.access import ACTOR_MAX, TARGET_MAX
 ACTIONS = (
     "integration.add",
     "integration.migrate",
+    "integration.update",
     "integration.disable",
     "integration.enable",
     "integration.remove",

@@ -217,6 +217,7 @@ class SwitchOffDates:
     """An integration's recorded migration and switch-off days, after `update_dates`."""
 
     integration_id: int
+    organization_id: int
     platform: str
     migrated_on: date | None
     switched_off_on: date | None
@@ -253,7 +254,9 @@ def update_dates(
             f"({migrated.isoformat()})"
         )
     session.flush()
-    return SwitchOffDates(integration.id, integration.platform, migrated, off)
+    return SwitchOffDates(
+        integration.id, integration.organization_id, integration.platform, migrated, off
+    )
 
 
 def add_team(

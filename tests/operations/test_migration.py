@@ -550,6 +550,7 @@ def test_migrate_refuses_until_every_key_works_on_jsm_ops_then_moves(
     assert one_fails == not_ready(1)
     move = {
         "integration_id": integration,
+        "organization_id": fleet.org,
         "account": name,
         "from_platform": "opsgenie",
         "to_platform": "jsm-ops",

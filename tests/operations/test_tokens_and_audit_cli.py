@@ -96,6 +96,7 @@ def test_operators_actions_are_audited_and_read_newest_first(env: dict[str, str]
     )  # fmt: skip
     run_json(env, "keys", "rotate", "--force")  # the embedded broker cannot be asked
     run_json(env, "tokens", "create", "ci", "--scope", "read")
+    run_json(env, "integration", "update", integration, "--migrated-on", "2026-11-01")
 
     page = run_json(env, "audit", "list")
     mine = run_json(env, "audit", "list", "--org", "7", "--action", "team.add", "--since", "1h")
@@ -103,11 +104,16 @@ def test_operators_actions_are_audited_and_read_newest_first(env: dict[str, str]
     rest = run_json(env, "audit", "list", "--limit", "2", "--cursor", first["next_cursor"])
 
     assert [e["action"] for e in page["events"]] == [
-        "token.create", "keys.rotate", "team.import", "team.add", "integration.add",
+        "integration.update", "token.create", "keys.rotate", "team.import", "team.add",
+        "integration.add",
     ]  # fmt: skip
     assert {e["actor"] for e in page["events"]} == {audit.cli_actor()}
     assert [(e["organization_id"], e["target"]) for e in mine["events"]] == [(7, team["team_id"])]
-    assert page["events"][2]["details"] == {"imported": 1, "lines": 1, "refused": 0}
+    update, imports = page["events"][0], page["events"][3]
+    assert (update["organization_id"], update["target"]) == (7, f"integration:{integration}")
+    assert update["details"] == {"migrated_on": "2026-11-01"}
+    assert (imports["organization_id"], imports["target"]) == (7, "organization:7")
+    assert imports["details"] == {"imported": 1, "lines": 1, "refused": 0}
     assert imported["imported"] == 1
     assert [e["action"] for e in first["events"] + rest["events"]] == [
         e["action"] for e in page["events"][:4]

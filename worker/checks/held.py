@@ -312,17 +312,35 @@ def release_audited(session: Session, selection: Selection, actor: str) -> Relea
     """`release`, and its `changes.release` audit event by `actor`, in `session`'s
     transaction: what `ogv changes release` and the console's button do."""
     released = release(session, selection)
-    audit.record(
-        session,
-        actor,
-        "changes.release",
-        target=audit_target(selection),
-        details={
-            "released": len(released.changes),
-            "dropped": released.dropped,
-            "teams": [change.team_id for change in released.changes[:AUDITED_TEAMS]],
-        },
+    teams = [change.team_id for change in released.changes]
+    organizations = dict(
+        session.execute(
+            select(Team.id, OrganizationIntegration.organization_id)
+            .join(
+                OrganizationIntegration,
+                Team.organization_integration_id == OrganizationIntegration.id,
+            )
+            .where(Team.id.in_(teams))
+        ).all()
     )
+    by_organization: dict[int | None, list[str]] = {}
+    for team_id in teams:
+        by_organization.setdefault(organizations.get(team_id), []).append(team_id)
+    # One event per organization whose changes were written, each in its own log; one
+    # without an organization when nothing was (the operator still acted).
+    for organization_id, released_teams in by_organization.items() or [(None, [])]:
+        audit.record(
+            session,
+            actor,
+            "changes.release",
+            organization_id=organization_id,
+            target=audit_target(selection),
+            details={
+                "released": len(released_teams),
+                "dropped": released.dropped,
+                "teams": released_teams[:AUDITED_TEAMS],
+            },
+        )
     return released
 
 

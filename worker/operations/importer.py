@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
@@ -148,6 +149,7 @@ def import_teams(
     audited in its transaction.
     """
     report = ImportReport()
+    by_organization: Counter[int] = Counter()
     try:
         with sessions.begin() as session:
             links = _Links(session)
@@ -155,23 +157,28 @@ def import_teams(
                 parsed = [line for line in (_parse(n, raw, report) for n, raw in chunk) if line]
                 inserted = _insert(session, links.resolve(parsed, report), vault, report)
                 report.imported += len(inserted)
+                by_organization.update(ask.organization_id for ask in inserted)
                 if validate is not None:
                     _ask_checks(session, inserted, validate, check_batch_size, report)
                 report.lines = chunk[-1][0]
                 on_progress(report.lines)
             if report.refused and not skip_invalid:
                 raise _Refused
-            if actor is not None and report.imported:
-                audit.record(
-                    session,
-                    actor,
-                    "team.import",
-                    details={
-                        "imported": report.imported,
-                        "lines": report.lines,
-                        "refused": report.refused,
-                    },
-                )
+            if actor is not None:
+                # One event per organization the file added teams to, each in its log.
+                for organization_id, imported in sorted(by_organization.items()):
+                    audit.record(
+                        session,
+                        actor,
+                        "team.import",
+                        organization_id=organization_id,
+                        target=f"organization:{organization_id}",
+                        details={
+                            "imported": imported,
+                            "lines": report.lines,
+                            "refused": report.refused,
+                        },
+                    )
     except _Refused:
         report.imported, report.written = 0, False
         report.checks, report.batches = 0, []

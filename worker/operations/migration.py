@@ -260,6 +260,7 @@ class Move:
     """An integration's move to another platform: done, or what a dry run would do."""
 
     integration_id: int
+    organization_id: int
     account: str
     from_platform: str
     to_platform: str
@@ -324,6 +325,7 @@ def move_integration(
         )
     move = Move(
         integration_id=integration.id,
+        organization_id=integration.organization_id,
         account=integration.account_name,
         from_platform=integration.platform,
         to_platform=target.name,

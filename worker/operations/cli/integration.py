@@ -136,6 +136,7 @@ def integration_migrate(
                     session,
                     audit.cli_actor(),
                     "integration.migrate",
+                    organization_id=move.organization_id,
                     target=f"integration:{integration}",
                     details={
                         "from": move.from_platform,
@@ -328,7 +329,7 @@ def integration_update(
     """
     import logging
 
-    from worker import inventory
+    from worker import audit, inventory
     from worker.database import session_factory
     from worker.errors import RecordError
     from worker.platforms import get_platform
@@ -345,6 +346,18 @@ def integration_update(
     try:
         with session_factory().begin() as session:
             dates = inventory.update_dates(session, integration, **changes)
+            audit.record(
+                session,
+                audit.cli_actor(),
+                "integration.update",
+                organization_id=dates.organization_id,
+                target=f"integration:{integration}",
+                details={
+                    name: str(value) if value is not None else None
+                    for name, value in changes.items()
+                    if not isinstance(value, inventory.Unchanged)
+                },
+            )
     except RecordError as exc:
         fail(exc.code, str(exc), as_json)
     deadline = account_deadline(
