@@ -241,6 +241,7 @@ def list_tokens(session: Session) -> list[TokenView]:
 
 def revoke_token(session: Session, name: str, *, actor: str) -> TokenView:
     """Revoke the token named `name` (running APIs refuse it within CACHE_SECONDS)."""
+    _check_name(name)  # a name no token can have never reaches the database
     row = session.scalar(select(ApiToken).where(ApiToken.name == name).with_for_update())
     if row is None:
         raise TokenRefused("not_found", "no token has that name; `ogv tokens list` lists them")

@@ -75,7 +75,12 @@ def test_a_token_is_shown_once_listed_without_its_secret_and_revoked(
 def test_token_create_refuses_in_one_line(env: dict[str, str]) -> None:
     bad_scope = run(env, "tokens", "create", "app", "--scope", "root", "--json")
     bad_name = run(env, "tokens", "create", "Not A Name", "--scope", "read")
+    not_utf8 = run(env, "tokens", "revoke", "\udcff")  # the byte 0xff on the command line
 
+    assert (not_utf8.returncode, not_utf8.stdout) == (1, "")
+    assert [line for line in not_utf8.stderr.splitlines() if line] == [
+        not_utf8.stderr.strip()
+    ] and "invalid_name" in not_utf8.stderr
     assert bad_scope.returncode == 1
     assert json.loads(bad_scope.stdout)["error"]["code"] == "invalid_scope"
     assert bad_name.returncode == 1 and len(bad_name.stderr.strip().splitlines()) == 1
