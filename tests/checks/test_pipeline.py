@@ -31,6 +31,7 @@ from worker.checks.pipeline import AlreadyFinal, Collaborators, Finished, RetryL
 from worker.checks.ratelimit import LocalGate
 from worker.checks.runtime import Runtime
 from worker.platforms import OPSGENIE
+from worker.platforms.hints import Facts, hint_for
 from worker.settings import Settings
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.scenario import KeyScenario
@@ -133,7 +134,15 @@ def test_disabled_link_is_an_invalid_integration(
             .where(OrganizationIntegration.organization_id == team.organization_id)
             .values(status=IntegrationStatus.DISABLED)
         )
-    assert run_to_end(deps, request_for(deps, team)).result.outcome is (Outcome.INVALID_INTEGRATION)
+    result = run_to_end(deps, request_for(deps, team)).result
+    assert (result.outcome, result.error_code) == (
+        Outcome.INVALID_INTEGRATION,
+        "integration_disabled",
+    )
+    assert "is disabled: enable it" in result.message and "does not exist" not in result.message
+    hint = hint_for(Facts("invalid_integration", error_code=result.error_code))
+    assert hint is not None and hint.code == "integration_disabled"
+    assert "ogv integration enable" in hint.text
     assert fake.calls(team.key) == 0
 
 

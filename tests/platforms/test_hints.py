@@ -20,6 +20,9 @@ GONE = deadline(switched_off_on=TODAY - timedelta(days=1))
 
 CASES: dict[str, Facts] = {
     "integration_missing": Facts("invalid_integration", organization_id=7, integration_id=12),
+    "integration_disabled": Facts(
+        "invalid_integration", "integration_disabled", organization_id=7, integration_id=12
+    ),
     "team_missing": Facts("invalid_team", organization_id=7, integration_id=12),
     "platform_retired": Facts("invalid_key", **COMMON, deadline=GONE, judged_on=TODAY),
     "malformed_key": Facts("invalid_key", "malformed_key", **COMMON, deadline=deadline()),

@@ -221,7 +221,14 @@ def _resolve_one(
     default_probe: ProbeName,
 ) -> Target | Result:
     link = links.get((request.organization_id, request.integration_id))
-    if link is None or link.status != IntegrationStatus.ACTIVE:
+    if link is not None and link.status != IntegrationStatus.ACTIVE:
+        return Result(
+            Outcome.INVALID_INTEGRATION,
+            f"The Opsgenie integration {request.integration_id} of organization "
+            f"{request.organization_id} is disabled: enable it to check its teams.",
+            error_code="integration_disabled",
+        )
+    if link is None:
         return Result(
             Outcome.INVALID_INTEGRATION,
             f"The Opsgenie integration {request.integration_id} does not exist "

@@ -35,9 +35,16 @@ class Kind:
 
 HINTS: dict[str, Kind] = {
     "integration_missing": Kind(
-        "the organization has no active link to the integration",
+        "the organization has no link to the integration",
         "Install the account for this organization (ogv integration add --org {organization} "
         "...) or ask about an integration it has; ogv status --org {organization} lists them.",
+    ),
+    "integration_disabled": Kind(
+        "the organization's link to the integration is disabled",
+        "Enable integration {integration} for organization {organization} (ogv integration "
+        "enable --org {organization} --integration {integration}, or PATCH its "
+        '/v1/organizations/{organization}/integrations/{integration} with status "active") '
+        "to check its teams again.",
     ),
     "team_missing": Kind(
         "the team id is not a team of that integration",
@@ -197,7 +204,8 @@ def hint_for(facts: Facts) -> Hint | None:
 def _code(facts: Facts) -> str | None:
     outcome = facts.outcome
     if outcome == "invalid_integration":
-        return "integration_missing"
+        disabled = facts.error_code == "integration_disabled"
+        return "integration_disabled" if disabled else "integration_missing"
     if outcome == "invalid_team":
         return "team_missing"
     if _retired(facts):
