@@ -307,7 +307,14 @@ def find_link(
 
 
 def check_label(label: str) -> None:
-    if not label or len(label) > 255 or not label.isprintable() or label != label.strip():
+    # Typed for callers, checked for the rest: a web app's client may pass anything.
+    if (
+        not isinstance(label, str)
+        or not label
+        or len(label) > 255
+        or not label.isprintable()
+        or label != label.strip()
+    ):
         raise RecordError(
             "a team label must be 1 to 255 printable characters without surrounding spaces"
         )
@@ -321,7 +328,14 @@ KEY_PATTERN = r"^[\x21-\x7e]{1,200}$"
 
 def check_key_format(key: str) -> None:
     # The message never repeats the key: it is a secret, malformed or not.
-    if not key or len(key) > KEY_MAX or not key.isascii() or not key.isprintable() or " " in key:
+    if (
+        not isinstance(key, str)
+        or not key
+        or len(key) > KEY_MAX
+        or not key.isascii()
+        or not key.isprintable()
+        or " " in key
+    ):
         raise RecordError(
             f"an integration key must be 1 to {KEY_MAX} visible ASCII characters (no spaces)"
         )
