@@ -259,6 +259,11 @@ def test_visibility_timeout_from_the_environment_is_checked(
         ("OGV_TOTAL_TIMEOUT", "-1"),
         ("OGV_MAX_RESPONSE_BYTES", "10"),
         ("OGV_LOG_FORMAT", "xml"),
+        ("OGV_ACCOUNT_RATE", "inf"),  # no limit at all
+        ("OGV_ACCOUNT_RATE", "1e309"),  # infinity, spelled as a number
+        ("OGV_ACCOUNT_RATE", "1e12"),
+        ("OGV_ACCOUNT_RATE_ALERTS", "Infinity"),
+        ("OGV_CONFIRM_AFTER", "nan"),
     ],
 )
 def test_out_of_range_values_are_refused(

@@ -156,12 +156,21 @@ def _split_list(value: object) -> object:
     return value
 
 
+MAX_ACCOUNT_RATE = 10_000.0
+"""Calls a second to one account, at most: far above any platform's limit, and finite."""
+
+
 class Settings(BaseSettings):
     """The service's configuration; the README's table documents each field."""
 
     # A refused value is not echoed in the error: it may be a secret (keys, passwords).
+    # No setting is infinite or not a number: `inf` would turn a rate into no limit.
     model_config = SettingsConfigDict(
-        env_prefix="OGV_", extra="ignore", frozen=True, hide_input_in_errors=True
+        env_prefix="OGV_",
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
+        allow_inf_nan=False,
     )
 
     data_dir: Path = Field(default_factory=_default_data_dir)
@@ -204,9 +213,9 @@ class Settings(BaseSettings):
     """How long a worker holds a running request; None: the hard time limit plus 30 s."""
     visibility_timeout: int = Field(default=3600, gt=0)
 
-    account_rate: float = Field(default=10.0, gt=0)
-    account_rate_authenticate: float | None = Field(default=None, gt=0)
-    account_rate_alerts: float | None = Field(default=None, gt=0)
+    account_rate: float = Field(default=10.0, gt=0, le=MAX_ACCOUNT_RATE)
+    account_rate_authenticate: float | None = Field(default=None, gt=0, le=MAX_ACCOUNT_RATE)
+    account_rate_alerts: float | None = Field(default=None, gt=0, le=MAX_ACCOUNT_RATE)
     """The rate of each probe's rate-limit domain, when not `account_rate` (SPEC §9)."""
     account_burst: int = Field(default=1, ge=1)
     max_inline_wait: float = Field(default=5.0, ge=0)
