@@ -136,6 +136,12 @@ def test_operators_actions_are_audited_and_read_newest_first(env: dict[str, str]
         ["audit", "list", "--limit", "99999999999999999999"],
         ["status", "--org", "seven"],
         ["status", "--no-such-option"],
+        ["validate", "--org", "-1", "--integration", "4", "--team", "4-t1"],
+        ["validate", "--org", "1", "--integration", "0", "--team", "1-t1"],
+        ["validate", "--org", "1", "--integration", "4", "--team", "4-t1", "--wait", "-5"],
+        ["validate", "--org", "1", "--integration", "4", "--team", "4-t1", "--wait", "nan"],
+        ["audit", "list", "--org", "0"],
+        ["revalidate", "--all", "--window", "inf"],
     ],
 )
 def test_an_integer_past_64_bits_or_any_usage_error_is_one_line(
@@ -149,6 +155,13 @@ def test_an_integer_past_64_bits_or_any_usage_error_is_one_line(
     assert error["code"] == "invalid_usage" and as_json.stdout.count("\n") == 1
     assert plain.stderr.startswith("error (invalid_usage): ") and plain.stderr.count("\n") == 1
     assert "Traceback" not in as_json.stderr + plain.stderr
+
+
+def test_a_rotation_resumes_only_after_a_team_id(env: dict[str, str]) -> None:
+    pasted = run(env, "keys", "rotate", "--after", "SECRETKEY-abcdef123456", "--json")
+
+    assert pasted.returncode == 1 and json.loads(pasted.stdout)["error"]["code"] == "invalid"
+    assert "SECRETKEY" not in pasted.stdout + pasted.stderr
 
 
 def test_audit_list_refuses_a_bad_filter_in_one_line(env: dict[str, str]) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -75,30 +76,49 @@ not imported here: it would load SQLAlchemy into `ogv --help`)."""
 INT64_MIN = -INT64_MAX - 1
 
 
+IDS = frozenset({"org", "integration"})
+"""Parameters that name a row: ids start at 1."""
+SECONDS = frozenset({"wait", "timeout", "window"})
+"""Parameters that are a duration: 0 or more seconds."""
+
+
 def bound_integers(command: Any) -> Any:
-    """Make every command under `command` refuse an integer past 64 bits in any of its
-    parameters before it runs: a usage error, not an overflow deep in a database driver."""
+    """Make every command under `command` refuse, before it runs, an integer past 64
+    bits, an id below 1, a number that is not finite and a negative duration in any of
+    its parameters: a usage error, not an overflow deep in a database driver nor a
+    check queued for organization -1."""
     if command.callback is not None:
         flags = {p.name: (p.opts or [p.name])[0] for p in command.params}
-        command.callback = _within_64_bits(command.callback, flags)
+        command.callback = _within_bounds(command.callback, flags)
     for sub in getattr(command, "commands", {}).values():
         bound_integers(sub)
     return command
 
 
-def _within_64_bits(callback: Callable[..., Any], flags: dict[str, str]) -> Callable[..., Any]:
+def _within_bounds(callback: Callable[..., Any], flags: dict[str, str]) -> Callable[..., Any]:
     @functools.wraps(callback)
     def checked(**params: Any) -> Any:
         for name, value in params.items():
             values = value if isinstance(value, list | tuple) else [value]
-            if any(type(v) is int and not INT64_MIN <= v <= INT64_MAX for v in values):
-                raise typer.BadParameter(
-                    f"must be an integer from {INT64_MIN} to {INT64_MAX}",
-                    param_hint=f"'{flags.get(name, name)}'",
-                )
+            for v in values:
+                problem = _out_of_bounds(name, v)
+                if problem is not None:
+                    raise typer.BadParameter(problem, param_hint=f"'{flags.get(name, name)}'")
         return callback(**params)
 
     return checked
+
+
+def _out_of_bounds(name: str, value: Any) -> str | None:
+    if type(value) is int and not INT64_MIN <= value <= INT64_MAX:
+        return f"must be an integer from {INT64_MIN} to {INT64_MAX}"
+    if type(value) is int and name in IDS and value < 1:
+        return "must be an id: a whole number from 1"
+    if type(value) is float and not math.isfinite(value):
+        return "must be a finite number"
+    if type(value) is float and name in SECONDS and value < 0:
+        return "must be 0 or more seconds"
+    return None
 
 
 def main() -> None:

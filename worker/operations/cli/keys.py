@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from worker.operations.cli.output import ExitCode, JsonOption, console, emit, fail
+from worker.operations.cli.output import ExitCode, JsonOption, console, emit, fail, is_team_id
 
 app = typer.Typer(no_args_is_help=True, help="The encryption keys that protect stored keys.")
 
@@ -35,6 +35,15 @@ def keys_rotate(
 
     Refused while a live worker or API lacks that key (restart them with it first).
     """
+    if after and not is_team_id(after):
+        # Never repeated: a key pasted into the wrong option must not reach the terminal.
+        fail(
+            "invalid",
+            "--after takes a team id such as 2-payments: the last one re-encrypted",
+            as_json,
+        )
+    if batch_size < 1:
+        fail("invalid", "--batch-size takes 1 or more teams", as_json)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress
 
     from models.crypto import KeyVault
