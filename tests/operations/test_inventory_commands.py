@@ -112,6 +112,10 @@ def test_teams_are_listed_shown_rekeyed_and_removed(cli_env: None) -> None:
     assert saved["team"]["status"] == "unknown" and saved["validation"]["state"] == "pending"
     assert "second-key" not in text and "first-key" not in text
     assert [r.state for r in checks_of(team_id)] == [RequestState.PENDING]
+    # No worker runs here: a wait runs out, and says so as `ogv validate --wait` does.
+    code, waited, _ = ogv("team", "replace-key", "--team", team_id, "--wait", "0.2", stdin="k3\n")
+    assert code == 2 and waited["validation"]["state"] in ("pending", "running")
+    assert waited["team"]["key_version"] == 3
 
     code, shown, _ = ogv("team", "show", "--team", team_id)
     assert (code, shown["team_id"], shown["label"]) == (0, team_id, "payments")

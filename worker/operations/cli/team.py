@@ -220,7 +220,11 @@ def team_replace_key(
     _check_team_id(team, as_json)
     key = _read_key()
     saved = _write(lambda client: client.replace_key(team, key, wait=wait), as_json)
-    emit(saved, as_json, lambda: _print_saved(saved))
+    emit(saved, as_json, lambda: _print_saved(saved, wait))
+    check = saved.validation
+    if wait > 0 and not (check.is_final or check.is_confirming):
+        # The key is saved; its check had no outcome in time: as `ogv validate --wait`.
+        raise typer.Exit(ExitCode.TIMED_OUT)
 
 
 @app.command("remove")
@@ -282,11 +286,20 @@ def _describe(row: Any) -> str:
     )
 
 
-def _print_saved(saved: Any) -> None:
+def _print_saved(saved: Any, wait: float = 0) -> None:
     check = saved.validation
     console.print(f"replaced the key of team {saved.team.team_id}", highlight=False)
     if check.is_final:
         console.print(f"{check.outcome}: {check.message}", highlight=False)
+    elif check.is_confirming:
+        due = f"{check.second_check_at:%Y-%m-%d %H:%M:%S} UTC" if check.second_check_at else "soon"
+        console.print(f"confirming: the second check at {due} must agree", highlight=False)
+    elif wait > 0:
+        console.print(
+            f"check {check.id}: {check.state}, no outcome after {wait}s; "
+            f"ogv validate follows it, or GET /v1/validations/{check.id}",
+            highlight=False,
+        )
     else:
         console.print(f"check {check.id}: {check.state}", highlight=False)
 
