@@ -149,22 +149,23 @@ class DemoReport:
     def ok(self) -> bool:
         return all(row.ok for row in self.rows)
 
-    def table(self) -> Table:
+    def table(self, width: int = 120) -> Table:
+        """The rows as a table for a terminal `width` columns wide: below 100 the
+        note gives way (`--json` has it, and the messages and hints' sentences)."""
         table = Table(title=f"ogv demo (organization {self.organization_id})")
-        for column in ("team", "platform", "outcome", "note", "hint", "tries"):
-            table.add_column(column, no_wrap=True)
-        # The messages and hints' sentences are long; `--json` has them, the table keeps
-        # to what fits.
+        with_note = width >= 100
+        table.add_column("team", overflow="fold")
+        table.add_column("platform", no_wrap=True, min_width=8)
+        table.add_column("outcome", no_wrap=True, min_width=19)  # invalid_integration
+        if with_note:
+            table.add_column("note", no_wrap=True, overflow="ellipsis")
+        table.add_column("hint", overflow="fold")
+        table.add_column("tries", no_wrap=True, min_width=5, justify="right")
         for row in self.rows:
             mark = "green" if row.ok else "red"
-            table.add_row(
-                row.label,
-                row.platform,
-                f"[{mark}]{row.outcome}[/{mark}]",
-                row.note,
-                row.hint,
-                str(row.attempts),
-            )
+            cells = [row.label, row.platform, f"[{mark}]{row.outcome}[/{mark}]"]
+            cells += [row.note] if with_note else []
+            table.add_row(*cells, row.hint, str(row.attempts))
         return table
 
 

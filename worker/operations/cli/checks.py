@@ -319,6 +319,7 @@ def platforms(as_json: JsonOption = False) -> None:
 
 def _platforms_table(rows: Sequence[Any]) -> Table:
     table = Table("base URL", "platform", "state", "since", "window (unrecognised/answers)")
+    table.columns[0].overflow = "fold"  # hosts often share a long prefix: never cut one
     for row in rows:
         state = "[red]unavailable[/red]" if row.unavailable else "[green]available[/green]"
         since = row.unavailable_since if row.unavailable else row.changed_at

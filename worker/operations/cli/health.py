@@ -73,6 +73,6 @@ def demo(as_json: JsonOption = False) -> None:
     from worker.operations.demo import run_demo
 
     report = run_demo()
-    emit(report, as_json, lambda: console.print(report.table()))
+    emit(report, as_json, lambda: console.print(report.table(console.width)))
     if not report.ok:
         raise typer.Exit(ExitCode.REFUSED)
