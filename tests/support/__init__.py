@@ -9,5 +9,6 @@
 - `pipeline`, `cli`: installing accounts and teams in-process, and calling the CLI.
 - `api`, `monitoring`, `webhooks`, `hostile_upstream`: the HTTP API's server and client,
   Flower and /metrics, a webhook receiver, a misbehaving Opsgenie.
+- `tcp_proxy`: a network between a process and a server that a test can cut.
 - `chaos`: the chaos suite's harness (tests/chaos).
 """
