@@ -309,38 +309,32 @@ def _insert_changes(
 
 
 def release_audited(session: Session, selection: Selection, actor: str) -> Released:
-    """`release`, and its `changes.release` audit event by `actor`, in `session`'s
-    transaction: what `ogv changes release` and the console's button do."""
+    """`release`, and a `changes.release` audit event by `actor` per organization whose
+    changes were written (one without an organization when none was: the operator still
+    acted), in `session`'s transaction: what `ogv changes release` and the console's
+    button do."""
     released = release(session, selection)
     teams = [change.team_id for change in released.changes]
-    organizations = dict(
+    organization_of = dict(
         session.execute(
             select(Team.id, OrganizationIntegration.organization_id)
             .join(
                 OrganizationIntegration,
                 Team.organization_integration_id == OrganizationIntegration.id,
             )
-            .where(Team.id.in_(teams))
+            .where(one_of(session, Team.id, teams))
         ).all()
     )
-    by_organization: dict[int | None, list[str]] = {}
-    for team_id in teams:
-        by_organization.setdefault(organizations.get(team_id), []).append(team_id)
-    # One event per organization whose changes were written, each in its own log; one
-    # without an organization when nothing was (the operator still acted).
-    for organization_id, released_teams in by_organization.items() or [(None, [])]:
-        audit.record(
-            session,
-            actor,
-            "changes.release",
-            organization_id=organization_id,
-            target=audit_target(selection),
-            details={
-                "released": len(released_teams),
-                "dropped": released.dropped,
-                "teams": released_teams[:AUDITED_TEAMS],
-            },
-        )
+    _audit_per_organization(
+        session,
+        actor,
+        "changes.release",
+        selection,
+        [(organization_of.get(team_id), team_id) for team_id in teams],
+        "released",
+        even_if_none=True,
+        dropped=released.dropped,
+    )
     return released
 
 
@@ -348,19 +342,44 @@ def discard_audited(session: Session, selection: Selection, actor: str) -> list[
     """`discard`, and a `changes.discard` audit event by `actor` per organization, in
     `session`'s transaction: what `ogv changes discard` and the console's button do."""
     asks = discard(session, selection)
-    by_organization: dict[int, list[str]] = {}
-    for ask in asks:
-        by_organization.setdefault(ask.organization_id, []).append(ask.team_id)
-    for organization_id, teams in by_organization.items():
+    _audit_per_organization(
+        session,
+        actor,
+        "changes.discard",
+        selection,
+        [(ask.organization_id, ask.team_id) for ask in asks],
+        "discarded",
+    )
+    return asks
+
+
+def _audit_per_organization(
+    session: Session,
+    actor: str,
+    action: str,
+    selection: Selection,
+    teams: Sequence[tuple[int | None, str]],
+    counted: str,
+    *,
+    even_if_none: bool = False,
+    **details: int,
+) -> None:
+    """One `action` event per organization of `teams` ((organization, team id) pairs),
+    each in that organization's log, with its count under `counted`, its first teams
+    and `details`; with `even_if_none`, one without an organization when `teams` is
+    empty."""
+    by_organization: dict[int | None, list[str]] = {None: []} if even_if_none and not teams else {}
+    for organization_id, team_id in teams:
+        by_organization.setdefault(organization_id, []).append(team_id)
+    for organization_id, named in by_organization.items():
         audit.record(
             session,
             actor,
-            "changes.discard",
+            action,
             organization_id=organization_id,
             target=audit_target(selection),
-            details={"discarded": len(teams), "teams": teams[:AUDITED_TEAMS]},
+            details={counted: len(named), **details, "teams": named[:AUDITED_TEAMS]},
         )
-    return asks
 
 
 def audit_target(selection: Selection) -> str:
