@@ -14,6 +14,7 @@ from rich.table import Table
 from worker.operations.cli.output import (
     NARROWING,
     JsonOption,
+    confirming,
     console,
     emit,
     emit_listing,
@@ -178,8 +179,7 @@ def validate(
 def _verdict(view: Any) -> str:
     """A request's outcome in one line; a confirming one's names its second check."""
     if view.is_confirming:
-        due = f"{view.second_check_at:%Y-%m-%d %H:%M:%S} UTC" if view.second_check_at else "soon"
-        return f"confirming: the second check at {due} must agree; {view.message}"
+        return f"{confirming(view)}; {view.message}"
     hint = f"\nhint {view.hint.code}: {view.hint.text}" if view.hint else ""
     return f"{view.outcome}: {view.message}{hint}"
 

@@ -139,6 +139,12 @@ def refuse_in_one_line(code: str, message: str, as_json: bool, exit_code: int) -
     sys.exit(exit_code)
 
 
+def confirming(view: Any) -> str:
+    """What a `confirming` check waits for, in words: its second check, and when."""
+    due = f"{view.second_check_at:%Y-%m-%d %H:%M:%S} UTC" if view.second_check_at else "soon"
+    return f"confirming: the second check at {due} must agree"
+
+
 def is_team_id(text: str) -> bool:
     """Whether `text` has the shape of a team id (`models.Team.make_id`), such as
     2-payments, rather than a label or a key pasted into the wrong option."""

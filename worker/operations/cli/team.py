@@ -17,7 +17,15 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from worker.operations.cli.output import ExitCode, JsonOption, console, emit, fail, is_team_id
+from worker.operations.cli.output import (
+    ExitCode,
+    JsonOption,
+    confirming,
+    console,
+    emit,
+    fail,
+    is_team_id,
+)
 
 app = typer.Typer(no_args_is_help=True, help="Teams and their integration keys.")
 
@@ -292,8 +300,7 @@ def _print_saved(saved: Any, wait: float = 0) -> None:
     if check.is_final:
         console.print(f"{check.outcome}: {check.message}", highlight=False)
     elif check.is_confirming:
-        due = f"{check.second_check_at:%Y-%m-%d %H:%M:%S} UTC" if check.second_check_at else "soon"
-        console.print(f"confirming: the second check at {due} must agree", highlight=False)
+        console.print(confirming(check), highlight=False)
     elif wait > 0:
         console.print(
             f"check {check.id}: {check.state}, no outcome after {wait}s; "
